@@ -1,0 +1,144 @@
+"""Records: the plain-data form of one annotated image, and a dataset of them.
+
+Conventions (GUIDE §2):
+- boxes are ``xyxy`` float32 ``[N, 4]`` in absolute pixels of the original image; a VOC box
+  (1-based, inclusive) ``xmin..xmax`` becomes ``xmin - 1 .. xmax`` so the whole image is ``[0, 0, W, H]``;
+- labels are int64 ``[N]`` in ``1..K``; 0 is background and never stored;
+- ``class_names[k - 1]`` is the name of label ``k``.
+
+Records are stored as plain dicts (see :mod:`data_tools.store`), so this module holds only
+dataclasses, conversions to/from dicts, and the validation that both the VOC and COCO readers share.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Problem:
+    """One thing wrong with an input: where it is, what is wrong, what we did about it."""
+
+    file: str
+    reason: str
+    line: int | None = None
+    field: str | None = None
+    action: str = "skipped"  # "skipped" (item dropped), "fixed" (item kept after a repair), "ignored"
+    kind: str = "invalid"  # short machine-readable category, e.g. "zero_area_box", "missing_image"
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.field:
+            where += f" [{self.field}]"
+        return f"{where}: {self.reason} ({self.action})"
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "field": self.field,
+            "reason": self.reason,
+            "action": self.action,
+            "kind": self.kind,
+        }
+
+
+@dataclass
+class Record:
+    """One annotated image.
+
+    Attributes:
+        image: image path relative to the dataset's ``image_root`` (POSIX separators).
+        width, height: image size in pixels, after EXIF orientation.
+        boxes: float32 ``[N, 4]`` xyxy in pixels.
+        labels: int64 ``[N]`` in ``1..K``.
+        difficult, truncated: bool ``[N]`` flags from the annotation.
+        source: annotation file the record came from (for error messages).
+    """
+
+    image: str
+    width: int
+    height: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+    truncated: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        n = len(self.boxes)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(n)
+        self.difficult = np.asarray(self.difficult if len(self.difficult) else np.zeros(n), bool).reshape(n)
+        self.truncated = np.asarray(self.truncated if len(self.truncated) else np.zeros(n), bool).reshape(n)
+
+    @property
+    def num_boxes(self) -> int:
+        return len(self.boxes)
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image,
+            "width": int(self.width),
+            "height": int(self.height),
+            "boxes": self.boxes.copy(),
+            "labels": self.labels.copy(),
+            "difficult": self.difficult.copy(),
+            "truncated": self.truncated.copy(),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Record:
+        return cls(**d)
+
+
+@dataclass
+class RecordSet:
+    """A dataset: records plus the class map and the folder their image paths are relative to."""
+
+    class_names: list[str]
+    image_root: str
+    records: list[Record]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def subset(self, indices) -> RecordSet:
+        """A new RecordSet with the records at ``indices`` (same class map and image root)."""
+        return RecordSet(list(self.class_names), self.image_root, [self.records[i] for i in indices], dict(self.meta))
+
+
+def check_box(
+    xyxy: tuple[float, float, float, float], width: int, height: int
+) -> tuple[tuple[float, float, float, float] | None, str | None, str]:
+    """Validate one box in record pixels against the image size.
+
+    Returns ``(box, reason, action)``: ``box`` is the (possibly clipped) box, or ``None`` when it must be
+    dropped; ``reason`` says what was wrong (``None`` if nothing); ``action`` is "fixed" or "skipped".
+    """
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return None, "non-finite coordinate", "skipped"
+    if x2 < x1 or y2 < y1:
+        return None, f"swapped coordinates (xmin>xmax or ymin>ymax): {x1:g},{y1:g},{x2:g},{y2:g}", "skipped"
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        return None, f"box wholly outside the {width}x{height} image: {x1:g},{y1:g},{x2:g},{y2:g}", "skipped"
+    cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+    if cx2 - cx1 < 1.0 or cy2 - cy1 < 1.0:
+        return None, f"zero-area box (width {x2 - x1:g}, height {y2 - y1:g})", "skipped"
+    if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+        return (cx1, cy1, cx2, cy2), "box partly outside the image, clipped", "fixed"
+    return (x1, y1, x2, y2), None, "ignored"

@@ -1,0 +1,3 @@
+from detect.cli import main
+
+raise SystemExit(main())

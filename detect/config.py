@@ -1,0 +1,286 @@
+"""Experiment configuration: dataclasses loaded from one flat YAML per recipe.
+
+``load_config("configs/ssd.yaml", ["train.lr=0.01", "data.train=run/train.pkl"])`` reads the YAML,
+applies ``section.key=value`` overrides (values parsed as YAML, so ``0.01``, ``true``, ``[1, 2]`` work),
+and builds :class:`Config`. Unknown sections or keys are errors that name the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says where and how to fix it."""
+
+
+@dataclass
+class DataConfig:
+    train: str | None = None  # dataset .pkl made by `retail-data convert` / `split`
+    val: str | None = None
+    test: str | None = None
+    image_size: int = 320  # square letterbox size S: every batch is [B, 3, S, S]
+    cache_images: bool = True  # decode each image once (resized to S) and keep it in RAM
+    workers: int = 2  # DataLoader workers; 0 = load in the main process
+    pin_memory: bool = True  # only used on CUDA
+
+
+@dataclass
+class AugmentConfig:
+    hflip: float = 0.5  # probability of a horizontal flip
+    vflip: float = 0.0
+    rotate: float = 0.0  # max rotation in degrees (affine)
+    scale: tuple[float, float] = (1.0, 1.0)  # affine scale range
+    translate: float = 0.0  # max translation as a fraction of the image side
+    affine_p: float = 0.0  # probability of the affine (rotate/scale/translate) transform
+    crop: float = 0.0  # probability of a bbox-safe random crop
+    color_jitter: float = 0.0  # probability of brightness/contrast/saturation/hue jitter
+    noise: float = 0.0  # probability of Gaussian noise
+    blur: float = 0.0  # probability of a small blur
+    min_visibility: float = 0.3  # drop boxes with less than this fraction left after crop/affine
+    mosaic: float = 0.0  # probability of a 4-image mosaic (YOLO recipe)
+    mosaic_off_epochs: int = 0  # switch mosaic off for the last N epochs
+
+
+@dataclass
+class SSDConfig:
+    neck_channels: int = 128  # channels of the FPN-style neck levels
+    extra_levels: int = 2  # SSD extra layers after the backbone's last map
+    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5)
+    min_scale: float = 0.07  # smallest default-box scale (fraction of image side)
+    max_scale: float = 0.9
+    iou_threshold: float = 0.5  # prior matched to an object at IoU >= this
+    neg_pos_ratio: int = 3  # hard negative mining ratio
+    box_weight: float = 1.0
+
+
+@dataclass
+class FastRCNNConfig:
+    fpn: bool = True  # use an FPN neck (multi-level RoI assignment); False: single C5-stride map
+    neck_channels: int = 128
+    anchor_sizes: tuple[float, ...] = (32.0, 64.0, 128.0)  # one size per level (x2 octave per level)
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_pre_nms_topk: int = 1000
+    rpn_post_nms_topk: int = 300
+    rpn_nms_thresh: float = 0.7
+    rpn_batch_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    roi_op: str = "roi_pool"  # roi_pool (Fast R-CNN) | roi_align
+    roi_size: int = 7
+    roi_batch_per_image: int = 256
+    roi_positive_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou: float = 0.5
+    head_dim: int = 512  # width of the two fully connected layers
+    proposals: str | None = None  # JSON file of external proposals per image: skips the RPN
+
+
+@dataclass
+class YOLOConfig:
+    neck_channels: int = 128  # FPN + PAN width
+    head_channels: int = 128
+    assigner: str = "tal"  # tal (task-aligned) | simota
+    topk: int = 10  # candidates per object for the assigner
+    cls_loss: str = "bce"  # bce | varifocal
+    box_loss: str = "giou"  # giou | ciou
+    dfl: bool = False  # distribution focal loss on box sides
+    reg_max: int = 16
+    cls_weight: float = 1.0
+    box_weight: float = 2.5
+
+
+@dataclass
+class ModelConfig:
+    name: str = "ssd"  # ssd | fast_rcnn | yolo
+    backbone: str = "efficientnet_lite0"  # efficientnet_lite0 | resnet18 | resnet50 | mobilenet_v3_large | vgg16
+    backbone_weights: str = "imagenet"  # imagenet | none | path to a .pth / .safetensors file
+    freeze_at: int = 0  # freeze the stem and the first N stages (0 = train everything)
+    frozen_bn: bool = False  # freeze BatchNorm statistics and affine params (small batches)
+    dropout: float = 0.0  # dropout in the head
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    max_detections: int = 300
+    ssd: SSDConfig = field(default_factory=SSDConfig)
+    fast_rcnn: FastRCNNConfig = field(default_factory=FastRCNNConfig)
+    yolo: YOLOConfig = field(default_factory=YOLOConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    max_steps: int = 0  # stop after this many optimizer steps (0 = no limit); for tests and smoke runs
+    time_budget_s: float = 0.0  # stop training after this many seconds (0 = no limit)
+    batch_size: int = 32
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.02
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam / AdamW
+    weight_decay: float = 4e-5  # L2 (decoupled for AdamW); not applied to norms and biases
+    l1: float = 0.0  # hand-written L1 penalty on weights, added to the loss
+    warmup_epochs: float = 1.0
+    scheduler: str = "cosine"  # cosine | step | plateau | none
+    milestones: tuple[float, ...] = (0.67, 0.89)  # step decay points as fractions of the epochs
+    gamma: float = 0.1  # step / plateau decay factor
+    plateau_patience: int = 3
+    grad_clip: float = 10.0  # max gradient norm (0 = off)
+    ema: bool = False
+    ema_decay: float = 0.9998
+    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the model on CUDA
+    early_stop_patience: int = 0  # stop after N evaluations without a better val mAP (0 = off)
+    eval_every: int = 1  # evaluate every N epochs
+    unfreeze_epoch: int = -1  # unfreeze the backbone at this epoch (-1 = never)
+    max_nonfinite: int = 20  # abort after this many non-finite losses (each such batch is skipped)
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    out_dir: str = "runs/train"
+    tensorboard: bool = False
+    log_every: int = 20
+
+
+@dataclass
+class EvalConfig:
+    max_detections: int = 300
+    score_thresh: float = 0.001  # low threshold for mAP
+    batch_size: int = 32
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        """Plain dict (tuples become lists) for YAML, JSON and checkpoints."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+def _coerce(value: Any, template: Any, where: str) -> Any:
+    """Check ``value`` against the type of the default ``template`` and convert lists to tuples."""
+    if template is None or value is None:
+        return value
+    if isinstance(template, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if isinstance(template, (int, float)) and not isinstance(template, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(template, int) and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return type(template)(value)
+    if isinstance(template, tuple):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
+    if isinstance(template, str) and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
+    default = cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown key '{name}'" + _suggest(str(key), list(fields)))
+        current = getattr(default, key)
+        if dataclasses.is_dataclass(current):
+            kwargs[key] = _build(type(current), value or {}, name)
+        else:
+            kwargs[key] = _coerce(value, current, name)
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> dict:
+    """``["train.lr=0.01", "model.ssd.neg_pos_ratio=3"]`` -> nested dict (values parsed as YAML)."""
+    tree: dict = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or "." not in key:
+            raise ConfigError(f"override '{item}': key must look like section.key (e.g. train.lr)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': cannot parse value: {exc}") from None
+        _set_path(tree, key, value)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(values: dict, overrides: list[str] | None = None) -> Config:
+    """Build a :class:`Config` from a nested dict plus ``key=value`` overrides."""
+    return _build(Config, _merge(values or {}, parse_overrides(overrides)), "")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a recipe YAML (or the defaults when ``path`` is None) and apply overrides."""
+    values: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections")
+    try:
+        return config_from_dict(values, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
