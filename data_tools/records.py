@@ -13,6 +13,9 @@ dataclasses, conversions to/from dicts, and the validation that both the VOC and
 from __future__ import annotations
 
 import math
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,3 +145,52 @@ def check_box(
     if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
         return (cx1, cy1, cx2, cy2), "box partly outside the image, clipped", "fixed"
     return (x1, y1, x2, y2), None, "ignored"
+
+
+def class_key(name: str) -> str:
+    """The form class names are compared in: Unicode NFC, case-folded, whitespace stripped and collapsed.
+
+    ``" Tomato  Sauce"`` and ``"tomato sauce"`` have the same key.
+    """
+    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
+
+
+class ClassMap:
+    """Canonical class names (label ``k`` is ``names[k - 1]``) and the lookup from any spelling to a label."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names: list[str] = []
+        self._label: dict[str, int] = {}
+        for raw in names:
+            name = " ".join(unicodedata.normalize("NFC", raw).split())
+            key = class_key(name)
+            if not key:
+                raise ValueError("empty class name in the class list")
+            if key in self._label:
+                first = self.names[self._label[key] - 1]
+                raise ValueError(f"class list names {first!r} and {name!r}, which differ only in case/spacing")
+            self.names.append(name)
+            self._label[key] = len(self.names)
+
+    @classmethod
+    def collect(cls, observed: Iterable[str]) -> ClassMap:
+        """Build a map from the names seen in annotations: one class per key, sorted by canonical name.
+
+        The canonical spelling of a key is its most frequent spelling (ties: the smallest string), so the
+        result does not depend on the order the files were read in.
+        """
+        spellings: dict[str, Counter] = {}
+        for raw in observed:
+            name = " ".join(unicodedata.normalize("NFC", raw).split())
+            if name:
+                spellings.setdefault(class_key(name), Counter())[name] += 1
+        canon = [min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for c in spellings.values()]
+        return cls(sorted(canon, key=lambda n: (class_key(n), n)))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def lookup(self, name: str) -> tuple[int | None, str | None]:
+        """``(label, canonical name)`` for any spelling of a known class, ``(None, None)`` otherwise."""
+        label = self._label.get(class_key(name))
+        return (label, self.names[label - 1]) if label else (None, None)

@@ -71,8 +71,12 @@ class FastRCNNConfig:
     rpn_nms_thresh: float = 0.7
     rpn_batch_per_image: int = 256
     rpn_positive_fraction: float = 0.5
+    rpn_fg_iou: float = 0.7  # anchor positive at IoU >= this (and each object's best anchor)
+    rpn_bg_iou: float = 0.3  # anchor negative at max IoU < this; in between: ignored
     roi_op: str = "roi_pool"  # roi_pool (Fast R-CNN) | roi_align
     roi_size: int = 7
+    roi_canonical_size: float = 112.0  # FPN level rule k = floor(4 + log2(sqrt(wh) / this)), k=4 is stride 16;
+    # the paper's 224 suits ~800 px inputs, 112 suits 256-416 px (boxes < 112 px pool from stride 8)
     roi_batch_per_image: int = 256
     roi_positive_fraction: float = 0.25
     fg_iou: float = 0.5
@@ -90,9 +94,13 @@ class YOLOConfig:
     cls_loss: str = "bce"  # bce | varifocal
     box_loss: str = "giou"  # giou | ciou
     dfl: bool = False  # distribution focal loss on box sides
-    reg_max: int = 16
+    reg_max: int = 16  # DFL bins per box side (distances 0..reg_max-1 strides)
     cls_weight: float = 1.0
     box_weight: float = 2.5
+    dfl_weight: float = 0.5  # weight of the DFL term (only with dfl: true)
+    tal_alpha: float = 1.0  # task-aligned metric: score ** tal_alpha * IoU ** tal_beta
+    tal_beta: float = 6.0
+    prior_prob: float = 0.01  # initial class probability (bias of the class logits)
 
 
 @dataclass

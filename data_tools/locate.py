@@ -1,0 +1,152 @@
+"""Find the image an annotation file describes, without ever leaving the dataset root.
+
+Search order for ``root/annotations/beans/X.xml`` with ``<filename>X.jpg</filename>``:
+
+1. ``<filename>`` relative to the XML's folder (``root/annotations/beans/X.jpg``);
+2. the same name in a sibling ``images/``, ``JPEGImages/`` or ``Images/`` tree with the XML's relative
+   folder (``root/images/beans/X.jpg``; VOC's ``Annotations/`` + ``JPEGImages/``);
+3. by stem with any image extension in those folders (``X.png``, ``X.JPG``, ...), first the stem of
+   ``<filename>``, then the XML's own stem.
+
+``<path>`` (labelImg's absolute path on the annotator's machine) is never used. An absolute
+``<filename>``, or one whose ``..`` climbs out of the root, is reported and ignored; the image is then
+looked up by the XML's stem inside the root only. Names are tried in NFC and NFD Unicode forms (macOS
+stores NFD) and with Windows ``\\`` separators converted.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import unicodedata
+from dataclasses import dataclass
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_DIR_NAMES = ("images", "JPEGImages", "Images")
+_WIN_ABS = re.compile(r"^[A-Za-z]:[\\/]|^[\\/]{2}")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """A path problem to report: kind, reason and what was done ("fixed" or "skipped")."""
+
+    kind: str
+    reason: str
+    action: str
+
+
+def within(path: str, root: str) -> bool:
+    """True if the normalised absolute ``path`` lies inside ``root`` (lexically; both absolute)."""
+    path, root = os.path.normpath(path), os.path.normpath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def is_absolute_name(name: str) -> bool:
+    """Absolute on any OS: ``/x``, ``C:\\x``, ``\\\\server\\x``."""
+    return name.startswith(("/", "\\")) or bool(_WIN_ABS.match(name))
+
+
+def find_image(
+    xml_path: str, filename: str | None, root: str, dir_cache: dict | None = None
+) -> tuple[str | None, Issue | None]:
+    """Locate the image for ``xml_path``. Returns ``(absolute path or None, issue to report or None)``.
+
+    ``dir_cache``: a dict the caller keeps for one pass over a dataset, so the image folders of each
+    annotation folder are looked up once.
+    """
+    xml_dir = os.path.dirname(os.path.abspath(xml_path))
+    root = os.path.abspath(root)
+    xml_stem = os.path.splitext(os.path.basename(xml_path))[0]
+    fn = (filename or "").strip().replace("\\", "/")
+    unsafe = None
+    if fn and is_absolute_name(fn):
+        unsafe = f"absolute <filename> {filename!r}"
+    elif fn:
+        direct = os.path.normpath(os.path.join(xml_dir, fn))
+        if not within(direct, root):
+            unsafe = f"<filename> {filename!r} points outside the dataset root"
+        elif os.path.isfile(direct):
+            return direct, None
+
+    if dir_cache is None:
+        dirs = _candidate_dirs(xml_dir, root)
+    else:
+        dirs = dir_cache.get((xml_dir, root))
+        if dirs is None:
+            dirs = dir_cache[(xml_dir, root)] = _candidate_dirs(xml_dir, root)
+    names: list[str] = []
+    stems: list[str] = []
+    if fn and not unsafe:
+        base = posixpath.basename(fn)
+        names.append(base)
+        stems.append(os.path.splitext(base)[0])
+    stems.append(xml_stem)
+    found = _search(dirs, names, stems)
+
+    if unsafe:
+        if found:
+            rel = _rel(found, root)
+            return found, Issue("unsafe_path", f"{unsafe}: ignored it and used {rel} (by the XML's name)", "fixed")
+        return None, Issue(
+            "unsafe_path", f"{unsafe}: ignored it, and no image named {xml_stem}.* was found inside the root", "skipped"
+        )
+    if found is None:
+        wanted = posixpath.basename(fn) if fn else f"{xml_stem}.*"
+        return None, Issue(
+            "missing_image",
+            f"image {wanted!r} not found next to the annotation or in an images/JPEGImages folder",
+            "skipped",
+        )
+    if not fn:
+        return found, Issue("missing_filename", f"no <filename>; used {_rel(found, root)} (by the XML's name)", "fixed")
+    if _nfc(os.path.basename(found)) != _nfc(posixpath.basename(fn)):
+        return found, Issue("filename_mismatch", f"<filename> {filename!r} not found; used {_rel(found, root)}", "fixed")
+    return found, None
+
+
+def _candidate_dirs(xml_dir: str, root: str) -> list[str]:
+    """The XML's folder, then sibling image trees of each ancestor folder inside the root."""
+    dirs = [xml_dir]
+    a = xml_dir
+    while a != root and within(a, root):
+        rel = os.path.relpath(xml_dir, a)
+        parent = os.path.dirname(a)
+        for name in IMAGE_DIR_NAMES:
+            d = os.path.normpath(os.path.join(parent, name, rel))
+            if d not in dirs and within(d, root) and os.path.isdir(d):
+                dirs.append(d)
+        if parent == a:
+            break
+        a = parent
+    return dirs
+
+
+def _search(dirs: list[str], names: list[str], stems: list[str]) -> str | None:
+    for name in names:
+        for d in dirs:
+            for variant in _forms(name):
+                p = os.path.join(d, variant)
+                if os.path.isfile(p):
+                    return p
+    exts = IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS)
+    for stem in dict.fromkeys(stems):
+        for d in dirs:
+            for variant in _forms(stem):
+                for ext in exts:
+                    p = os.path.join(d, variant + ext)
+                    if os.path.isfile(p):
+                        return p
+    return None
+
+
+def _forms(name: str) -> list[str]:
+    return list(dict.fromkeys((name, unicodedata.normalize("NFC", name), unicodedata.normalize("NFD", name))))
+
+
+def _nfc(s: str) -> str:
+    return unicodedata.normalize("NFC", s)
+
+
+def _rel(path: str, root: str) -> str:
+    return os.path.relpath(path, root).replace(os.sep, "/")
