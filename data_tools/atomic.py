@@ -21,7 +21,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     """Open a temporary file next to ``path`` for writing; on success it atomically becomes ``path``.
 
     Args:
-        path: destination file. Its folder must exist.
+        path: destination file; its folder is created when missing.
         mode: ``"wb"`` or ``"w"`` (text, then ``encoding`` defaults to UTF-8).
     """
     if mode not in ("wb", "w"):
@@ -30,6 +30,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory")
+    folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         kwargs = {} if mode == "wb" else {"encoding": encoding or "utf-8", "newline": ""}
@@ -45,15 +46,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     _fsync_dir(folder)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
     with atomic_open(path, "wb") as f:
         f.write(data)
+    return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def refuse_overwrite(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:

@@ -151,6 +151,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     out_dir: str = "runs/train"
+    resume: str | None = None  # checkpoint to resume from (e.g. runs/train/last.pt)
     tensorboard: bool = False
     log_every: int = 20
 

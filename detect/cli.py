@@ -1,0 +1,151 @@
+"""`retail-detect`: train, eval, predict, bench, tune, compare, export, demo.
+
+Each verb parses its arguments here and calls one plain function of the package; imports are lazy so
+`retail-detect --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+
+def _train(args: argparse.Namespace) -> int:
+    from detect.config import load_config
+    from detect.engine.trainer import fit
+
+    overrides = list(args.overrides)
+    if args.resume:
+        overrides.append(f"train.resume={args.resume}")
+    cfg = load_config(args.config, overrides)
+    result = fit(cfg)
+    best = f"best val AP {result['best_map']:.4f} at epoch {result['best_epoch']}; " if result["best_epoch"] > 0 else ""
+    print(f"{best}{result['epochs']} epochs, {result['steps']} steps, {result['seconds']:.0f} s of training "
+          f"({result['images_per_s']:.1f} img/s)")
+    print(f"checkpoints: {result['best']} (best), {result['last']} (last); metrics: {result['out_dir']}/metrics.csv")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from detect.engine.evaluate_weights import evaluate_weights
+
+    evaluate_weights(
+        args.weights, args.data, out_json=args.json, device=args.device, batch_size=args.batch,
+        proposals=args.proposals,
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from detect.engine.predict_run import run_predict
+
+    summary = run_predict(
+        args.weights, args.sources, args.out, conf=args.conf, device=args.device, csv=args.csv,
+        draw=not args.no_draw, tile=args.tile, rows=not args.no_rows, batch_size=args.batch,
+    )
+    print(json.dumps(_jsonable(summary), indent=2))
+    return 1 if summary.get("images", 0) == 0 else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from detect.bench import run_bench
+
+    run_bench(
+        models=[m.strip() for m in args.models.split(",") if m.strip()], size=args.size, batch=args.batch,
+        device=args.device, steps=args.steps, data=args.data, json_out=args.json,
+        backbone=args.backbone, compile=args.compile,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from detect.demo import run_demo
+
+    run_demo(args.out, images=args.images, minutes=args.minutes, device=args.device)
+    return 0
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retail-detect", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("train", help="train a detector from a recipe YAML")
+    p.add_argument("--config", required=True, help="recipe YAML, e.g. configs/ssd.yaml")
+    p.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. runs/ssd/last.pt)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=0.01")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset .pkl")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True, help="dataset .pkl (retail-data convert/split)")
+    p.add_argument("--json", default=None, help="write metrics (and per-class AP) to this JSON")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--proposals", default=None, help="Fast R-CNN: external proposals JSON (skips the RPN)")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", help="detect products in images, folders or globs")
+    p.add_argument("--weights", required=True)
+    p.add_argument("sources", nargs="+", help="image files, folders (recursive) or globs")
+    p.add_argument("--out", default="runs/predict", help="output folder (never an input folder)")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--csv", action="store_true", help="also write predictions.csv")
+    p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
+    p.add_argument("--no-rows", action="store_true", help="do not group detections into shelf rows")
+    p.add_argument("--tile", choices=["auto", "on", "off"], default="auto", help="tiled inference for large photos")
+    p.add_argument("--batch", type=int, default=8)
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("bench", help="speed of our detectors against torchvision peers, same backbone")
+    p.add_argument("--models", default="ssd,fast_rcnn,yolo")
+    p.add_argument("--size", type=int, default=320)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 2 on CPU)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--data", default=None, help="dataset .pkl for the real-data throughput (default: synthetic shelves)")
+    p.add_argument("--compile", action="store_true", help="torch.compile our models")
+    p.add_argument("--json", default=None, help="write the results to this JSON")
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("demo", help="synthetic shelves -> train SSD -> mAP -> annotated images, on the CPU")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--images", type=int, default=120)
+    p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+        # User errors (bad config, missing file, bad checkpoint) end with one clear line, no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""COCO evaluation with pycocotools, at up to 300 detections per image (shelves are dense).
+
+pycocotools' ``COCOeval.summarize()`` looks up ``maxDets=100`` for most of its numbers, so with
+``maxDets=[1, 10, 300]`` it prints -1 for them. :func:`summarize` reads the accumulated
+precision/recall arrays itself at the configured maximum instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from data_tools.atomic import atomic_write_bytes, atomic_write_text
+from data_tools.coco import to_coco
+from data_tools.records import RecordSet
+
+AREAS = ("all", "small", "medium", "large")
+
+
+def _coco_gt(rs: RecordSet):
+    from pycocotools.coco import COCO
+
+    gt = COCO()
+    gt.dataset = to_coco(rs)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+@torch.no_grad()
+def predict_dataset(model: nn.Module, loader, device: torch.device, amp: bool = False,
+                    proposals: dict | None = None) -> list[dict]:
+    """Run ``model`` (eval mode) over ``loader``; detections in original image pixels as COCO results.
+
+    ``proposals``: external proposals table (``detect.models.proposals_io.load_proposals``) handed to a
+    Fast R-CNN model per batch instead of its RPN.
+
+    Returns:
+        ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``.
+    """
+    model.eval()
+    results = []
+    for images, targets in loader:
+        images = images.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            if proposals is None:
+                outputs = model(images)
+            else:
+                from detect.models.proposals_io import batch_proposals
+
+                outputs = model(images, proposals=batch_proposals(targets, proposals, device))
+        for out, t in zip(outputs, targets):
+            boxes = (out["boxes"].float().cpu() / float(t["scale"])).numpy()
+            h, w = t["orig_size"]
+            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+            scores, labels = out["scores"].float().cpu().numpy(), out["labels"].cpu().numpy()
+            for b, s, c in zip(boxes, scores, labels):
+                results.append({"image_id": int(t["image_id"]), "category_id": int(c),
+                                "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                                "score": float(s)})
+    return results
+
+
+def _mean_valid(x: np.ndarray) -> float:
+    valid = x[x > -1]
+    return float(valid.mean()) if valid.size else 0.0
+
+
+def summarize(precision: np.ndarray, recall: np.ndarray, iou_thrs: np.ndarray, max_dets: list[int],
+              max_det: int) -> dict[str, float]:
+    """Headline numbers from COCOeval arrays ``precision [T, R, K, A, M]`` and ``recall [T, K, A, M]``.
+
+    Returns AP, AP50, AP75, APs/APm/APl and AR (all at ``max_det`` detections), AR1, AR10.
+    """
+    m = max_dets.index(max_det)
+    t50, t75 = int(np.argmin(abs(iou_thrs - 0.5))), int(np.argmin(abs(iou_thrs - 0.75)))
+    out = {
+        "AP": _mean_valid(precision[:, :, :, 0, m]),
+        "AP50": _mean_valid(precision[t50, :, :, 0, m]),
+        "AP75": _mean_valid(precision[t75, :, :, 0, m]),
+        "APs": _mean_valid(precision[:, :, :, 1, m]),
+        "APm": _mean_valid(precision[:, :, :, 2, m]),
+        "APl": _mean_valid(precision[:, :, :, 3, m]),
+        f"AR{max_det}": _mean_valid(recall[:, :, 0, m]),
+    }
+    for i, d in enumerate(max_dets):
+        if d != max_det:
+            out[f"AR{d}"] = _mean_valid(recall[:, :, 0, i])
+    return out
+
+
+def coco_evaluate(rs: RecordSet, results: list[dict], max_dets: int = 300) -> dict:
+    """Evaluate COCO-format ``results`` against ``rs``.
+
+    Returns ``{"AP", "AP50", ..., "per_class": {name: AP}, "per_class_ap50": {...}, "pr_curve":
+    {"recall": [101], "precision": {name: [101]}} (IoU 0.5), "detections": len(results)}``. No detections
+    gives zeros, not a crash.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    names = rs.class_names
+    empty = {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "APs": 0.0, "APm": 0.0, "APl": 0.0, f"AR{max_dets}": 0.0,
+             "per_class": dict.fromkeys(names, 0.0), "per_class_ap50": dict.fromkeys(names, 0.0),
+             "pr_curve": None, "detections": 0}
+    if not results or not rs.records:
+        return empty
+    gt = _coco_gt(rs)
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.maxDets = [1, 10, max_dets]
+        ev.evaluate()
+        ev.accumulate()
+    precision, recall = ev.eval["precision"], ev.eval["recall"]
+    out = summarize(precision, recall, ev.params.iouThrs, ev.params.maxDets, max_dets)
+    t50 = int(np.argmin(abs(ev.params.iouThrs - 0.5)))
+    cat_ids = list(ev.params.catIds)
+    out["per_class"] = {names[c - 1]: _mean_valid(precision[:, :, k, 0, -1]) for k, c in enumerate(cat_ids)}
+    out["per_class_ap50"] = {names[c - 1]: _mean_valid(precision[t50, :, k, 0, -1]) for k, c in enumerate(cat_ids)}
+    out["pr_curve"] = {"recall": [float(r) for r in ev.params.recThrs],
+                       "precision": {names[c - 1]: [float(max(p, 0.0)) for p in precision[t50, :, k, 0, -1]]
+                                     for k, c in enumerate(cat_ids)}}
+    out["detections"] = len(results)
+    return out
+
+
+def evaluate_coco(model: nn.Module, loader, rs: RecordSet, device: torch.device, max_dets: int = 300,
+                  amp: bool = False, proposals: dict | None = None) -> tuple[dict, list[dict]]:
+    """Predict ``loader`` (over ``rs``, in order) and evaluate: ``(metrics, COCO results)``."""
+    results = predict_dataset(model, loader, device, amp, proposals)
+    return coco_evaluate(rs, results, max_dets), results
+
+
+def format_metrics(m: dict, max_dets: int = 300) -> str:
+    """Headline line plus the per-class AP table."""
+    head = (f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  APs {m['APs']:.3f}  "
+            f"APm {m['APm']:.3f}  APl {m['APl']:.3f}  AR{max_dets} {m.get(f'AR{max_dets}', 0.0):.3f}  "
+            f"(max {max_dets} detections/image)")
+    rows = [head, f"{'class':<20} {'AP':>6} {'AP50':>6}"]
+    for name, ap in m.get("per_class", {}).items():
+        rows.append(f"{name:<20} {ap:>6.3f} {m['per_class_ap50'].get(name, 0.0):>6.3f}")
+    return "\n".join(rows)
+
+
+def plot_pr_curves(m: dict, path: str | Path) -> Path | None:
+    """PNG of precision against recall at IoU 0.5, one line per class (None when there is nothing to plot)."""
+    if not m.get("pr_curve"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    rec = m["pr_curve"]["recall"]
+    for name, prec in m["pr_curve"]["precision"].items():
+        ax.plot(rec, prec, label=f"{name} ({m['per_class_ap50'].get(name, 0.0):.2f})", linewidth=1)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(f"PR at IoU 0.5 - AP50 {m['AP50']:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    if len(m["pr_curve"]["precision"]) <= 30:
+        ax.legend(fontsize=6, ncol=2, loc="lower left")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_results(results: list[dict], path: str | Path) -> Path:
+    """COCO-results JSON (atomic)."""
+    return atomic_write_text(path, json.dumps(results))

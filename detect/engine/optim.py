@@ -1,0 +1,44 @@
+"""Optimizers (SGD+momentum, Adam, AdamW) with L2 decay on weights only, and the optional L1 penalty."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from detect.config import TrainConfig
+
+
+def _is_decayed(name: str, p: Tensor) -> bool:
+    """Conv and linear weights get weight decay; biases and norm parameters (1-D) do not."""
+    return p.ndim > 1 and not name.endswith(".bias")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: decayed weights and the rest (``weight_decay`` 0). Frozen parameters are included, so a
+    later unfreeze trains them without rebuilding the optimizer."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if _is_decayed(name, p) else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``cfg.optimizer``: ``sgd`` (momentum, optional Nesterov, L2), ``adam`` (L2 added to the gradient) or
+    ``adamw`` (decoupled decay)."""
+    groups = param_groups(model, cfg.weight_decay)
+    name = cfg.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    raise ValueError(f"unknown train.optimizer '{cfg.optimizer}' (use sgd, adam or adamw)")
+
+
+def l1_penalty(model: nn.Module, strength: float) -> Tensor | None:
+    """``strength * sum |w|`` over the trainable decayed weights (hand-written L1), or None when 0."""
+    if strength <= 0:
+        return None
+    terms = [p.abs().sum() for n, p in model.named_parameters() if p.requires_grad and _is_decayed(n, p)]
+    return strength * torch.stack(terms).sum() if terms else None

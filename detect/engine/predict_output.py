@@ -1,0 +1,217 @@
+"""Prediction outputs: ``predictions.json``, optional CSV, drawn images, all written atomically.
+
+Layout of ``--out DIR``::
+
+    DIR/predictions.json      one file per run: images (detections, per-class and per-row counts) + errors
+    DIR/predictions.csv       optional: one row per detection
+    DIR/images/<mirror name>  optional: the input drawn with boxes, class names and scores
+
+Every file is written to a temporary file in the same folder, fsynced, then moved into place with
+``os.replace``, so a killed run never leaves a half-written output. Outputs never land on an input:
+:func:`check_out_dir` refuses an ``--out`` that is (or is inside) an input folder or that contains
+an input, and :func:`write_drawn` refuses any path that is an input file.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+from torch import Tensor
+
+from data_tools.atomic import atomic_write_bytes, atomic_write_text
+
+JSON_NAME = "predictions.json"
+CSV_NAME = "predictions.csv"
+IMAGES_DIR = "images"
+FORMAT = "retail-detect-predictions"
+FORMAT_VERSION = 1
+_WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+class OutputError(ValueError):
+    """The output folder would overwrite or mix with the inputs."""
+
+
+# ----------------------------------------------------------------------------- safety
+
+
+def _resolve(p: str | Path) -> Path:
+    return Path(p).expanduser().resolve()
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_out_dir(
+    out_dir: str | Path, input_files: Iterable[str | Path], input_dirs: Iterable[str | Path] = ()
+) -> Path:
+    """Refuse an output folder that could overwrite or re-ingest inputs; return it resolved.
+
+    Refused: ``out_dir`` equal to an input image's folder; ``out_dir`` equal to or inside a folder
+    given as a source (a later recursive run would read our drawings back); any input inside
+    ``out_dir``.
+
+    Raises:
+        OutputError: with the clash named and what to do instead.
+    """
+    out = _resolve(out_dir)
+    for d in input_dirs:
+        d = _resolve(d)
+        if _inside(out, d):
+            raise OutputError(
+                f"--out {out_dir} is inside the input folder {d}: choose an output folder outside it"
+            )
+    for f in input_files:
+        f = _resolve(f)
+        if out == f.parent:
+            raise OutputError(f"--out {out_dir} is the folder of input {f}: outputs would mix with inputs")
+        if _inside(f, out):
+            raise OutputError(f"input {f} is inside --out {out_dir}: outputs could overwrite it")
+    return out
+
+
+# ----------------------------------------------------------------------------- JSON / CSV
+
+
+def _np(x: Tensor | np.ndarray | None, dtype, shape=(-1,)) -> np.ndarray:
+    if x is None:
+        return np.zeros(0, dtype=dtype).reshape(shape)
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype).reshape(shape)
+
+
+def image_entry(
+    path: str,
+    width: int,
+    height: int,
+    result: dict,
+    class_names: list[str],
+    rows: np.ndarray | None = None,
+    row_summary: list[dict] | None = None,
+    counts: dict[str, int] | None = None,
+) -> dict:
+    """The JSON entry of one image.
+
+    Args:
+        result: ``boxes`` ``[K, 4]`` xyxy original pixels, ``scores`` ``[K]``, ``labels`` ``[K]`` in 1..C.
+        rows: int64 ``[K]`` shelf row per detection, or None (``row`` is then null).
+        row_summary, counts: per-row and per-class counts (see :mod:`detect.engine.shelf_rows`).
+    """
+    boxes = np.round(_np(result.get("boxes"), np.float64, (-1, 4)), 2).tolist()
+    scores = np.round(_np(result.get("scores"), np.float64), 4).tolist()
+    labels = _np(result.get("labels"), np.int64).tolist()
+    row_list = _np(rows, np.int64).tolist() if rows is not None else [None] * len(labels)
+    names = [class_names[k - 1] if 1 <= k <= len(class_names) else f"class_{k}" for k in labels]
+    dets = [
+        {"box": b, "score": s, "class_name": n, "label": k, "row": r}
+        for b, s, n, k, r in zip(boxes, scores, names, labels, row_list)
+    ]
+    return {
+        "path": str(path),
+        "width": int(width),
+        "height": int(height),
+        "num_detections": len(dets),
+        "detections": dets,
+        "counts": counts if counts is not None else {},
+        "rows": row_summary if row_summary is not None else [],
+    }
+
+
+def write_json(out_dir: str | Path, images: list[dict], errors: list[dict], meta: dict | None = None) -> Path:
+    """Write ``DIR/predictions.json`` atomically: ``{format, format_version, **meta, images, errors}``."""
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **(meta or {}),
+        "images": images,
+        "errors": errors,
+    }
+    return atomic_write_text(Path(out_dir) / JSON_NAME, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+
+
+def write_csv(out_dir: str | Path, images: list[dict]) -> Path:
+    """Write ``DIR/predictions.csv`` atomically: one row per detection of the :func:`image_entry` dicts."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "x1", "y1", "x2", "y2", "score", "class_name", "row"])
+    for entry in images:
+        for d in entry["detections"]:
+            row = "" if d["row"] is None else d["row"]
+            w.writerow([entry["path"], *d["box"], d["score"], d["class_name"], row])
+    return atomic_write_text(Path(out_dir) / CSV_NAME, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def class_colors(num_classes: int) -> list[tuple[int, int, int]]:
+    """A distinct BGR colour per label ``0..num_classes`` (hues spread by the golden ratio)."""
+    out = []
+    for k in range(num_classes + 1):
+        h = (k * 0.618033988749895) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(h, 0.85, 0.95)
+        out.append((int(b * 255), int(g * 255), int(r * 255)))
+    return out
+
+
+def draw_detections(image: np.ndarray, result: dict, class_names: list[str]) -> np.ndarray:
+    """Draw boxes with ``class score`` captions.
+
+    Args:
+        image: ``H x W x 3`` uint8 RGB (not modified).
+        result: ``boxes`` ``[K, 4]`` xyxy pixels of this image, ``scores`` ``[K]``, ``labels`` ``[K]``.
+
+    Returns:
+        ``H x W x 3`` uint8 BGR, ready for ``cv2.imencode``.
+    """
+    canvas = np.ascontiguousarray(image[..., ::-1])
+    h, w = canvas.shape[:2]
+    thick = max(1, round(max(h, w) / 640))
+    font_scale = max(0.4, max(h, w) / 1600)
+    colors = class_colors(len(class_names))
+    boxes = np.round(_np(result.get("boxes"), np.float64, (-1, 4))).astype(int).tolist()
+    scores = _np(result.get("scores"), np.float64).tolist()
+    labels = _np(result.get("labels"), np.int64).tolist()
+    for (x1, y1, x2, y2), s, k in zip(boxes, scores, labels):
+        color = colors[k % len(colors)]
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thick)
+        name = class_names[k - 1] if 1 <= k <= len(class_names) else f"class_{k}"
+        text = f"{name} {s:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y1 + th + base + 2)
+        cv2.rectangle(canvas, (x1, ty - th - base), (x1 + tw, ty + base - 1), color, -1)
+        cv2.putText(
+            canvas, text, (x1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA
+        )
+    return canvas
+
+
+def drawn_path(out_dir: str | Path, rel: str) -> Path:
+    """``DIR/images/<rel>`` (``rel`` is the input's mirror name; unwritable extensions become .png)."""
+    p = Path(out_dir) / IMAGES_DIR / rel
+    return p if p.suffix.lower() in _WRITABLE else p.with_name(p.name + ".png")
+
+
+def write_drawn(path: str | Path, image_bgr: np.ndarray, protected: set[Path] | None = None) -> Path:
+    """Encode ``image_bgr`` by the file extension and write it atomically.
+
+    Raises:
+        OutputError: ``path`` is one of the ``protected`` (input) files.
+        ValueError: OpenCV cannot encode the image.
+    """
+    path = Path(path)
+    if protected and _resolve(path) in protected:
+        raise OutputError(f"refusing to overwrite input {path}")
+    ok, buf = cv2.imencode(path.suffix.lower(), image_bgr)
+    if not ok:
+        raise ValueError(f"cannot encode {path.suffix} image for {path}")
+    return atomic_write_bytes(path, buf.tobytes())

@@ -1,0 +1,164 @@
+"""``retail-detect predict``: checkpoint + image sources -> predictions.json (+ CSV, drawn images).
+
+:func:`run_predict` is the whole verb as one function: expand the sources, refuse an ``--out`` that
+could touch the inputs (before the model is even loaded), predict in batches, group each image's
+detections into shelf rows, draw in background threads, write the CSV and finally
+``predictions.json`` (its presence marks a finished run). Bad images are listed under ``errors``
+and counted; they never stop the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from data_tools.records import Problem
+from detect.engine import predict_output as po
+from detect.engine.predictor import Predictor, expand_sources
+from detect.engine.shelf_rows import class_counts, group_rows
+from detect.engine.tiling import TileOptions
+
+log = logging.getLogger(__name__)
+
+
+def run_predict(
+    weights: str | Path,
+    sources: list[str],
+    out_dir: str | Path = "runs/predict",
+    conf: float = 0.25,
+    device: str = "auto",
+    csv: bool = False,
+    draw: bool = True,
+    tile: str = "auto",
+    rows: bool = True,
+    batch_size: int = 8,
+    *,
+    image_size: int | None = None,
+    tile_size: int | None = None,
+    tile_overlap: float = 0.2,
+    use_ema: bool = True,
+    row_gap: float = 0.5,
+    workers: int = 2,
+) -> dict:
+    """Predict every image of ``sources`` and write the outputs into ``out_dir``.
+
+    Args:
+        weights: checkpoint from ``retail-detect train``.
+        sources: image files, folders (recursive) and globs.
+        out_dir: output folder; must not be (or be inside) an input folder, nor contain inputs.
+        conf: score threshold.
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+        csv: also write ``predictions.csv``.
+        draw: write drawn copies under ``out_dir/images/``.
+        tile: ``auto`` | ``on`` | ``off`` (tiled inference for large photos).
+        rows: group detections into shelf rows (``row`` per detection, per-row counts).
+        batch_size: images (or tiles) per forward pass.
+        image_size: model input side; None = the training size.
+        tile_size, tile_overlap: tile side in original pixels (None = 2 x image_size) and overlap fraction.
+        use_ema: prefer the checkpoint's EMA weights.
+        row_gap: row-split gap as a fraction of the median box height.
+        workers: threads decoding images and drawing.
+
+    Returns:
+        Summary: ``images`` (predicted), ``errors``, ``detections``, ``class_counts``, ``tiled_images``,
+        ``drawn``, ``seconds``, ``images_per_s``, ``device``, ``out_dir``, ``json``, ``csv``.
+
+    Raises:
+        OutputError: ``out_dir`` clashes with the inputs (nothing is written).
+        ValueError: bad options (tile mode, overlap, device).
+    """
+    t0 = time.perf_counter()
+    opts = TileOptions(mode=tile, size=tile_size, overlap=tile_overlap)
+    src = expand_sources(sources)
+    out = po.check_out_dir(out_dir, [s.path for s in src.files], src.dirs)
+    protected = {s.path.resolve() for s in src.files}
+    predictor = Predictor(weights, device, conf, image_size, use_ema, tile=opts, batch_size=batch_size)
+    names = predictor.class_names
+
+    entries: list[dict] = []
+    errors: list[dict] = []
+    totals: Counter = Counter()
+    tiled = drawn = 0
+    pending: list[tuple[str, Future]] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for p in predictor.iter_predictions(src, keep_images=draw, workers=workers):
+            if p.error is not None:
+                log.warning("skipped %s", p.error)
+                errors.append(p.error.to_dict())
+                continue
+            r = p.result
+            row_ids, row_summary = (
+                group_rows(r["boxes"], r["labels"], names, row_gap) if rows else (None, None)
+            )
+            counts = class_counts(r["labels"], names)
+            totals.update(counts)
+            entry = po.image_entry(
+                str(p.source.path), r["width"], r["height"], r, names, row_ids, row_summary, counts
+            )
+            tiled += r["tiles"] > 0
+            if draw:
+                target = po.drawn_path(out, p.source.rel)
+                entry["drawn"] = target.relative_to(out).as_posix()
+                pending.append((str(p.source.path), pool.submit(_draw, p.image, r, names, target, protected)))
+                p.image = None
+                drawn += _drain(pending, errors, keep=2 * max(1, workers))
+            entries.append(entry)
+        drawn += _drain(pending, errors, keep=0)
+
+    csv_path = po.write_csv(out, entries) if csv else None
+    seconds = time.perf_counter() - t0
+    summary = {
+        "images": len(entries),
+        "errors": len(errors),
+        "detections": sum(e["num_detections"] for e in entries),
+        "class_counts": dict(sorted(totals.items())),
+        "tiled_images": tiled,
+        "drawn": drawn,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(len(entries) / seconds, 3) if seconds > 0 else 0.0,
+        "device": str(predictor.device),
+        "out_dir": str(out),
+        "csv": str(csv_path) if csv_path else None,
+    }
+    meta = {
+        "weights": str(weights),
+        "class_names": names,
+        "conf": conf,
+        "image_size": predictor.image_size,
+        "tile": {"mode": opts.mode, "size": opts.tile_side(predictor.image_size), "overlap": opts.overlap},
+        "summary": summary,
+    }
+    summary["json"] = str(po.write_json(out, entries, errors, meta))
+    log.info(
+        "predicted %d images (%d errors, %d detections) in %.1f s -> %s",
+        summary["images"],
+        summary["errors"],
+        summary["detections"],
+        seconds,
+        summary["json"],
+    )
+    return summary
+
+
+def _draw(image, result: dict, names: list[str], target: Path, protected: set[Path]) -> None:
+    po.write_drawn(target, po.draw_detections(image, result, names), protected)
+
+
+def _drain(pending: list[tuple[str, Future]], errors: list[dict], keep: int) -> int:
+    """Wait for the oldest drawing jobs until at most ``keep`` are in flight; return how many succeeded."""
+    done = 0
+    while len(pending) > keep:
+        path, fut = pending.pop(0)
+        try:
+            fut.result()
+            done += 1
+        except Exception as exc:  # noqa: BLE001 - a failed drawing is reported, the predictions stay
+            errors.append(
+                Problem(
+                    path, f"drawing failed: {type(exc).__name__}: {exc}", action="ignored", kind="draw_failed"
+                ).to_dict()
+            )
+    return done

@@ -1,0 +1,395 @@
+"""Predictor: a trained checkpoint -> detections in original image pixels, for arrays or files.
+
+``Predictor(weights)`` rebuilds the model from the checkpoint's config and class names (EMA weights
+preferred), then
+
+- :meth:`Predictor.predict_images` letterboxes a list of ``H x W x 3`` uint8 RGB arrays to ``S``,
+  runs them as ``[B, 3, S, S]`` uint8 batches on the device and maps boxes back to original pixels
+  (``original = tensor / scale``). Images much larger than ``S`` are tiled
+  (:mod:`detect.engine.tiling`); their tiles share the same batches.
+- :meth:`Predictor.predict_paths` does the same for files, folders (recursive) and globs, decoding
+  the next batch in background threads while the current one runs. A file that cannot be read is
+  yielded as a :class:`~data_tools.records.Problem` (path + reason) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from data_tools.records import Problem
+from detect.config import Config, config_from_dict
+from detect.data.augment import letterbox
+from detect.data.images import read_image
+from detect.engine.setup import resolve_device
+from detect.engine.tiling import TileOptions, merge_crops, plan_crops, should_tile
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+_MAGIC = set("*?[")
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+@dataclass
+class Source:
+    path: Path  # the image file
+    rel: str  # mirror name for outputs (POSIX), unique within one run
+
+
+@dataclass
+class Sources:
+    files: list[Source] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)  # folders given as sources
+    problems: list[Problem] = field(default_factory=list)  # sources that matched nothing
+
+
+def _glob_base(pattern: str) -> Path:
+    """The fixed folder prefix of a glob: ``shelves/**/*.jpg`` -> ``shelves``."""
+    base = list(itertools.takewhile(lambda part: not (_MAGIC & set(part)), Path(pattern).expanduser().parts))
+    return Path(*base) if base else Path(".")
+
+
+def _walk_images(folder: Path) -> list[Path]:
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [
+            Path(root, f)
+            for f in sorted(files)
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    return out
+
+
+def expand_sources(sources: Iterable[str | Path]) -> Sources:
+    """Image files from files, folders (recursive, image extensions, hidden entries skipped) and globs.
+
+    A file named explicitly is taken whatever its extension (reading decides); folder and glob
+    matches keep image extensions only. Each file appears once; mirror names (``Source.rel``) are
+    the file name for files, ``folder/relative/path`` for folders, the part after the glob's fixed
+    prefix for globs, made unique with ``_2``, ``_3`` suffixes.
+    """
+    out = Sources()
+    seen: set[Path] = set()
+    used: set[str] = set()
+
+    def add(path: Path, rel: str) -> None:
+        key = path.resolve()
+        if key in seen:
+            return
+        seen.add(key)
+        if ".." in Path(rel).parts or Path(rel).is_absolute():  # keep mirrors under --out
+            rel = path.name
+        stem, suffix, k = Path(rel).with_suffix("").as_posix(), Path(rel).suffix, 2
+        while rel.lower() in used:
+            rel, k = f"{stem}_{k}{suffix}", k + 1
+        used.add(rel.lower())
+        out.files.append(Source(path, rel))
+
+    for src in map(str, sources):
+        p = Path(src).expanduser()
+        if p.is_dir():
+            out.dirs.append(p)
+            name = p.resolve().name or "root"
+            for f in _walk_images(p):
+                add(f, (Path(name) / f.relative_to(p)).as_posix())
+        elif p.is_file():
+            add(p, p.name)
+        elif _MAGIC & set(src):
+            base = _glob_base(src)
+            hits = sorted(Path(h) for h in glob.glob(os.path.expanduser(src), recursive=True))
+            hits = [h for h in hits if h.is_file() and h.suffix.lower() in IMAGE_EXTENSIONS]
+            for h in hits:
+                rel = h.relative_to(base) if h.is_relative_to(base) else Path(h.name)
+                add(h, rel.as_posix())
+            if not hits:
+                out.problems.append(Problem(src, "glob matched no image files", kind="no_match"))
+        else:
+            out.problems.append(Problem(src, "no such file or folder", kind="missing_source"))
+    return out
+
+
+# ----------------------------------------------------------------------------- model loading
+
+
+def _strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Drop DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) key prefixes."""
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def _ema_state(ema) -> dict[str, Tensor] | None:
+    """The EMA state dict, whether stored bare or wrapped (``{"state_dict"|"model"|"module": ...}``)."""
+    if not isinstance(ema, dict) or not ema:
+        return None
+    if all(isinstance(v, Tensor) for v in ema.values()):
+        return ema
+    for key in ("state_dict", "model", "module", "ema"):
+        if isinstance(ema.get(key), dict):
+            return _ema_state(ema[key])
+    return None
+
+
+def load_model(
+    weights: str | Path, use_ema: bool = True, score_thresh: float | None = None
+) -> tuple[nn.Module, list[str], Config]:
+    """Rebuild the model of a checkpoint: ``(model on CPU in eval mode, class_names, config)``.
+
+    ``score_thresh`` replaces the training ``model.score_thresh`` (the model then filters at ``conf``).
+    """
+    from detect.engine.checkpoint import load_checkpoint
+    from detect.models.build import build_model
+
+    ckpt = load_checkpoint(weights)
+    for key in ("model", "config", "class_names"):
+        if key not in ckpt:
+            raise ValueError(f"{weights}: not a retail-detect checkpoint (no '{key}' entry)")
+    cfg = config_from_dict(ckpt["config"])
+    class_names = [str(c) for c in ckpt["class_names"]]
+    cfg.model.backbone_weights = "none"  # the checkpoint has every weight: do not look for ImageNet files
+    if score_thresh is not None:
+        cfg.model.score_thresh = float(score_thresh)
+    model = build_model(cfg.model, len(class_names))
+    state = _ema_state(ckpt.get("ema")) if use_ema else None
+    model.load_state_dict(_strip_prefixes(state if state is not None else ckpt["model"]))
+    return model.eval(), class_names, cfg
+
+
+# ----------------------------------------------------------------------------- predictor
+
+
+@dataclass
+class Prediction:
+    source: Source
+    result: dict | None = None  # see Predictor.predict_images
+    error: Problem | None = None
+    image: np.ndarray | None = None  # H x W x 3 uint8 RGB when keep_images=True
+
+
+class Predictor:
+    """Checkpoint -> detections in original image pixels.
+
+    Args:
+        weights: checkpoint path (``model``, ``config``, ``class_names``, optional ``ema``).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+        conf: detections scoring below this are dropped.
+        image_size: model input side ``S``; None = the training ``data.image_size``.
+        use_ema: use the EMA weights when the checkpoint has them.
+        tile: ``auto`` | ``on`` | ``off`` or a :class:`TileOptions`.
+        batch_size: crops per forward pass.
+        amp: bf16 autocast on CUDA; None = the training ``train.amp``.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path,
+        device: str = "auto",
+        conf: float = 0.25,
+        image_size: int | None = None,
+        use_ema: bool = True,
+        tile: str | TileOptions = "auto",
+        batch_size: int = 8,
+        amp: bool | None = None,
+    ) -> None:
+        model, class_names, cfg = load_model(weights, use_ema, score_thresh=conf)
+        size, m = image_size or cfg.data.image_size, cfg.model
+        amp = cfg.train.amp if amp is None else amp
+        self._setup(
+            model, class_names, size, device, conf, tile, batch_size, amp, m.nms_thresh, m.max_detections
+        )
+        self.config = cfg
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        class_names: list[str],
+        image_size: int,
+        device: str = "auto",
+        conf: float = 0.25,
+        tile: str | TileOptions = "auto",
+        batch_size: int = 8,
+        amp: bool = False,
+        nms_thresh: float = 0.5,
+        max_detections: int = 300,
+    ) -> Predictor:
+        """A predictor around an in-memory model that follows the eval contract."""
+        self = cls.__new__(cls)
+        self._setup(
+            model, class_names, image_size, device, conf, tile, batch_size, amp, nms_thresh, max_detections
+        )
+        self.config = None
+        return self
+
+    def _setup(
+        self, model, class_names, image_size, device, conf, tile, batch_size, amp, nms_thresh, max_detections
+    ):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)  # matches the NHWC upload
+        self.class_names = list(class_names)
+        self.image_size = int(image_size)
+        self.conf = float(conf)
+        self.tile = tile if isinstance(tile, TileOptions) else TileOptions(mode=tile)
+        self.batch_size = max(1, int(batch_size))
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.nms_thresh = float(nms_thresh)
+        self.max_detections = int(max_detections)
+        self._worked = False  # set once a batch succeeded: later failures are bad inputs, not a bad model
+
+    # --------------------------------------------------------------- arrays
+
+    @torch.inference_mode()
+    def _predict_crops(self, crops: Sequence[np.ndarray]) -> list[dict[str, Tensor]]:
+        """Letterbox + batch + forward; boxes ``[K, 4]`` in each crop's own pixels, on the device."""
+        s = self.image_size
+        out: list[dict[str, Tensor]] = []
+        for i in range(0, len(crops), self.batch_size):
+            chunk = crops[i : i + self.batch_size]
+            boxed = [letterbox(c, s) for c in chunk]  # (S x S x 3 uint8, scale: tensor px / original px)
+            batch = torch.from_numpy(np.stack([b[0] for b in boxed]))  # [B, S, S, 3] uint8
+            if self.device.type == "cuda":
+                batch = batch.pin_memory()
+            images = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # [B, 3, S, S] NHWC memory
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+                dets = self.model(images)
+            for crop, (_, scale, *_), d in zip(chunk, boxed, dets):
+                keep = d["scores"] >= self.conf
+                boxes = d["boxes"][keep].float() / float(scale)
+                h, w = crop.shape[:2]
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+                out.append(
+                    {"boxes": boxes, "scores": d["scores"][keep].float(), "labels": d["labels"][keep].long()}
+                )
+        return out
+
+    def predict_images(self, images: Sequence[np.ndarray]) -> list[dict]:
+        """Detect objects in a list of images.
+
+        Args:
+            images: ``H x W x 3`` uint8 RGB arrays (sizes may differ).
+
+        Returns:
+            One dict per image: ``boxes`` float32 ``[K, 4]`` xyxy in original pixels, ``scores``
+            float32 ``[K]``, ``labels`` int64 ``[K]`` in ``1..C`` (CPU tensors, sorted by score),
+            ``width``, ``height`` (int), ``tiles`` (number of tiles, 0 = not tiled).
+        """
+        crops: list[np.ndarray] = []
+        plans = []  # per image: (first crop, number of crops, windows or None)
+        for img in images:
+            if not (isinstance(img, np.ndarray) and img.shape[2:] == (3,) and img.dtype == np.uint8):
+                raise ValueError(f"expected an H x W x 3 uint8 RGB array, got {getattr(img, 'shape', img)}")
+            h, w = img.shape[:2]
+            if should_tile(h, w, self.image_size, self.tile):
+                c, windows = plan_crops(img, self.image_size, self.tile)
+                plans.append((len(crops), len(c), windows))
+                crops += c
+            else:
+                plans.append((len(crops), 1, None))
+                crops.append(img)
+        raw = self._predict_crops(crops)
+        results = []
+        for img, (start, n, windows) in zip(images, plans):
+            if windows is None:
+                r = raw[start]
+                order = r["scores"].argsort(descending=True)
+                r = {k: v[order] for k, v in r.items()}
+            else:
+                r = merge_crops(
+                    raw[start : start + n],
+                    windows,
+                    img.shape[:2],
+                    self.image_size,
+                    self.tile,
+                    self.nms_thresh,
+                    self.max_detections,
+                )
+            r = {k: v.cpu() for k, v in r.items()}
+            tiles = 0 if windows is None else n - int(self.tile.full_image)
+            results.append({**r, "width": int(img.shape[1]), "height": int(img.shape[0]), "tiles": tiles})
+        return results
+
+    # --------------------------------------------------------------- files
+
+    def iter_predictions(
+        self, sources: Iterable[str | Path] | Sources, keep_images: bool = False, workers: int = 2
+    ) -> Iterator[Prediction]:
+        """Predict every image of ``sources`` (files, folders, globs) in order.
+
+        Unmatched sources and unreadable images come out as ``Prediction(error=Problem)``; the run
+        goes on. The next batch is decoded by ``workers`` threads while the current one runs.
+        """
+        src = sources if isinstance(sources, Sources) else expand_sources(sources)
+        for p in src.problems:
+            yield Prediction(Source(Path(p.file), p.file), error=p)
+        files = src.files
+        chunks = [files[i : i + self.batch_size] for i in range(0, len(files), self.batch_size)]
+        if not chunks:
+            return
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            pending = [pool.submit(_read, s.path) for s in chunks[0]]
+            for k, chunk in enumerate(chunks):
+                loaded = [f.result() for f in pending]
+                pending = [pool.submit(_read, s.path) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
+                results = iter(self._predict_chunk([img for img, _ in loaded if img is not None]))
+                for s, (img, err) in zip(chunk, loaded):
+                    if img is None:
+                        yield Prediction(s, error=Problem(str(s.path), err, kind="bad_image"))
+                        continue
+                    r = next(results)
+                    if isinstance(r, str):
+                        yield Prediction(s, error=Problem(str(s.path), r, kind="predict_failed"))
+                    else:
+                        yield Prediction(s, result=r, image=img if keep_images else None)
+
+    def _predict_chunk(self, images: list[np.ndarray]) -> list[dict | str]:
+        """:meth:`predict_images`; if the batch fails, one image at a time, failures as reason strings.
+
+        Failing on every image before anything ever worked is raised: a model or setup problem.
+        """
+        try:
+            out = self.predict_images(images)
+        except Exception as exc:  # noqa: BLE001 - find the image that fails (odd size, out of memory)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            out = [self._predict_one(img) for img in images]
+            if not self._worked and all(isinstance(r, str) for r in out):
+                raise exc
+        self._worked = True
+        return out
+
+    def _predict_one(self, image: np.ndarray) -> dict | str:
+        try:
+            return self.predict_images([image])[0]
+        except Exception as exc:  # noqa: BLE001
+            return f"prediction failed: {type(exc).__name__}: {exc}"
+
+    def predict_paths(self, sources: Iterable[str | Path]) -> Iterator[tuple[str, dict | Problem]]:
+        """``(path, result)`` per image (result as in :meth:`predict_images`), or ``(path, Problem)``."""
+        for p in self.iter_predictions(sources):
+            yield (str(p.source.path), p.result if p.error is None else p.error)
+
+
+def _read(path: Path) -> tuple[np.ndarray | None, str]:
+    """``(image, "")`` or ``(None, reason)``: one unreadable file must never stop the run."""
+    try:
+        return read_image(path), ""
+    except Exception as exc:  # noqa: BLE001 - ImageError, OSError, decoder errors: all are "skip this file"
+        return None, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,75 @@
+"""Learning-rate schedule: linear warmup, then cosine / step decay / reduce-on-plateau, set every step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from detect.config import TrainConfig
+
+WARMUP_START = 0.001  # warmup starts at this fraction of the base lr
+COSINE_FLOOR = 0.01  # cosine ends at this fraction of the base lr
+
+
+class LRSchedule:
+    """Sets ``lr = base_lr * warmup(step) * decay(step)`` on every param group.
+
+    Args:
+        optimizer: its groups' ``lr`` are overwritten; cfg: ``lr``, ``scheduler``, ``warmup_epochs``,
+        ``milestones`` (fractions of the run), ``gamma``, ``plateau_patience``.
+        steps_per_epoch, epochs: length of the run in optimizer steps.
+    Plateau: call :meth:`observe` with each val mAP; after ``plateau_patience`` evaluations without a better
+    one the lr is multiplied by ``gamma``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int, epochs: int) -> None:
+        self.optimizer = optimizer
+        self.base_lr = cfg.lr
+        self.kind = cfg.scheduler
+        if self.kind not in ("cosine", "step", "plateau", "none"):
+            raise ValueError(f"unknown train.scheduler '{cfg.scheduler}' (use cosine, step, plateau or none)")
+        self.total = max(1, steps_per_epoch * epochs)
+        self.warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        self.milestones = [int(m * self.total) for m in cfg.milestones]
+        self.gamma, self.patience = cfg.gamma, cfg.plateau_patience
+        self.plateau_factor, self.best, self.bad = 1.0, -math.inf, 0
+
+    def factor(self, step: int) -> float:
+        """Multiplier of the base lr at optimizer step ``step`` (0-based)."""
+        warm = 1.0
+        if step < self.warmup:
+            warm = WARMUP_START + (1 - WARMUP_START) * step / self.warmup
+        if self.kind == "cosine":
+            t = min(1.0, max(0.0, (step - self.warmup) / max(1, self.total - self.warmup)))
+            decay = COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))
+        elif self.kind == "step":
+            decay = self.gamma ** sum(step >= m for m in self.milestones)
+        elif self.kind == "plateau":
+            decay = self.plateau_factor
+        else:
+            decay = 1.0
+        return warm * decay
+
+    def step(self, step: int) -> float:
+        """Set the lr for optimizer step ``step``; returns it."""
+        lr = self.base_lr * self.factor(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def observe(self, metric: float) -> None:
+        """Feed a validation metric (higher is better) to the plateau rule."""
+        if metric > self.best + 1e-4:
+            self.best, self.bad = metric, 0
+        else:
+            self.bad += 1
+            if self.kind == "plateau" and self.bad > self.patience:
+                self.plateau_factor *= self.gamma
+                self.bad = 0
+
+    def state_dict(self) -> dict:
+        return {"plateau_factor": self.plateau_factor, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau_factor, self.best, self.bad = state["plateau_factor"], state["best"], state["bad"]

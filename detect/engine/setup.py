@@ -1,0 +1,109 @@
+"""What a run needs before its first step: device, distributed process group, datasets and loaders."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from data_tools.records import RecordSet
+from data_tools.store import load_dataset
+from detect.config import Config
+from detect.data import DetectionDataset, build_loader
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' requested but no CUDA GPU is available (use --device cpu)")
+    return device
+
+
+@dataclass
+class Dist:
+    """Process group facts: ``rank``, ``world`` size, ``local_rank``; ``enabled`` when world > 1."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on CUDA, gloo on CPU.
+
+    Returns the process facts and this process's device (``cuda:LOCAL_RANK`` under DDP on GPUs).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), resolve_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, local_rank), device
+
+
+def load_split(path: str | None, what: str, required: bool) -> RecordSet | None:
+    """Load ``data.<what>``; a clear error when it is required and missing."""
+    if path is None:
+        if required:
+            raise ValueError(f"data.{what} is not set: pass data.{what}=DATASET.pkl (made by `retail-data split`)")
+        return None
+    return load_dataset(path)
+
+
+def drop_unreadable(ds: DetectionDataset, log=print) -> DetectionDataset:
+    """Report every image that cannot be read (path and reason) and drop its record from the dataset."""
+    bad = ds.check_images()
+    if not bad:
+        return ds
+    for _, err in bad[:20]:
+        log(f"warning: skipping unreadable image: {err}")
+    if len(bad) > 20:
+        log(f"warning: ... and {len(bad) - 20} more unreadable images")
+    keep = sorted(set(range(len(ds))) - {i for i, _ in bad})
+    if not keep:
+        raise ValueError("no readable image left in the dataset")
+    rs = ds.rs
+    sub = RecordSet(rs.class_names, rs.image_root, [rs.records[i] for i in keep], dict(rs.meta))
+    return DetectionDataset(sub, ds.size, ds.augment, ds.train, ds.cache_images)
+
+
+def build_datasets(cfg: Config, d: Dist, log=print):
+    """``(train_ds, train_loader, val_ds | None, val_loader | None, class_names)`` for ``cfg``."""
+    train_rs = load_split(cfg.data.train, "train", required=True)
+    val_rs = load_split(cfg.data.val, "val", required=False)
+    if val_rs is not None and list(val_rs.class_names) != list(train_rs.class_names):
+        raise ValueError(f"data.val classes {val_rs.class_names} differ from data.train classes {train_rs.class_names}")
+    if not train_rs.records:
+        raise ValueError(f"{cfg.data.train}: the training set has no images")
+    pin = cfg.data.pin_memory and torch.cuda.is_available()
+    train_ds = drop_unreadable(DetectionDataset(train_rs, cfg.data.image_size, cfg.augment, True,
+                                                cfg.data.cache_images, seed=cfg.train.seed), log)
+    train_loader = build_loader(train_ds, cfg.train.batch_size, True, cfg.data.workers, pin, d.enabled, cfg.train.seed)
+    val_ds = val_loader = None
+    if val_rs is not None and val_rs.records:
+        val_ds = drop_unreadable(DetectionDataset(val_rs, cfg.data.image_size, None, False, cfg.data.cache_images), log)
+        val_loader = build_loader(val_ds, cfg.eval.batch_size, False, min(cfg.data.workers, 2), pin, False, 0)
+    return train_ds, train_loader, val_ds, val_loader, list(train_rs.class_names)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

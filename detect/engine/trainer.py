@@ -1,0 +1,346 @@
+"""Training: ``fit(cfg)`` runs epochs of :func:`train_one_epoch` and :func:`evaluate`, with checkpoints,
+early stopping, resume and DDP.
+
+Determinism and exact resume: at the start of epoch ``e`` the torch RNG, the shuffle generator and (with
+``data.workers: 0``) the augmentation RNGs are re-seeded from ``(train.seed, e)``; a checkpoint is written
+at the end of every epoch. So resuming from ``last.pt`` replays exactly what an uninterrupted run does (on
+the CPU; persistent loader workers keep their own augmentation streams). A run stopped by
+``train.max_steps`` or ``train.time_budget_s`` ends its current epoch early.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from data_tools.atomic import atomic_write_bytes, atomic_write_text
+from detect.config import Config, config_from_dict
+from detect.engine.checkpoint import load_checkpoint, save_checkpoint
+from detect.engine.ema import ModelEMA
+from detect.engine.evaluator import evaluate_coco, format_metrics, plot_pr_curves
+from detect.engine.optim import build_optimizer, l1_penalty
+from detect.engine.schedule import LRSchedule
+from detect.engine.setup import Dist, build_datasets, init_distributed, is_tty
+from detect.models.build import build_model, set_postprocess
+
+CHECKPOINT_FORMAT = "retail-detect-checkpoint"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP / torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def _seed_epoch(cfg: Config, epoch: int, loader, dataset) -> None:
+    seed = cfg.train.seed * 100_003 + epoch
+    torch.manual_seed(seed)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed)
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if cfg.data.workers == 0:
+        dataset.set_seed(seed)
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
+                    state: dict, cfg: Config, device: torch.device, ema: ModelEMA | None, d: Dist,
+                    deadline: float, log=print) -> dict[str, float]:
+    """One pass over ``loader``; updates ``state["step"]`` and ``state["nonfinite"]``.
+
+    Returns mean losses (``loss`` and each term), ``lr``, ``images``, ``seconds``, ``images_per_s``.
+    """
+    model.train()
+    t = cfg.train
+    amp = t.amp and device.type == "cuda"
+    sums: dict[str, torch.Tensor] = {}
+    steps = images_seen = 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {state['epoch'] + 1}/{t.epochs}", leave=False, disable=not (d.main and is_tty()))
+    lr = schedule.step(state["step"])
+    for images, targets in bar:
+        if t.max_steps and state["step"] >= t.max_steps or time.perf_counter() > deadline:
+            break
+        lr = schedule.step(state["step"])
+        images = images.to(device, non_blocking=True)
+        targets = [{"boxes": x["boxes"].to(device, non_blocking=True), "labels": x["labels"].to(device, non_blocking=True)}
+                   for x in targets]
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            losses = model(images, targets)
+        loss = sum(losses.values())
+        penalty = l1_penalty(unwrap(model), t.l1)
+        if penalty is not None:
+            loss = loss + penalty
+            losses = {**losses, "l1": penalty}
+        if not torch.isfinite(loss).item():
+            state["nonfinite"] += 1
+            optimizer.zero_grad(set_to_none=True)
+            log(f"warning: non-finite loss at step {state['step']} ({state['nonfinite']}/{t.max_nonfinite}); batch skipped")
+            if state["nonfinite"] >= t.max_nonfinite:
+                raise RuntimeError(f"aborting: {state['nonfinite']} non-finite losses (lower train.lr or check the data)")
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        if ema is not None:
+            ema.update(unwrap(model))
+        state["step"] += 1
+        steps += 1
+        images_seen += images.shape[0]
+        for k, v in {"loss": loss, **losses}.items():
+            sums[k] = sums.get(k, 0.0) + v.detach().float()
+        if d.main and (steps % t.log_every == 0):
+            means = {k: f"{(v / steps).item():.3f}" for k, v in sums.items()}
+            if is_tty():
+                bar.set_postfix(means)
+            else:
+                log(f"  epoch {state['epoch'] + 1} step {state['step']}: " + " ".join(f"{k} {v}" for k, v in means.items()))
+    seconds = time.perf_counter() - start
+    out = {k: (v / max(steps, 1)).item() for k, v in sums.items()}
+    out.update(lr=lr, steps=steps, images=images_seen * d.world, seconds=seconds,
+               images_per_s=images_seen * d.world / max(seconds, 1e-9))
+    return out
+
+
+def evaluate(model: nn.Module, loader, rs, cfg: Config, device: torch.device) -> tuple[dict, list[dict]]:
+    """COCO metrics of ``model`` on ``loader`` (at ``eval.max_detections`` and ``eval.score_thresh``)."""
+    m = unwrap(model)
+    old = set_postprocess(m, cfg.eval.score_thresh, cfg.eval.max_detections)
+    try:
+        return evaluate_coco(m, loader, rs, device, cfg.eval.max_detections, cfg.train.amp)
+    finally:
+        set_postprocess(m, **old)
+
+
+def _checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "ema_updates": ema.updates if ema is not None else 0,
+        "epoch": state["epoch"],
+        "step": state["step"],
+        "best_map": state["best_map"],
+        "best_epoch": state["best_epoch"],
+        "bad_evals": state["bad_evals"],
+        "nonfinite": state["nonfinite"],
+        "history": state["history"],
+        "rng": torch.get_rng_state(),
+        "config": cfg.to_dict(),
+        "class_names": list(class_names),
+    }
+
+
+def write_metrics_csv(history: list[dict], path: Path) -> None:
+    """One row per epoch; columns are the union of keys in first-seen order (atomic)."""
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """PNG: training loss per epoch (left) and val AP / AP50 (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    ep = [h["epoch"] for h in history]
+    for key in [k for k in history[0] if k == "loss" or k.startswith("loss_")]:
+        a.plot(ep, [h.get(key, math.nan) for h in history], label=key)
+    a.set_xlabel("epoch")
+    a.set_title("training loss")
+    a.legend(fontsize=7)
+    for key in ("AP", "AP50"):
+        pts = [(h["epoch"], h[key]) for h in history if key in h]
+        if pts:
+            b.plot(*zip(*pts), marker="o", label=f"val {key}")
+    b.set_xlabel("epoch")
+    b.set_title("validation mAP")
+    b.set_ylim(0, 1)
+    if b.lines:
+        b.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _resume(path: str, model, optimizer, schedule, ema, state: dict, class_names: list[str]) -> None:
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a retail-detect training checkpoint")
+    if list(ckpt["class_names"]) != list(class_names):
+        raise ValueError(f"{path}: trained on classes {ckpt['class_names']}, but data.train has {class_names}")
+    unwrap(model).load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    schedule.load_state_dict(ckpt["schedule"])
+    if ema is not None and ckpt.get("ema") is not None:
+        ema.load_state_dict(ckpt["ema"], ckpt["ema_updates"])
+    for key in ("epoch", "step", "best_map", "best_epoch", "bad_evals", "nonfinite", "history"):
+        state[key] = ckpt[key]
+    torch.set_rng_state(ckpt["rng"])
+
+
+def fit(cfg: Config, log=print) -> dict:
+    """Train ``cfg`` (see the module doc). Writes ``train.out_dir``/{config.yaml, last.pt, best.pt,
+    metrics.csv, curves.png, val_results.json, pr_curve.png}.
+
+    Returns ``{"metrics": last val metrics, "best_map", "best_epoch", "epochs", "steps", "seconds",
+    "images_per_s", "out_dir", "last", "best"}``.
+    """
+    d, device = init_distributed(cfg.train.device)
+    t = cfg.train
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(t.seed)
+    out = Path(t.out_dir)
+    train_ds, train_loader, val_ds, val_loader, class_names = build_datasets(cfg, d, log)
+    model = build_model(cfg.model, len(class_names)).to(device)
+    if device.type == "cuda" and t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, t)
+    schedule = LRSchedule(optimizer, t, len(train_loader), t.epochs)
+    ema = ModelEMA(model, t.ema_decay) if t.ema else None
+    state = {"epoch": 0, "step": 0, "best_map": -1.0, "best_epoch": -1, "bad_evals": 0, "nonfinite": 0, "history": []}
+    if t.resume:
+        _resume(t.resume, model, optimizer, schedule, ema, state, class_names)
+        log(f"resumed from {t.resume} at epoch {state['epoch']} (step {state['step']})")
+    if d.main:
+        import yaml
+
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    runner = _wrap(model, cfg, device, d)
+    log(f"training {cfg.model.name} ({cfg.model.backbone}) on {len(train_ds)} images, {len(class_names)} classes, "
+        f"{device}{f' x{d.world}' if d.enabled else ''}; val: {len(val_ds) if val_ds else 0} images")
+    metrics: dict = {}
+    deadline = time.perf_counter() + t.time_budget_s if t.time_budget_s > 0 else math.inf
+    train_seconds = 0.0
+    stop = False
+    while state["epoch"] < t.epochs and not stop:
+        epoch = state["epoch"]
+        if t.unfreeze_epoch >= 0 and epoch >= t.unfreeze_epoch and unwrap(model).backbone.frozen_stages:
+            unwrap(model).backbone.unfreeze()
+            runner = _wrap(model, cfg, device, d)
+            log(f"epoch {epoch + 1}: backbone unfrozen")
+        if cfg.augment.mosaic > 0:
+            train_ds.set_mosaic(epoch < t.epochs - cfg.augment.mosaic_off_epochs)
+        _seed_epoch(cfg, epoch, train_loader, train_ds)
+        row = train_one_epoch(runner, train_loader, optimizer, schedule, state, cfg, device, ema, d, deadline, log)
+        train_seconds += row["seconds"]
+        state["epoch"] = epoch + 1
+        budget_hit = (t.max_steps and state["step"] >= t.max_steps) or time.perf_counter() > deadline
+        rec = {"epoch": epoch + 1, "step": state["step"], "lr": row["lr"]}
+        rec.update({("loss" if k == "loss" else f"loss_{k}"): v for k, v in row.items()
+                    if k not in ("lr", "steps", "images", "seconds", "images_per_s")})
+        rec.update(images=row["images"], seconds=row["seconds"], images_per_s=row["images_per_s"])
+        last_epoch = state["epoch"] >= t.epochs or budget_hit
+        if val_loader is not None and d.main and (state["epoch"] % t.eval_every == 0 or last_epoch):
+            metrics, results = evaluate(ema.module if ema is not None else model, val_loader, val_ds.rs, cfg, device)
+            rec.update({k: v for k, v in metrics.items() if isinstance(v, float)})
+            schedule.observe(metrics["AP"])
+            improved = metrics["AP"] > state["best_map"] + 1e-6
+            state["bad_evals"] = 0 if improved else state["bad_evals"] + 1
+            if improved:
+                state["best_map"], state["best_epoch"] = metrics["AP"], epoch + 1
+            log(f"epoch {epoch + 1}/{t.epochs}: loss {row.get('loss', math.nan):.4f}  val AP {metrics['AP']:.4f}  "
+                f"AP50 {metrics['AP50']:.4f}  ({row['images_per_s']:.1f} img/s)")
+            stop = bool(t.early_stop_patience and state["bad_evals"] >= t.early_stop_patience)
+        elif d.main:
+            log(f"epoch {epoch + 1}/{t.epochs}: loss {row.get('loss', math.nan):.4f}  ({row['images_per_s']:.1f} img/s)")
+        state["history"].append(rec)
+        if d.main:
+            ck = _checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names)
+            save_checkpoint(out / "last.pt", ck)
+            if state["best_epoch"] == epoch + 1 or val_loader is None:
+                save_checkpoint(out / "best.pt", ck)
+                if val_loader is not None:
+                    from detect.engine.evaluator import write_results
+
+                    write_results(results, out / "val_results.json")
+                    plot_pr_curves(metrics, out / "pr_curve.png")
+            write_metrics_csv(state["history"], out / "metrics.csv")
+            plot_curves(state["history"], out / "curves.png")
+            _tensorboard(cfg, out, rec)
+        stop = _agree(stop or bool(budget_hit), d)
+        if stop and state["bad_evals"] and t.early_stop_patience and state["bad_evals"] >= t.early_stop_patience:
+            log(f"early stop: no better val AP for {state['bad_evals']} evaluations (best {state['best_map']:.4f} "
+                f"at epoch {state['best_epoch']})")
+    if metrics and d.main:
+        log(format_metrics(metrics, cfg.eval.max_detections))
+    summary = {"metrics": metrics, "best_map": state["best_map"], "best_epoch": state["best_epoch"],
+               "epochs": state["epoch"], "steps": state["step"], "seconds": train_seconds,
+               "images_per_s": sum(h.get("images", 0) for h in state["history"]) / max(train_seconds, 1e-9),
+               "out_dir": str(out), "last": str(out / "last.pt"), "best": str(out / "best.pt"),
+               "class_names": class_names}
+    if d.main:
+        atomic_write_text(out / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "metrics"}
+                                                           | {"metrics": _floats(metrics)}, indent=1))
+    if d.enabled:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _floats(m: dict) -> dict:
+    return {k: v for k, v in m.items() if isinstance(v, (float, int, dict)) and k != "pr_curve"}
+
+
+def _wrap(model: nn.Module, cfg: Config, device: torch.device, d: Dist) -> nn.Module:
+    """DDP (when distributed) and torch.compile (on CUDA when asked) around the plain model."""
+    runner = model
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                         find_unused_parameters=False)
+    if cfg.train.compile and device.type == "cuda":
+        runner = torch.compile(runner)
+    return runner
+
+
+def _agree(flag: bool, d: Dist) -> bool:
+    """Every process stops when rank 0 says so."""
+    if not d.enabled:
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def _tensorboard(cfg: Config, out: Path, rec: dict) -> None:
+    if not cfg.train.tensorboard:
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed
+        return
+    with SummaryWriter(str(out / "tb")) as w:
+        for k, v in rec.items():
+            if isinstance(v, float) and k != "epoch":
+                w.add_scalar(k, v, rec["epoch"])
+
+
+def config_of_checkpoint(ckpt: dict) -> Config:
+    """The training config stored in a checkpoint."""
+    return config_from_dict(ckpt["config"])

@@ -1,0 +1,263 @@
+"""Fast R-CNN second stage: RoI pooling, proposal sampling, box head, losses and eval decoding.
+
+Each concern is one function or one small module (GUIDE §3: not one 900-line ``roi_heads.py``):
+
+- :func:`roi_levels` / :func:`pool_rois`: RoI pooling (``torchvision.ops.roi_pool`` by default, as in
+  Fast R-CNN; ``roi_align`` as an option) with FPN multi-level assignment;
+- :func:`sample_rois`: GT boxes appended to the proposals, IoU thresholds, positive fraction, vectorised
+  across the batch on padded tensors;
+- :class:`BoxHead`: two fully connected layers with dropout -> C+1 class scores + class-specific deltas;
+- :func:`fast_rcnn_loss`: cross-entropy + smooth-L1 on the true class's deltas;
+- :class:`RoIHead`: glues them; eval ends in the shared ``postprocess`` with [B, N, C, 4] boxes.
+
+Box coding and losses run in fp32 (GUIDE §5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_align, roi_pool
+
+from detect.models.box_coder import decode, encode
+from detect.models.postprocess import postprocess
+from detect.models.rpn import batched_box_iou, sample_pos_neg
+
+ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target normalisation
+
+
+def roi_levels(boxes: Tensor, strides: list[int], canonical_size: float = 224.0, canonical_level: int = 4) -> Tensor:
+    """FPN level of each RoI: k = floor(k0 + log2(sqrt(w*h) / s0)), clamped to the available levels.
+
+    Level k means stride 2**k (k0 = 4 -> stride 16). The FPN paper's s0 = 224 suits ~800 px inputs;
+    for small inputs scale s0 with the image (e.g. 112 at 320 px: boxes < 112 px pool from stride 8,
+    112-224 px from stride 16, larger from stride 32).
+
+    Args:
+        boxes: [R, 4] xyxy pixels; strides: consecutive powers of two, finest first (e.g. [8, 16, 32]).
+
+    Returns:
+        int64 [R]: index into ``strides``.
+    """
+    wh = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    side = wh.float().clamp(min=1e-6).sqrt()
+    k = torch.floor(canonical_level + torch.log2(side / canonical_size) + 1e-6)
+    k_min, k_max = int(math.log2(strides[0])), int(math.log2(strides[-1]))
+    return (k.clamp(k_min, k_max) - k_min).to(torch.int64)
+
+
+def pool_rois(
+    feats: list[Tensor],
+    strides: list[int],
+    rois: Tensor,
+    op: str = "roi_pool",
+    output_size: int = 7,
+    canonical_size: float = 224.0,
+    sampling_ratio: int = 2,
+) -> Tensor:
+    """Pool a fixed-size feature for every RoI of the batch.
+
+    Args:
+        feats: L maps [B, C, H_l, W_l] with ``strides[l]``.
+        rois: [B, S, 4] xyxy in input-tensor pixels (S per image, padded slots allowed).
+        op: ``roi_pool`` (max pooling over quantised bins, Fast R-CNN) or ``roi_align`` (bilinear, aligned).
+            ``roi_pool`` reads a box's end as an inclusive cell (``round(x2 / stride)``, Caffe's pixel-index
+            boxes); our x2 is exclusive (a box over the whole image is [0, 0, W, H]), so it is given
+            ``x2 - stride, y2 - stride``: the box [0, 0, 8s, 8s] pools cells 0..7, not 0..8.
+
+    Returns:
+        [B * S, C, output_size, output_size], image-major.
+
+    With several levels every RoI is pooled from every level and its own level is selected by mask:
+    a few times the (cheap) pooling work, but fixed shapes and no host sync (no boolean indexing).
+    """
+    b, s, _ = rois.shape
+    flat = rois.reshape(-1, 4).float()
+    batch_idx = torch.arange(b, device=rois.device, dtype=flat.dtype).repeat_interleave(s)
+    indexed = torch.cat([batch_idx[:, None], flat], 1)  # [B*S, 5] as torchvision.ops expects
+
+    def one(f: Tensor, stride: int) -> Tensor:  # pooled in fp32: bf16 box coordinates would be off by pixels
+        if op == "roi_pool":
+            return roi_pool(f.float(), indexed - indexed.new_tensor([0, 0, 0, stride, stride]), output_size, 1.0 / stride)
+        if op == "roi_align":
+            return roi_align(f.float(), indexed, output_size, 1.0 / stride, sampling_ratio, aligned=True)
+        raise ValueError(f"unknown roi_op {op!r}: use 'roi_pool' or 'roi_align'")
+
+    if len(feats) == 1:
+        return one(feats[0], strides[0])
+    levels = roi_levels(flat, strides, canonical_size)[:, None, None, None]
+    out = one(feats[0], strides[0])
+    for level in range(1, len(feats)):
+        out = torch.where(levels == level, one(feats[level], strides[level]), out)
+    return out
+
+
+def sample_rois(
+    proposals: Tensor,
+    prop_mask: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    gt_mask: Tensor,
+    batch_per_image: int,
+    positive_fraction: float,
+    fg_iou: float = 0.5,
+    bg_iou: float = 0.5,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Choose the RoIs to train the box head on, for the whole batch at once.
+
+    GT boxes are appended to the proposals (so positives exist from step one). A RoI is foreground
+    at max IoU >= ``fg_iou`` (label = its object's class), background at max IoU < ``bg_iou``
+    (label 0); at most ``batch_per_image * positive_fraction`` foreground per image.
+
+    Args:
+        proposals: [B, P, 4], prop_mask: bool [B, P]; gt_*: padded targets [B, M, 4], [B, M], [B, M].
+
+    Returns:
+        rois [B, S, 4], labels int64 [B, S] (-1 = unused slot, 0 = background, 1..C = class) and
+        matched object boxes [B, S, 4] (the RoI itself where not foreground), S = min(batch, P + M).
+    """
+    boxes = torch.cat([proposals.float(), gt_boxes.float()], 1)  # [B, N, 4]
+    valid = torch.cat([prop_mask, gt_mask], 1)
+    iou = batched_box_iou(boxes, gt_boxes).masked_fill(~gt_mask[:, None, :], 0.0)  # [B, N, M]
+    max_iou, matched_idx = iou.max(dim=2)
+    fg = valid & (max_iou >= fg_iou)
+    bg = valid & (max_iou < bg_iou) & ~fg
+    pos_sel, neg_sel = sample_pos_neg(fg, bg, batch_per_image, positive_fraction)
+    # Compact the chosen RoIs into S slots per image: positives first, then negatives, then unused.
+    key = pos_sel.float() * 2 + neg_sel.float() + torch.rand(valid.shape, device=valid.device) * 0.5
+    s = min(batch_per_image, boxes.shape[1])
+    idx = key.topk(s, dim=1).indices  # [B, S]
+    used = torch.gather(pos_sel | neg_sel, 1, idx)
+    is_pos = torch.gather(pos_sel, 1, idx)
+    rois = torch.gather(boxes, 1, idx[..., None].expand(-1, -1, 4))
+    unit = rois.new_tensor([0.0, 0.0, 1.0, 1.0])
+    rois = torch.where(used[..., None], rois, unit)  # unused slots: a harmless finite box
+    obj = torch.gather(matched_idx, 1, idx)
+    labels = torch.gather(gt_labels, 1, obj) * is_pos
+    labels = torch.where(used, labels, -1)
+    matched = torch.gather(gt_boxes.float(), 1, obj[..., None].expand(-1, -1, 4))
+    matched = torch.where(is_pos[..., None], matched, rois)
+    return rois.detach(), labels, matched
+
+
+class BoxHead(nn.Module):
+    """Two fully connected layers (ReLU + dropout) -> class logits [R, C+1] and deltas [R, C*4].
+
+    Deltas are class-specific for classes 1..C (no regression for background).
+    """
+
+    def __init__(self, in_channels: int, roi_size: int, hidden: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.fc = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_channels * roi_size * roi_size, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.cls = nn.Linear(hidden, num_classes + 1)
+        self.reg = nn.Linear(hidden, num_classes * 4)
+        nn.init.normal_(self.cls.weight, std=0.01)
+        nn.init.normal_(self.reg.weight, std=0.001)
+        nn.init.zeros_(self.cls.bias)
+        nn.init.zeros_(self.reg.bias)
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """pooled [R, C_in, s, s] -> logits [R, C+1], deltas [R, C*4] (both fp32)."""
+        h = self.fc(pooled)
+        return self.cls(h).float(), self.reg(h).float()
+
+
+def fast_rcnn_loss(logits: Tensor, deltas: Tensor, labels: Tensor, reg_targets: Tensor) -> dict[str, Tensor]:
+    """Cross-entropy over C+1 classes + smooth-L1 on the true class's deltas (positives only).
+
+    Args:
+        logits: [R, C+1]; deltas: [R, C*4]; labels: int64 [R] (-1 ignored, 0 background);
+        reg_targets: encoded targets [R, 4].
+
+    Returns:
+        ``{"roi_cls", "roi_box"}``, both summed over used RoIs and divided by their number.
+    """
+    used = labels >= 0
+    n = used.sum().clamp(min=1).float()
+    ce = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
+    cls_loss = torch.where(used, ce, 0.0).sum() / n
+    r = labels.shape[0]
+    d = deltas.float().view(r, -1, 4)[torch.arange(r, device=labels.device), (labels - 1).clamp(min=0)]
+    l1 = F.smooth_l1_loss(d, reg_targets.float(), beta=1.0 / 9, reduction="none").sum(-1)
+    box_loss = torch.where(labels > 0, l1, 0.0).sum() / n
+    return {"roi_cls": cls_loss, "roi_box": box_loss}
+
+
+class RoIHead(nn.Module):
+    """RoI pooling + :class:`BoxHead`; losses in training, detections through ``postprocess`` in eval.
+
+    Args:
+        in_channels: channels of the pooled maps; strides: stride of each map (finest first).
+        num_classes: C object classes (labels 1..C).
+        roi_op / roi_size / canonical_size: see :func:`pool_rois` and :func:`roi_levels`.
+        batch_per_image / positive_fraction / fg_iou / bg_iou: see :func:`sample_rois`.
+        score_thresh / nms_thresh / max_detections: passed to ``postprocess``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        strides: list[int],
+        num_classes: int,
+        roi_op: str = "roi_pool",
+        roi_size: int = 7,
+        hidden: int = 512,
+        dropout: float = 0.0,
+        canonical_size: float = 224.0,
+        batch_per_image: int = 256,
+        positive_fraction: float = 0.25,
+        fg_iou: float = 0.5,
+        bg_iou: float = 0.5,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        max_detections: int = 300,
+    ) -> None:
+        super().__init__()
+        if roi_op not in ("roi_pool", "roi_align"):
+            raise ValueError(f"unknown roi_op {roi_op!r}: use 'roi_pool' or 'roi_align'")
+        self.strides, self.num_classes = list(strides), num_classes
+        self.roi_op, self.roi_size, self.canonical_size = roi_op, roi_size, canonical_size
+        self.box_head = BoxHead(in_channels, roi_size, hidden, num_classes, dropout)
+        self.batch_per_image, self.positive_fraction = batch_per_image, positive_fraction
+        self.fg_iou, self.bg_iou = fg_iou, bg_iou
+        self.score_thresh, self.nms_thresh, self.max_detections = score_thresh, nms_thresh, max_detections
+
+    def pool(self, feats: list[Tensor], rois: Tensor) -> Tensor:
+        """rois [B, S, 4] -> pooled [B*S, C, roi_size, roi_size]."""
+        return pool_rois(feats, self.strides, rois, self.roi_op, self.roi_size, self.canonical_size)
+
+    def loss(
+        self, feats: list[Tensor], proposals: Tensor, prop_mask: Tensor, gt: tuple[Tensor, Tensor, Tensor]
+    ) -> dict[str, Tensor]:
+        """Sample RoIs against padded ``gt`` = (boxes [B,M,4], labels [B,M], mask [B,M]) and return losses."""
+        rois, labels, matched = sample_rois(
+            proposals, prop_mask, gt[0], gt[1], gt[2],
+            self.batch_per_image, self.positive_fraction, self.fg_iou, self.bg_iou,
+        )
+        logits, deltas = self.box_head(self.pool(feats, rois))
+        targets = encode(matched.reshape(-1, 4), rois.reshape(-1, 4), ROI_BOX_WEIGHTS)
+        return fast_rcnn_loss(logits, deltas, labels.reshape(-1), targets)
+
+    def predict(
+        self, feats: list[Tensor], proposals: Tensor, prop_mask: Tensor, image_size: tuple[int, int]
+    ) -> list[dict[str, Tensor]]:
+        """Score and refine every proposal [B, P, 4] (mask [B, P]) -> detections via ``postprocess``."""
+        b, p, _ = proposals.shape
+        c = self.num_classes
+        logits, deltas = self.box_head(self.pool(feats, proposals))
+        scores = logits.softmax(-1)[:, 1:].reshape(b, p, c) * prop_mask[..., None]
+        anchors = proposals.float()[:, :, None, :].expand(b, p, c, 4)
+        boxes = decode(deltas.reshape(b, p, c, 4), anchors, ROI_BOX_WEIGHTS)  # [B, P, C, 4]
+        return postprocess(boxes, scores, image_size, self.score_thresh, self.nms_thresh, self.max_detections)

@@ -1,0 +1,208 @@
+"""Fast R-CNN end to end: learning on synthetic shelves, external proposals, staged freezing, proposals JSON."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from data_tools.records import Record
+from data_tools.synth import make_tiny_dataset
+from detect.config import FastRCNNConfig, ModelConfig
+from detect.data.dataset import DetectionDataset
+from detect.data.loader import collate
+from detect.models.fast_rcnn import build_fast_rcnn
+from detect.models.proposals_io import ProposalsError, batch_proposals, load_proposals
+
+SIZE = 128
+
+
+def _cfg(**fast_rcnn) -> ModelConfig:
+    fr = {"anchor_sizes": (16.0, 32.0, 64.0), "rpn_pre_nms_topk": 300, "rpn_post_nms_topk": 100,
+          "rpn_batch_per_image": 128, "roi_batch_per_image": 64, "head_dim": 256, **fast_rcnn}
+    return ModelConfig(name="fast_rcnn", backbone="efficientnet_lite0", backbone_weights="imagenet",
+                       score_thresh=0.01, fast_rcnn=FastRCNNConfig(**fr))
+
+
+def _batches(rs, batch_size: int) -> list[tuple[torch.Tensor, list[dict]]]:
+    ds = DetectionDataset(rs, SIZE, None, train=False)
+    items = [ds[i] for i in range(len(ds))]
+    return [collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+
+
+def _train(model, batches, steps: int, lr: float, proposals: bool = False) -> None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
+    model.train()
+    for step in range(steps):
+        images, targets = batches[step % len(batches)]
+        props = [t["boxes"] for t in targets] if proposals else None
+        losses = model(images, targets, proposals=props)
+        loss = sum(losses.values())
+        assert torch.isfinite(loss), losses
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+        sched.step()
+
+
+def _map50(model, batches) -> float:
+    """COCO AP50 of the model on the batches (ground truth and predictions in tensor pixels)."""
+    images_info, anns, dets = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for images, targets in batches:
+            for t, out in zip(targets, model(images)):
+                iid = int(t["image_id"])
+                images_info.append({"id": iid, "width": SIZE, "height": SIZE})
+                for (x1, y1, x2, y2), lab in zip(t["boxes"].tolist(), t["labels"].tolist()):
+                    anns.append({"id": len(anns) + 1, "image_id": iid, "category_id": lab, "iscrowd": 0,
+                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+                for (x1, y1, x2, y2), s, lab in zip(out["boxes"].tolist(), out["scores"].tolist(),
+                                                    out["labels"].tolist()):
+                    dets.append({"image_id": iid, "category_id": lab, "score": s, "bbox": [x1, y1, x2 - x1, y2 - y1]})
+    if not dets:
+        return 0.0
+    gt = COCO()
+    labels = {a["category_id"] for a in anns}
+    gt.dataset = {"images": images_info, "annotations": anns, "categories": [{"id": k} for k in sorted(labels)]}
+    gt.createIndex()
+    ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+    ev.params.maxDets = [1, 10, 300]
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return float(ev.stats[1])
+
+
+@pytest.mark.slow
+def test_fast_rcnn_learns_synthetic_shelves(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    rs = make_tiny_dataset(tmp_path, images=16, classes=3, seed=0, size=SIZE)
+    batches = _batches(rs, 8)
+    model = build_fast_rcnn(_cfg(), num_classes=len(rs.class_names))
+    start = time.perf_counter()
+    _train(model, batches, steps=120, lr=2e-3)
+    train_s = time.perf_counter() - start
+    ap50 = _map50(model, batches)
+    print(f"fast_rcnn learning test: train {train_s:.1f}s, mAP50 {ap50:.3f}")
+    assert ap50 >= 0.8
+
+
+def test_head_alone_learns_to_classify_external_gt_proposals(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    rs = make_tiny_dataset(tmp_path, images=8, classes=3, seed=1, size=SIZE)
+    batches = _batches(rs, 8)
+    model = build_fast_rcnn(_cfg(proposals="external.json"), num_classes=len(rs.class_names))
+    assert model.rpn is None
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    images, targets = batches[0]
+    model.train()
+    losses = model(images, targets, proposals=[t["boxes"] for t in targets])
+    assert set(losses) == {"roi_cls", "roi_box"}  # no RPN terms
+    model.backbone.eval()
+    _train_head(model, batches, steps=40)
+    model.eval()
+    with torch.no_grad():
+        gt = [t["boxes"] for t in targets]
+        feats = model.features(images)
+        padded = torch.nn.utils.rnn.pad_sequence(gt, batch_first=True)
+        logits, _ = model.roi_head.box_head(model.roi_head.pool(feats, padded))
+        pred = logits.view(len(gt), padded.shape[1], -1).argmax(-1)
+        real = [pred[i, : len(g)] for i, g in enumerate(gt)]
+        acc = (torch.cat(real) == torch.cat([t["labels"] for t in targets])).float().mean()
+        dets = model(images, proposals=gt)
+    assert acc >= 0.95, f"accuracy {acc:.3f}"
+    assert len(dets) == len(gt) and all(d["labels"].min() >= 1 for d in dets if len(d["labels"]))
+
+
+def _train_head(model, batches, steps: int) -> None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    for step in range(steps):
+        images, targets = batches[step % len(batches)]
+        losses = model(images, targets, proposals=[t["boxes"] for t in targets])
+        opt.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        opt.step()
+
+
+def test_freeze_then_unfreeze_changes_trainable_params() -> None:
+    cfg = _cfg()
+    cfg.freeze_at = 2
+    model = build_fast_rcnn(cfg, num_classes=2)
+    frozen = [n for n, p in model.backbone.named_parameters() if not p.requires_grad]
+    assert frozen, "freeze_at=2 must freeze the stem and the first stages"
+    assert all(p.requires_grad for p in model.roi_head.parameters())
+    assert all(p.requires_grad for p in model.rpn.parameters())
+    model.backbone.unfreeze()
+    assert all(p.requires_grad for n, p in model.backbone.named_parameters() if n in frozen)
+
+
+def test_model_without_rpn_needs_proposals() -> None:
+    model = build_fast_rcnn(_cfg(proposals="p.json", fpn=False), num_classes=2).eval()
+    images = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="external proposals"):
+        model(images)
+    props = [torch.tensor([[0.0, 0.0, 32.0, 32.0]]), torch.zeros(0, 4)]
+    out = model(images, proposals=props)
+    assert len(out) == 2 and len(out[1]["boxes"]) == 0
+
+
+def _records() -> list[Record]:
+    return [Record(image="shelf/a.jpg", width=200, height=100), Record(image="b.jpg", width=100, height=400),
+            Record(image="other/a.jpg", width=50, height=50)]
+
+
+def test_load_proposals_maps_keys_and_scales(tmp_path: Path) -> None:
+    path = tmp_path / "props.json"
+    path.write_text(json.dumps({"shelf/a.jpg": [[10, 20, 110, 90], [-5, 0, 250, 100]], "b.jpg": [],
+                                "missing.jpg": [[0, 0, 1, 1]]}))
+    table = load_proposals(path, _records(), image_size=100)
+    assert set(table) == {1, 2, 3}
+    np.testing.assert_allclose(table[1], [[5, 10, 55, 45], [0, 0, 100, 50]])  # scale 100/200, clipped
+    assert table[2].shape == (0, 4) and table[3].shape == (0, 4)
+    props = batch_proposals([{"image_id": 1}, {"image_id": 3}], table, "cpu")
+    assert props[0].dtype == torch.float32 and props[0].shape == (2, 4) and props[1].shape == (0, 4)
+    # File name alone works when unique; original pixels without image_size.
+    path.write_text(json.dumps({"./b.jpg": [[0, 0, 10, 10]]}))
+    np.testing.assert_allclose(load_proposals(path, _records())[2], [[0, 0, 10, 10]])
+
+
+@pytest.mark.parametrize("content, match", [
+    ("not json", "invalid JSON at line 1"),
+    ("[1, 2]", "top level must be an object"),
+    ('{"b.jpg": {"x": 1}}', "key 'b.jpg': expected a list"),
+    ('{"b.jpg": [[0, 0, 10]]}', "key 'b.jpg': box 0: expected 4 numbers"),
+    ('{"b.jpg": [[0, 0, 10, 10], [5, 5, 2, 9]]}', "key 'b.jpg': box 1: needs x2 > x1"),
+    ('{"b.jpg": [[0, 0, 10, NaN]]}', "non-finite"),
+    ('{"b.jpg": [[500, 500, 600, 600]]}', "outside the 100x400 image"),
+    ('{"a.jpg": [[0, 0, 10, 10]]}', "file name matches 2 images"),
+    ('{"b.jpg": [], "./b.jpg": []}', "name the same image"),
+    ('{"zzz.jpg": []}', "none of its 1 keys"),
+])
+def test_load_proposals_errors_name_file_and_key(tmp_path: Path, content: str, match: str) -> None:
+    path = tmp_path / "props.json"
+    path.write_text(content)
+    with pytest.raises(ProposalsError, match=match) as err:
+        load_proposals(path, _records())
+    assert str(path) in str(err.value)
+
+
+def test_load_proposals_strict_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "props.json"
+    path.write_text('{"b.jpg": [], "zzz.jpg": []}')
+    assert load_proposals(path, _records())[2].shape == (0, 4)
+    with pytest.raises(ProposalsError, match="'zzz.jpg': no such image"):
+        load_proposals(path, _records(), strict=True)
+    with pytest.raises(ProposalsError, match="not found"):
+        load_proposals(tmp_path / "nope.json", _records())

@@ -1,0 +1,114 @@
+"""RoI head: pooling values vs torchvision, FPN level rule, RoI sampling, loss, eval decoding."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.ops import roi_align, roi_pool
+
+from detect.models.roi_head import RoIHead, fast_rcnn_loss, pool_rois, roi_levels, sample_rois
+
+
+def _inclusive(rois: torch.Tensor, stride: int) -> torch.Tensor:
+    """[B, S, 4] boxes (x2 exclusive) -> torchvision [B*S, 5] rois whose end is the last covered cell."""
+    b, s, _ = rois.shape
+    idx = torch.arange(b, dtype=torch.float32).repeat_interleave(s)[:, None]
+    return torch.cat([idx, rois.reshape(-1, 4) - torch.tensor([0, 0, stride, stride], dtype=torch.float32)], 1)
+
+
+def test_roi_pool_matches_torchvision_on_hand_made_map() -> None:
+    feat = torch.arange(64, dtype=torch.float32).view(1, 1, 8, 8)
+    feat = torch.cat([feat, -feat], 1)  # 2 channels
+    feats = torch.cat([feat, feat + 100], 0)  # 2 images
+    rois = torch.tensor([[[0, 0, 8, 8], [2, 2, 6, 6]], [[0, 0, 8, 8], [4, 0, 8, 4]]], dtype=torch.float32)
+    out = pool_rois([feats], [1], rois, "roi_pool", output_size=2)
+    # Hand-computed: the whole map split in quadrants -> the max of each quadrant.
+    assert out[0, 0].tolist() == [[27.0, 31.0], [59.0, 63.0]]
+    assert out[2, 0].tolist() == [[127.0, 131.0], [159.0, 163.0]]  # image 1's map, not image 0's
+    assert out[1, 1].tolist() == [[-18.0, -20.0], [-34.0, -36.0]]  # cells 2..5, channel -map: max = least
+    # torchvision's roi_pool reads x2, y2 as inclusive cells: we hand it x2 - stride, y2 - stride.
+    inclusive = torch.tensor([[0, 0, 0, 7, 7], [0, 2, 2, 5, 5], [1, 0, 0, 7, 7], [1, 4, 0, 7, 3]], dtype=torch.float32)
+    assert torch.equal(out, roi_pool(feats, inclusive, 2, 1.0))
+    # With a stride: boxes in image pixels, map at stride 4.
+    out4 = pool_rois([feats], [4], rois * 4, "roi_pool", output_size=3)
+    assert torch.equal(out4, roi_pool(feats, _inclusive(rois * 4, 4), 3, 0.25))
+
+
+def test_roi_align_option_matches_torchvision() -> None:
+    torch.manual_seed(0)
+    feats = torch.randn(2, 3, 16, 16)
+    rois = torch.tensor([[[3.0, 5.0, 40.0, 33.0]], [[10.0, 0.0, 60.0, 63.0]]])
+    out = pool_rois([feats], [4], rois, "roi_align", output_size=7)
+    indexed = torch.tensor([[0, 3.0, 5.0, 40.0, 33.0], [1, 10.0, 0.0, 60.0, 63.0]])
+    assert torch.allclose(out, roi_align(feats, indexed, 7, 0.25, 2, aligned=True))
+
+
+def test_fpn_level_rule() -> None:
+    boxes = torch.tensor([[0, 0, 20, 20], [0, 0, 111, 111], [0, 0, 112, 112], [0, 0, 223, 223],
+                          [0, 0, 224, 224], [0, 0, 1000, 1000]], dtype=torch.float32)
+    assert roi_levels(boxes, [8, 16, 32], canonical_size=112).tolist() == [0, 0, 1, 1, 2, 2]
+    # The paper's constants: 224 px -> level 4 (stride 16) when the levels are strides 4..32.
+    assert roi_levels(boxes, [4, 8, 16, 32], canonical_size=224).tolist() == [0, 0, 1, 1, 2, 3]
+
+
+def test_multi_level_pooling_matches_roi_pool_on_the_assigned_level() -> None:
+    torch.manual_seed(0)
+    strides = [8, 16, 32]
+    feats = [torch.randn(2, 4, 256 // s, 256 // s) for s in strides]
+    rois = torch.tensor([[[0, 0, 40, 40], [8, 8, 130, 126], [0, 0, 250, 240]],
+                         [[64, 64, 96, 120], [10, 20, 110, 60], [30, 0, 256, 256]]], dtype=torch.float32)
+    out = pool_rois(feats, strides, rois, "roi_pool", output_size=7, canonical_size=112)
+    levels = roi_levels(rois.view(-1, 4), strides, 112)
+    assert set(levels.tolist()) == {0, 1, 2}
+    for r in range(6):
+        b, lv = r // 3, int(levels[r])
+        one = _inclusive(rois[b : b + 1, r % 3 : r % 3 + 1], strides[lv])
+        one[:, 0] = b
+        assert torch.equal(out[r], roi_pool(feats[lv], one, 7, 1.0 / strides[lv])[0])
+
+
+def test_sample_rois_appends_gt_and_ignores_padding() -> None:
+    torch.manual_seed(0)
+    gt = torch.tensor([[[10, 10, 50, 50], [0, 0, 0, 0]], [[60, 60, 100, 120], [5, 5, 30, 40]]], dtype=torch.float32)
+    gt_labels = torch.tensor([[3, 0], [1, 2]])
+    gt_mask = torch.tensor([[True, False], [True, True]])
+    props = torch.tensor([[[12, 10, 50, 52], [70, 70, 90, 90], [0, 0, 5, 5]],
+                          [[60, 62, 100, 118], [0, 0, 0, 0], [0, 0, 128, 128]]], dtype=torch.float32)
+    prop_mask = torch.tensor([[True, True, True], [True, False, True]])
+    rois, labels, matched = sample_rois(props, prop_mask, gt, gt_labels, gt_mask, 4, 0.5)
+    assert rois.shape == (2, 4, 4) and labels.shape == (2, 4)
+    # Image 0: 4 valid candidates (3 proposals + 1 GT): 2 foreground (class 3), 2 background.
+    assert sorted(labels[0].tolist()) == [0, 0, 3, 3]
+    # Image 1: 4 valid candidates (2 proposals + 2 GT); foreground capped at 2 of the 3.
+    assert (labels[1] > 0).sum() == 2 and (labels[1] == 0).sum() == 1 and (labels[1] == -1).sum() == 1
+    fg = labels > 0
+    assert torch.equal(matched[0][fg[0]], gt[0, :1].expand(2, 4))
+    zero = torch.zeros(4)
+    assert not any(torch.equal(r, zero) for r in rois[labels >= 0]), "padded rows must never be sampled"
+    assert not (labels == 0)[fg].any()
+
+
+def test_loss_ignores_unused_slots_and_uses_true_class_deltas() -> None:
+    logits = torch.zeros(3, 4, requires_grad=True)
+    deltas = torch.zeros(3, 12, requires_grad=True)
+    labels = torch.tensor([2, 0, -1])
+    targets = torch.tensor([[1.0, 0, 0, 0], [5.0, 5, 5, 5], [9.0, 9, 9, 9]])
+    losses = fast_rcnn_loss(logits, deltas, labels, targets)
+    assert torch.isclose(losses["roi_cls"], torch.log(torch.tensor(4.0)))  # mean over the 2 used RoIs
+    assert torch.isclose(losses["roi_box"], torch.tensor((1.0 - 1 / 18) / 2))
+    losses["roi_box"].backward()
+    g = deltas.grad.view(3, 3, 4)
+    assert g[0, 1, 0] != 0 and g[0, 0].abs().sum() == 0 and g[1:].abs().sum() == 0
+
+
+def test_predict_returns_class_specific_detections() -> None:
+    torch.manual_seed(0)
+    head = RoIHead(4, [8], num_classes=3, roi_size=3, hidden=16, score_thresh=0.0).eval()
+    feats = [torch.randn(2, 4, 8, 8)]
+    props = torch.tensor([[[0, 0, 32, 32], [16, 16, 60, 50]], [[8, 8, 40, 40], [0, 0, 0, 0]]], dtype=torch.float32)
+    mask = torch.tensor([[True, True], [True, False]])
+    dets = head.predict(feats, props, mask, (64, 64))
+    assert len(dets) == 2
+    assert len(dets[0]["boxes"]) == 6 and len(dets[1]["boxes"]) == 3  # padded proposal gives nothing
+    for d in dets:
+        assert d["labels"].min() >= 1 and d["labels"].max() <= 3
+        assert (d["boxes"] >= 0).all() and (d["boxes"] <= 64).all()

@@ -1,0 +1,145 @@
+"""YOLO detector: output contract, variants, anchor points, and learning on synthetic shelves."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from data_tools.synth import make_tiny_dataset
+from detect.config import ModelConfig, YOLOConfig
+from detect.data.dataset import DetectionDataset
+from detect.data.loader import collate
+from detect.models.yolo import YOLO, anchor_points, build_yolo
+
+SIZE = 128
+
+
+def _cfg(weights: str = "none", **yolo) -> ModelConfig:
+    return ModelConfig(name="yolo", backbone="efficientnet_lite0", backbone_weights=weights, score_thresh=0.01,
+                       yolo=YOLOConfig(**{"neck_channels": 64, "head_channels": 64, **yolo}))
+
+
+def _targets() -> list[dict[str, torch.Tensor]]:
+    return [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 50.0], [30.0, 8.0, 60.0, 40.0]]), "labels": torch.tensor([1, 3])},
+            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]  # an empty image
+
+
+def test_anchor_points_match_flattened_maps() -> None:
+    points, strides = anchor_points([(2, 3), (1, 1)], [8, 16], "cpu")
+    assert points.dtype == torch.float32 and points.shape == (7, 2) and strides.tolist() == [8.0] * 6 + [16.0]
+    assert points[:4].tolist() == [[4.0, 4.0], [12.0, 4.0], [20.0, 4.0], [4.0, 12.0]]  # row-major (y, then x)
+    assert points[6].tolist() == [8.0, 8.0]
+
+
+@pytest.mark.parametrize("yolo", [
+    {},
+    {"assigner": "simota", "cls_loss": "varifocal", "box_loss": "ciou"},
+    {"dfl": True, "reg_max": 8},
+])
+def test_output_contract(yolo: dict) -> None:
+    torch.manual_seed(0)
+    model = build_yolo(_cfg(**yolo), num_classes=3)
+    assert isinstance(model, YOLO) and model.backbone is not None
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    cls, box, sizes = model.predict_raw(images)
+    a = sum(h * w for h, w in sizes)
+    assert sizes == [(8, 8), (4, 4), (2, 2)] and cls.shape == (2, a, 3)
+    assert box.shape == (2, a, 4 * yolo["reg_max"] if yolo.get("dfl") else 4)
+    model.train()
+    losses = model(images, _targets())
+    assert set(losses) == ({"cls", "box", "dfl"} if yolo.get("dfl") else {"cls", "box"})
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert len(out) == 2
+    for det in out:
+        assert set(det) == {"boxes", "scores", "labels"}
+        assert det["boxes"].dtype == torch.float32 and det["boxes"].shape[1:] == (4,)
+        assert det["labels"].dtype == torch.int64 and len(det["scores"]) <= 300
+        if len(det["labels"]):
+            assert det["labels"].min() >= 1 and det["labels"].max() <= 3
+            assert det["boxes"].min() >= 0 and det["boxes"].max() <= 64
+
+
+def test_batch_without_objects_has_zero_box_loss() -> None:
+    model = build_yolo(_cfg(), num_classes=2).train()
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    losses = model(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), [empty, empty])
+    assert losses["box"] == 0 and torch.isfinite(losses["cls"]) and losses["cls"] > 0
+
+
+def test_bad_options_and_missing_targets() -> None:
+    with pytest.raises(ValueError, match="tal or simota"):
+        build_yolo(_cfg(assigner="atss"), num_classes=2)
+    model = build_yolo(_cfg(), num_classes=2).train()
+    with pytest.raises(ValueError, match="needs targets"):
+        model(torch.zeros(1, 3, 64, 64))
+
+
+def test_registered_in_factories() -> None:
+    build = pytest.importorskip("detect.models.build")
+    assert build.FACTORIES["yolo"] is build_yolo
+
+
+def _map50(model: torch.nn.Module, batches: list) -> float:
+    """COCO AP50 of the model on ``batches`` (ground truth and predictions in tensor pixels)."""
+    images_info, anns, dets = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for images, targets in batches:
+            for t, out in zip(targets, model(images)):
+                iid = int(t["image_id"])
+                images_info.append({"id": iid, "width": SIZE, "height": SIZE})
+                for (x1, y1, x2, y2), lab in zip(t["boxes"].tolist(), t["labels"].tolist()):
+                    anns.append({"id": len(anns) + 1, "image_id": iid, "category_id": lab, "iscrowd": 0,
+                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+                for (x1, y1, x2, y2), s, lab in zip(out["boxes"].tolist(), out["scores"].tolist(), out["labels"].tolist()):
+                    dets.append({"image_id": iid, "category_id": lab, "score": s, "bbox": [x1, y1, x2 - x1, y2 - y1]})
+    if not dets:
+        return 0.0
+    gt = COCO()
+    gt.dataset = {"images": images_info, "annotations": anns,
+                  "categories": [{"id": k} for k in sorted({a["category_id"] for a in anns})]}
+    gt.createIndex()
+    ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+    ev.params.maxDets = [1, 10, 300]
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return float(ev.stats[1])
+
+
+@pytest.mark.slow
+def test_yolo_learns_synthetic_shelves(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    rs = make_tiny_dataset(tmp_path, images=16, classes=3, seed=0, size=SIZE)
+    ds = DetectionDataset(rs, SIZE, None, train=False)
+    items = [ds[i] for i in range(len(ds))]
+    batches = [collate(items[i : i + 8]) for i in range(0, len(items), 8)]
+    model = build_yolo(_cfg("imagenet"), num_classes=len(rs.class_names))
+    steps, lr = 100, 2e-3
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
+    model.train()
+    start = time.perf_counter()
+    for step in range(steps):
+        images, targets = batches[step % len(batches)]
+        loss = sum(model(images, targets).values())
+        assert torch.isfinite(loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        sched.step()
+    train_s = time.perf_counter() - start
+    ap50 = _map50(model, batches)
+    print(f"yolo learning test: {steps} steps in {train_s:.1f}s, mAP50 {ap50:.3f}")
+    assert ap50 >= 0.8
