@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from detect.bench_peers import PEER_TITLES, PEERS_FOR, build_peer
 from detect.config import AugmentConfig, Config, ModelConfig
+from detect.engine.setup import resolve_device
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
 FAMILIES = ("ssd", "fast_rcnn", "yolo")
@@ -43,13 +44,6 @@ CUDA_DEFAULTS = {"size": 320, "batch": 32, "steps": 20, "warmup": 5, "latency_it
 GOALS = {"train": 2.0, "latency_b1": 2.0, "real_vs_synthetic": 0.9}
 # Real-data augmentation when none is given: what our recipes use (flip, light affine, colour jitter).
 BENCH_AUGMENT = AugmentConfig(hflip=0.5, affine_p=0.3, scale=(0.8, 1.2), translate=0.05, color_jitter=0.3)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when present, else ``cpu``; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _sync(device: torch.device) -> None:

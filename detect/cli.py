@@ -7,9 +7,9 @@ Each verb parses its arguments here and calls one plain function of the package;
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -45,7 +45,15 @@ def _predict(args: argparse.Namespace) -> int:
         args.weights, args.sources, args.out, conf=args.conf, device=args.device, csv=args.csv,
         draw=not args.no_draw, tile=args.tile, rows=not args.no_rows, batch_size=args.batch,
     )
-    print(json.dumps(_jsonable(summary), indent=2))
+    counts = ", ".join(f"{k} {v}" for k, v in summary.get("class_counts", {}).items())
+    for key in ("json", "csv", "out_dir"):
+        if summary.get(key):
+            summary[key] = _short(summary[key])
+    print(f"{summary['images']} images ({summary['errors']} unreadable, {summary.get('tiled_images', 0)} tiled), "
+          f"{summary['detections']} detections: {counts or 'none'}")
+    print(f"{summary['images_per_s']:.1f} images/s on {summary['device']}; wrote {summary['json']}"
+          + (f", {summary['csv']}" if summary.get("csv") else "")
+          + (f", {summary['drawn']} drawn images in {Path(summary['out_dir']) / 'images'}/" if summary.get("drawn") else ""))
     return 1 if summary.get("images", 0) == 0 else 0
 
 
@@ -60,6 +68,13 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from detect.export import export_model
+
+    export_model(args.weights, args.format, args.out, batch=args.batch, image_size=args.size, check=not args.no_check)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from detect.demo import run_demo
 
@@ -67,16 +82,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+def _short(path: str) -> str:
+    """``path`` relative to the working folder when it lies inside it."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed of our detectors against torchvision peers, same backbone")
     p.add_argument("--models", default="ssd,fast_rcnn,yolo")
-    p.add_argument("--size", type=int, default=320)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--size", type=int, default=None, help="input size (default: 320 on CUDA, 128 on the CPU)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: 32 on CUDA, 4 on the CPU)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 2 on CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--backbone", default="efficientnet_lite0")
@@ -122,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile our models")
     p.add_argument("--json", default=None, help="write the results to this JSON")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("export", help="checkpoint -> ONNX / TorchScript (outputs checked against PyTorch)")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--out", default=None, help="output file (default: beside the weights)")
+    p.add_argument("--size", type=int, default=None, help="input size S (default: the training size)")
+    p.add_argument("--batch", type=int, default=1, help="batch of the example input (ONNX keeps the batch dynamic)")
+    p.add_argument("--no-check", action="store_true", help="skip running the export against PyTorch")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("demo", help="synthetic shelves -> train SSD -> mAP -> annotated images, on the CPU")
     p.add_argument("--out", default="demo_out")

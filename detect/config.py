@@ -123,7 +123,7 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 30
     max_steps: int = 0  # stop after this many optimizer steps (0 = no limit); for tests and smoke runs
-    time_budget_s: float = 0.0  # stop training after this many seconds (0 = no limit)
+    time_budget_s: float = 0.0  # stop after this many seconds of training (0 = no limit); cosine/step decay then follow the budget
     batch_size: int = 32
     optimizer: str = "sgd"  # sgd | adam | adamw
     lr: float = 0.02

@@ -69,8 +69,10 @@ def predict_dataset(model: nn.Module, loader, device: torch.device, amp: bool = 
 
 
 def _mean_valid(x: np.ndarray) -> float:
+    """Mean over the entries pycocotools filled in; -1.0 (its "not applicable") when there are none, e.g.
+    APl on a set without large objects."""
     valid = x[x > -1]
-    return float(valid.mean()) if valid.size else 0.0
+    return float(valid.mean()) if valid.size else -1.0
 
 
 def summarize(precision: np.ndarray, recall: np.ndarray, iou_thrs: np.ndarray, max_dets: list[int],
@@ -140,12 +142,14 @@ def evaluate_coco(model: nn.Module, loader, rs: RecordSet, device: torch.device,
 
 def format_metrics(m: dict, max_dets: int = 300) -> str:
     """Headline line plus the per-class AP table."""
-    head = (f"AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  AP75 {m['AP75']:.3f}  APs {m['APs']:.3f}  "
-            f"APm {m['APm']:.3f}  APl {m['APl']:.3f}  AR{max_dets} {m.get(f'AR{max_dets}', 0.0):.3f}  "
-            f"(max {max_dets} detections/image)")
+    def f(v: float) -> str:
+        return "n/a" if v < 0 else f"{v:.3f}"
+
+    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", f"AR{max_dets}")
+    head = "  ".join(f"{k} {f(m.get(k, 0.0))}" for k in keys) + f"  (max {max_dets} detections/image)"
     rows = [head, f"{'class':<20} {'AP':>6} {'AP50':>6}"]
     for name, ap in m.get("per_class", {}).items():
-        rows.append(f"{name:<20} {ap:>6.3f} {m['per_class_ap50'].get(name, 0.0):>6.3f}")
+        rows.append(f"{name:<20} {f(ap):>6} {f(m['per_class_ap50'].get(name, 0.0)):>6}")
     return "\n".join(rows)
 
 

@@ -35,25 +35,34 @@ class LRSchedule:
         self.gamma, self.patience = cfg.gamma, cfg.plateau_patience
         self.plateau_factor, self.best, self.bad = 1.0, -math.inf, 0
 
-    def factor(self, step: int) -> float:
-        """Multiplier of the base lr at optimizer step ``step`` (0-based)."""
+    def factor(self, step: int, progress: float | None = None) -> float:
+        """Multiplier of the base lr at optimizer step ``step`` (0-based).
+
+        ``progress``: fraction of a time budget used so far; when given, cosine and step decay follow it
+        instead of the step count, so a time-budgeted run anneals fully by the end of its budget.
+        """
         warm = 1.0
         if step < self.warmup:
             warm = WARMUP_START + (1 - WARMUP_START) * step / self.warmup
-        if self.kind == "cosine":
+        if progress is not None:
+            done = min(1.0, max(0.0, progress))
+            t, step_equiv = done, done * self.total
+        else:
             t = min(1.0, max(0.0, (step - self.warmup) / max(1, self.total - self.warmup)))
+            step_equiv = step
+        if self.kind == "cosine":
             decay = COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))
         elif self.kind == "step":
-            decay = self.gamma ** sum(step >= m for m in self.milestones)
+            decay = self.gamma ** sum(step_equiv >= m for m in self.milestones)
         elif self.kind == "plateau":
             decay = self.plateau_factor
         else:
             decay = 1.0
         return warm * decay
 
-    def step(self, step: int) -> float:
-        """Set the lr for optimizer step ``step``; returns it."""
-        lr = self.base_lr * self.factor(step)
+    def step(self, step: int, progress: float | None = None) -> float:
+        """Set the lr for optimizer step ``step`` (and time-budget ``progress``); returns it."""
+        lr = self.base_lr * self.factor(step, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr

@@ -31,6 +31,7 @@ from detect.engine.optim import build_optimizer, l1_penalty
 from detect.engine.schedule import LRSchedule
 from detect.engine.setup import Dist, build_datasets, init_distributed, is_tty
 from detect.models.build import build_model, set_postprocess
+from detect.models.proposals_io import batch_proposals
 
 CHECKPOINT_FORMAT = "retail-detect-checkpoint"
 
@@ -54,8 +55,10 @@ def _seed_epoch(cfg: Config, epoch: int, loader, dataset) -> None:
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
                     state: dict, cfg: Config, device: torch.device, ema: ModelEMA | None, d: Dist,
-                    deadline: float, log=print) -> dict[str, float]:
+                    log=print, proposals: dict | None = None) -> dict[str, float]:
     """One pass over ``loader``; updates ``state["step"]`` and ``state["nonfinite"]``.
+
+    ``proposals``: external proposals table (Fast R-CNN without RPN), looked up by each target's image_id.
 
     Returns mean losses (``loss`` and each term), ``lr``, ``images``, ``seconds``, ``images_per_s``.
     """
@@ -66,16 +69,24 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     steps = images_seen = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {state['epoch'] + 1}/{t.epochs}", leave=False, disable=not (d.main and is_tty()))
-    lr = schedule.step(state["step"])
+
+    def progress() -> float | None:  # fraction of the time budget used (the schedule follows it)
+        if t.time_budget_s <= 0:
+            return None
+        return (state["train_seconds"] + time.perf_counter() - start) / t.time_budget_s
+
+    lr = schedule.step(state["step"], progress())
     for images, targets in bar:
-        if t.max_steps and state["step"] >= t.max_steps or time.perf_counter() > deadline:
+        used = progress()
+        if t.max_steps and state["step"] >= t.max_steps or (used is not None and used >= 1.0):
             break
-        lr = schedule.step(state["step"])
+        lr = schedule.step(state["step"], progress())
         images = images.to(device, non_blocking=True)
+        extra = {} if proposals is None else {"proposals": batch_proposals(targets, proposals, device)}
         targets = [{"boxes": x["boxes"].to(device, non_blocking=True), "labels": x["labels"].to(device, non_blocking=True)}
                    for x in targets]
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            losses = model(images, targets)
+            losses = model(images, targets, **extra)
         loss = sum(losses.values())
         penalty = l1_penalty(unwrap(model), t.l1)
         if penalty is not None:
@@ -107,18 +118,20 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             else:
                 log(f"  epoch {state['epoch'] + 1} step {state['step']}: " + " ".join(f"{k} {v}" for k, v in means.items()))
     seconds = time.perf_counter() - start
+    state["train_seconds"] += seconds
     out = {k: (v / max(steps, 1)).item() for k, v in sums.items()}
     out.update(lr=lr, steps=steps, images=images_seen * d.world, seconds=seconds,
                images_per_s=images_seen * d.world / max(seconds, 1e-9))
     return out
 
 
-def evaluate(model: nn.Module, loader, rs, cfg: Config, device: torch.device) -> tuple[dict, list[dict]]:
+def evaluate(model: nn.Module, loader, rs, cfg: Config, device: torch.device,
+             proposals: dict | None = None) -> tuple[dict, list[dict]]:
     """COCO metrics of ``model`` on ``loader`` (at ``eval.max_detections`` and ``eval.score_thresh``)."""
     m = unwrap(model)
     old = set_postprocess(m, cfg.eval.score_thresh, cfg.eval.max_detections)
     try:
-        return evaluate_coco(m, loader, rs, device, cfg.eval.max_detections, cfg.train.amp)
+        return evaluate_coco(m, loader, rs, device, cfg.eval.max_detections, cfg.train.amp, proposals)
     finally:
         set_postprocess(m, **old)
 
@@ -137,6 +150,7 @@ def _checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names) 
         "best_epoch": state["best_epoch"],
         "bad_evals": state["bad_evals"],
         "nonfinite": state["nonfinite"],
+        "train_seconds": state["train_seconds"],
         "history": state["history"],
         "rng": torch.get_rng_state(),
         "config": cfg.to_dict(),
@@ -170,7 +184,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
         a.plot(ep, [h.get(key, math.nan) for h in history], label=key)
     a.set_xlabel("epoch")
     a.set_title("training loss")
-    a.legend(fontsize=7)
+    if a.lines:
+        a.legend(fontsize=7)
     for key in ("AP", "AP50"):
         pts = [(h["epoch"], h[key]) for h in history if key in h]
         if pts:
@@ -197,7 +212,7 @@ def _resume(path: str, model, optimizer, schedule, ema, state: dict, class_names
     schedule.load_state_dict(ckpt["schedule"])
     if ema is not None and ckpt.get("ema") is not None:
         ema.load_state_dict(ckpt["ema"], ckpt["ema_updates"])
-    for key in ("epoch", "step", "best_map", "best_epoch", "bad_evals", "nonfinite", "history"):
+    for key in ("epoch", "step", "best_map", "best_epoch", "bad_evals", "nonfinite", "history", "train_seconds"):
         state[key] = ckpt[key]
     torch.set_rng_state(ckpt["rng"])
 
@@ -216,13 +231,15 @@ def fit(cfg: Config, log=print) -> dict:
     torch.manual_seed(t.seed)
     out = Path(t.out_dir)
     train_ds, train_loader, val_ds, val_loader, class_names = build_datasets(cfg, d, log)
+    train_props, val_props = _external_proposals(cfg, train_ds, val_ds, log)
     model = build_model(cfg.model, len(class_names)).to(device)
     if device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, t)
     schedule = LRSchedule(optimizer, t, len(train_loader), t.epochs)
     ema = ModelEMA(model, t.ema_decay) if t.ema else None
-    state = {"epoch": 0, "step": 0, "best_map": -1.0, "best_epoch": -1, "bad_evals": 0, "nonfinite": 0, "history": []}
+    state = {"epoch": 0, "step": 0, "best_map": -1.0, "best_epoch": -1, "bad_evals": 0, "nonfinite": 0, "history": [],
+             "train_seconds": 0.0}
     if t.resume:
         _resume(t.resume, model, optimizer, schedule, ema, state, class_names)
         log(f"resumed from {t.resume} at epoch {state['epoch']} (step {state['step']})")
@@ -234,7 +251,6 @@ def fit(cfg: Config, log=print) -> dict:
     log(f"training {cfg.model.name} ({cfg.model.backbone}) on {len(train_ds)} images, {len(class_names)} classes, "
         f"{device}{f' x{d.world}' if d.enabled else ''}; val: {len(val_ds) if val_ds else 0} images")
     metrics: dict = {}
-    deadline = time.perf_counter() + t.time_budget_s if t.time_budget_s > 0 else math.inf
     train_seconds = 0.0
     stop = False
     while state["epoch"] < t.epochs and not stop:
@@ -246,17 +262,20 @@ def fit(cfg: Config, log=print) -> dict:
         if cfg.augment.mosaic > 0:
             train_ds.set_mosaic(epoch < t.epochs - cfg.augment.mosaic_off_epochs)
         _seed_epoch(cfg, epoch, train_loader, train_ds)
-        row = train_one_epoch(runner, train_loader, optimizer, schedule, state, cfg, device, ema, d, deadline, log)
+        row = train_one_epoch(runner, train_loader, optimizer, schedule, state, cfg, device, ema, d, log,
+                              train_props)
         train_seconds += row["seconds"]
         state["epoch"] = epoch + 1
-        budget_hit = (t.max_steps and state["step"] >= t.max_steps) or time.perf_counter() > deadline
+        budget_hit = ((t.max_steps and state["step"] >= t.max_steps)
+                      or (t.time_budget_s > 0 and state["train_seconds"] >= t.time_budget_s))
         rec = {"epoch": epoch + 1, "step": state["step"], "lr": row["lr"]}
         rec.update({("loss" if k == "loss" else f"loss_{k}"): v for k, v in row.items()
                     if k not in ("lr", "steps", "images", "seconds", "images_per_s")})
         rec.update(images=row["images"], seconds=row["seconds"], images_per_s=row["images_per_s"])
         last_epoch = state["epoch"] >= t.epochs or budget_hit
         if val_loader is not None and d.main and (state["epoch"] % t.eval_every == 0 or last_epoch):
-            metrics, results = evaluate(ema.module if ema is not None else model, val_loader, val_ds.rs, cfg, device)
+            metrics, results = evaluate(ema.module if ema is not None else model, val_loader, val_ds.rs, cfg, device,
+                                        val_props)
             rec.update({k: v for k, v in metrics.items() if isinstance(v, float)})
             schedule.observe(metrics["AP"])
             improved = metrics["AP"] > state["best_map"] + 1e-6
@@ -300,6 +319,25 @@ def fit(cfg: Config, log=print) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def _external_proposals(cfg: Config, train_ds, val_ds, log) -> tuple[dict | None, dict | None]:
+    """Proposal tables of train and val when ``model.fast_rcnn.proposals`` is set (Fast R-CNN's original setting).
+
+    The file's keys are image paths (or file names) of both splits, boxes in original image pixels.
+    """
+    path = cfg.model.fast_rcnn.proposals if cfg.model.name == "fast_rcnn" else None
+    if path is None:
+        return None, None
+    a = cfg.augment
+    if a.hflip > 0 or a.vflip > 0 or a.affine_p > 0 or a.crop > 0 or a.mosaic > 0:
+        log("warning: external proposals do not follow geometric augmentation; set augment.hflip=0 "
+            "augment.vflip=0 augment.affine_p=0 augment.crop=0 augment.mosaic=0")
+    from detect.models.proposals_io import load_proposals
+
+    size = cfg.data.image_size
+    return (load_proposals(path, train_ds.rs, size),
+            load_proposals(path, val_ds.rs, size) if val_ds is not None else None)
 
 
 def _floats(m: dict) -> dict:

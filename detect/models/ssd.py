@@ -142,6 +142,15 @@ class SSD(nn.Module):
                                                    self.min_scale, self.max_scale, device)}
         return self._priors[key]
 
+    def dense(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Everything before NMS: ``images`` [B, 3, H, W] 0..255 -> boxes [B, A, 4] xyxy pixels and class
+        probabilities [B, A, C] (background dropped). What ``retail-detect export`` exports."""
+        feats = self.neck(self.backbone(self.backbone.normalize(images)))
+        logits, deltas = self.head(feats)
+        priors = self.priors([tuple(f.shape[-2:]) for f in feats], (int(images.shape[-2]), int(images.shape[-1])),
+                             images.device)
+        return decode(deltas.float(), priors[None], SSD_BOX_WEIGHTS), logits.float().softmax(-1)[..., 1:]
+
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None
                 ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         """``images`` uint8/float 0..255 [B, 3, H, W] -> ``{"cls", "box"}`` losses (train) or detections (eval)."""

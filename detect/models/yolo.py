@@ -130,6 +130,14 @@ class YOLO(nn.Module):
         ltrb = ltrb * strides[:, None]
         return torch.cat([points - ltrb[..., :2], points + ltrb[..., 2:]], dim=-1), dist
 
+    def dense(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Everything before NMS: ``images`` [B, 3, H, W] 0..255 -> boxes [B, A, 4] xyxy pixels and class
+        probabilities [B, A, C]. What ``retail-detect export`` exports."""
+        cls, box, sizes = self.predict_raw(images)
+        points, strides = anchor_points(sizes, self.strides, images.device)
+        boxes, _ = self.decode(box, points, strides)
+        return boxes, cls.float().sigmoid()
+
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None
                 ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         """Losses (training, with targets) or detections (eval).

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
-from data_tools.synth import make_tiny_dataset
 from detect.config import ModelConfig, YOLOConfig
-from detect.data.dataset import DetectionDataset
-from detect.data.loader import collate
 from detect.models.yolo import YOLO, anchor_points, build_yolo
 
 SIZE = 128
@@ -87,59 +79,3 @@ def test_bad_options_and_missing_targets() -> None:
 def test_registered_in_factories() -> None:
     build = pytest.importorskip("detect.models.build")
     assert build.FACTORIES["yolo"] is build_yolo
-
-
-def _map50(model: torch.nn.Module, batches: list) -> float:
-    """COCO AP50 of the model on ``batches`` (ground truth and predictions in tensor pixels)."""
-    images_info, anns, dets = [], [], []
-    model.eval()
-    with torch.no_grad():
-        for images, targets in batches:
-            for t, out in zip(targets, model(images)):
-                iid = int(t["image_id"])
-                images_info.append({"id": iid, "width": SIZE, "height": SIZE})
-                for (x1, y1, x2, y2), lab in zip(t["boxes"].tolist(), t["labels"].tolist()):
-                    anns.append({"id": len(anns) + 1, "image_id": iid, "category_id": lab, "iscrowd": 0,
-                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
-                for (x1, y1, x2, y2), s, lab in zip(out["boxes"].tolist(), out["scores"].tolist(), out["labels"].tolist()):
-                    dets.append({"image_id": iid, "category_id": lab, "score": s, "bbox": [x1, y1, x2 - x1, y2 - y1]})
-    if not dets:
-        return 0.0
-    gt = COCO()
-    gt.dataset = {"images": images_info, "annotations": anns,
-                  "categories": [{"id": k} for k in sorted({a["category_id"] for a in anns})]}
-    gt.createIndex()
-    ev = COCOeval(gt, gt.loadRes(dets), "bbox")
-    ev.params.maxDets = [1, 10, 300]
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    return float(ev.stats[1])
-
-
-@pytest.mark.slow
-def test_yolo_learns_synthetic_shelves(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    rs = make_tiny_dataset(tmp_path, images=16, classes=3, seed=0, size=SIZE)
-    ds = DetectionDataset(rs, SIZE, None, train=False)
-    items = [ds[i] for i in range(len(ds))]
-    batches = [collate(items[i : i + 8]) for i in range(0, len(items), 8)]
-    model = build_yolo(_cfg("imagenet"), num_classes=len(rs.class_names))
-    steps, lr = 100, 2e-3
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
-    model.train()
-    start = time.perf_counter()
-    for step in range(steps):
-        images, targets = batches[step % len(batches)]
-        loss = sum(model(images, targets).values())
-        assert torch.isfinite(loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        opt.step()
-        sched.step()
-    train_s = time.perf_counter() - start
-    ap50 = _map50(model, batches)
-    print(f"yolo learning test: {steps} steps in {train_s:.1f}s, mAP50 {ap50:.3f}")
-    assert ap50 >= 0.8

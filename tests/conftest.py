@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny synthetic shelf datasets (no ../shared needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_tools.split import split_train_val
+from data_tools.store import save_dataset
+from data_tools.synth import make_tiny_dataset
+
+
+@pytest.fixture(scope="session")
+def shelf_split(tmp_path_factory) -> dict[str, Path]:
+    """48 synthetic 160x128 shelf photos of 3 brands, split 38/10: ``{"train", "val", "root"}`` paths."""
+    root = tmp_path_factory.mktemp("shelves")
+    rs = make_tiny_dataset(root, images=48, classes=3, seed=0, size=(160, 128))
+    train, val = split_train_val(rs, 0.2, 0)
+    save_dataset(train, root / "train.pkl")
+    save_dataset(val, root / "val.pkl")
+    return {"train": root / "train.pkl", "val": root / "val.pkl", "root": root}
+
+
+@pytest.fixture(scope="session")
+def tiny_split(tmp_path_factory) -> dict[str, Path]:
+    """8 synthetic 96x80 photos of 2 brands, split 6/2: for fast plumbing tests."""
+    root = tmp_path_factory.mktemp("tiny")
+    rs = make_tiny_dataset(root, images=8, classes=2, seed=3, size=(96, 80))
+    train, val = split_train_val(rs, 0.25, 0)
+    save_dataset(train, root / "train.pkl")
+    save_dataset(val, root / "val.pkl")
+    return {"train": root / "train.pkl", "val": root / "val.pkl", "root": root}

@@ -1,0 +1,128 @@
+"""Trainer plumbing: exact resume, non-finite losses, early stopping, outputs, schedules, L1, checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+
+import pytest
+import torch
+
+from detect.config import TrainConfig, config_from_dict
+from detect.engine import trainer
+from detect.engine.checkpoint import load_checkpoint, save_checkpoint
+from detect.engine.optim import build_optimizer, l1_penalty
+from detect.engine.schedule import LRSchedule
+from detect.engine.trainer import fit
+
+
+def tiny_config(split: dict, out, **train) -> object:
+    t = {"epochs": 2, "batch_size": 3, "optimizer": "sgd", "lr": 0.01, "warmup_epochs": 0, "scheduler": "none",
+         "ema": True, "out_dir": str(out), **train}
+    return config_from_dict({
+        "data": {"train": str(split["train"]), "val": str(split["val"]), "image_size": 64, "workers": 0},
+        "model": {"name": "ssd", "dropout": 0.1},
+        "augment": {"hflip": 0.5, "color_jitter": 0.5},
+        "train": t,
+    })
+
+
+def _quiet(*_args) -> None:
+    pass
+
+
+def test_resume_continues_exactly(tiny_split, tmp_path):
+    straight = tiny_config(tiny_split, tmp_path / "a", epochs=3)
+    fit(straight, log=_quiet)
+    first = tiny_config(tiny_split, tmp_path / "b", epochs=3, max_steps=2)  # 2 steps = 1 epoch of 6 images
+    assert fit(first, log=_quiet)["epochs"] == 1
+    resumed = tiny_config(tiny_split, tmp_path / "b2", epochs=3, resume=str(tmp_path / "b" / "last.pt"))
+    fit(resumed, log=_quiet)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b2" / "last.pt")
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for key, value in a["ema"].items():
+        assert torch.equal(value, b["ema"][key]), key
+    assert [round(h["loss"], 6) for h in a["history"]] == [round(h["loss"], 6) for h in b["history"]]
+
+
+def test_outputs_and_metrics_csv(tiny_split, tmp_path):
+    out = tmp_path / "run"
+    result = fit(tiny_config(tiny_split, out), log=_quiet)
+    for name in ("last.pt", "best.pt", "metrics.csv", "curves.png", "config.yaml", "summary.json", "val_results.json"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(io.StringIO((out / "metrics.csv").read_text())))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"loss", "loss_cls", "loss_box", "AP", "AP50", "images_per_s"} <= set(rows[0])
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["class_names"] == ["brand_a", "brand_b"] and ckpt["config"]["model"]["name"] == "ssd"
+    assert 0.0 <= result["metrics"]["AP"] <= 1.0
+
+
+def test_nonfinite_loss_is_skipped_then_aborts(tiny_split, tmp_path, monkeypatch):
+    real = trainer.l1_penalty
+    calls = {"n": 0}
+
+    def poisoned(model, strength):
+        calls["n"] += 1
+        return torch.tensor(float("nan")) if calls["n"] == 1 else real(model, strength)
+
+    monkeypatch.setattr(trainer, "l1_penalty", poisoned)
+    result = fit(tiny_config(tiny_split, tmp_path / "a", epochs=1), log=_quiet)
+    assert result["steps"] == 1  # the first of two batches was skipped
+    monkeypatch.setattr(trainer, "l1_penalty", lambda m, s: torch.tensor(float("inf")))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        fit(tiny_config(tiny_split, tmp_path / "b", epochs=3, max_nonfinite=3), log=_quiet)
+
+
+def test_early_stopping_stops_after_patience(tiny_split, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: (dict.fromkeys(("AP", "AP50", "AP75", "APs", "APm", "APl"), 0.5), []))
+    result = fit(tiny_config(tiny_split, tmp_path / "a", epochs=10, early_stop_patience=2), log=_quiet)
+    assert result["epochs"] == 3 and result["best_epoch"] == 1
+
+
+def test_lr_schedules():
+    model = torch.nn.Linear(2, 2)
+    cfg = TrainConfig(lr=1.0, warmup_epochs=1, scheduler="cosine")
+    s = LRSchedule(build_optimizer(model, cfg), cfg, steps_per_epoch=10, epochs=10)
+    assert s.factor(0) < 0.01 and s.factor(10) == pytest.approx(1.0) and s.factor(99) < 0.02
+    step = TrainConfig(lr=1.0, warmup_epochs=0, scheduler="step", milestones=(0.5,), gamma=0.1)
+    s = LRSchedule(build_optimizer(model, step), step, 10, 10)
+    assert s.factor(49) == 1.0 and s.factor(50) == pytest.approx(0.1)
+    plateau = TrainConfig(lr=1.0, warmup_epochs=0, scheduler="plateau", plateau_patience=1, gamma=0.5)
+    s = LRSchedule(build_optimizer(model, plateau), plateau, 10, 10)
+    for ap in (0.5, 0.4, 0.4):
+        s.observe(ap)
+    assert s.factor(5) == 0.5
+
+
+def test_weight_decay_groups_and_l1():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = build_optimizer(model, TrainConfig(weight_decay=0.1))
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0.0
+    assert decayed == {id(model[0].weight)}
+    assert l1_penalty(model, 0.0) is None
+    assert l1_penalty(model, 2.0).item() == pytest.approx(2.0 * model[0].weight.abs().sum().item())
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_checkpoint_is_atomic_and_refuses_pickle_payloads(tmp_path, monkeypatch):
+    path = tmp_path / "w.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}})
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"model": {"w": torch.zeros(2)}})
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["w.pt"]
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"model": _Payload()}))
+    with pytest.raises(ValueError, match="refused"):
+        load_checkpoint(evil)

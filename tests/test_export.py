@@ -1,0 +1,50 @@
+"""`retail-detect export`: ONNX (checked with onnxruntime) and TorchScript match PyTorch; Fast R-CNN refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from detect.cli import main
+from detect.config import config_from_dict
+from detect.engine.checkpoint import save_checkpoint
+from detect.engine.predictor import load_model
+from detect.export import run_exported
+from detect.models.build import build_model
+
+
+def _checkpoint(tmp_path, name: str):
+    cfg = config_from_dict({"data": {"image_size": 64}, "model": {"name": name, "backbone_weights": "none"}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 2)
+    path = tmp_path / f"{name}.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "class_names": ["cola", "chips"]})
+    return path
+
+
+@pytest.mark.parametrize("name", ["ssd", "yolo"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch(tmp_path, name, fmt, capsys):
+    weights = _checkpoint(tmp_path, name)
+    out = tmp_path / f"m.{fmt}"
+    assert main(["export", "--weights", str(weights), "--format", fmt, "--out", str(out)]) == 0
+    assert "max |difference|" in capsys.readouterr().out
+    meta = json.loads((tmp_path / f"m.{fmt}.json").read_text())
+    assert meta["class_names"] == ["cola", "chips"] and meta["input"]["shape"] == ["B", 3, 64, 64]
+    model, _, _ = load_model(weights)
+    images = torch.rand(2, 3, 64, 64) * 255  # batch 2: the ONNX batch axis is dynamic
+    with torch.no_grad():
+        boxes, scores = model.dense(images)
+    got_boxes, got_scores = run_exported(out, fmt, images.numpy())
+    np.testing.assert_allclose(got_boxes, boxes.numpy(), atol=1e-3)
+    np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-4)
+    assert scores.shape[-1] == 2
+
+
+def test_fast_rcnn_export_is_refused(tmp_path, capsys):
+    weights = _checkpoint(tmp_path, "fast_rcnn")
+    assert main(["export", "--weights", str(weights), "--format", "onnx"]) == 2
+    assert "cannot be exported" in capsys.readouterr().err
