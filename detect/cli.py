@@ -75,6 +75,21 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from detect.tune import run_tune
+
+    run_tune(args.config, args.grid, args.overrides, folds=args.folds, epochs=args.epochs, out=args.out, seed=args.seed)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from detect.compare import run_compare
+
+    run_compare(args.data, args.train, args.val, args.budget_minutes, tuple(m.strip() for m in args.models.split(",")),
+                args.configs, args.out, args.device, args.overrides)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from detect.demo import run_demo
 
@@ -134,6 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile our models")
     p.add_argument("--json", default=None, help="write the results to this JSON")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("tune", help="grid search of recipe keys, ranked by val AP (optionally k-fold)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="e.g. train.lr=0.1,0.01,0.001")
+    p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation of data.train (k >= 2)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the recipe's)")
+    p.add_argument("--out", default="runs/tune")
+    p.add_argument("--seed", type=int, default=0, help="fold assignment seed")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides for every run")
+    p.set_defaults(func=_tune)
+
+    p = sub.add_parser("compare", help="SSD vs Fast R-CNN vs YOLO-style: same split, backbone and time budget")
+    p.add_argument("--data", default=None, help="dataset .pkl, split 80/20 here (or give --train and --val)")
+    p.add_argument("--train", default=None)
+    p.add_argument("--val", default=None)
+    p.add_argument("--budget-minutes", type=float, default=5.0, help="training time per detector")
+    p.add_argument("--models", default="ssd,fast_rcnn,yolo")
+    p.add_argument("--configs", default=None, help="folder of the recipes (default: ./configs)")
+    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--device", default="auto")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides for every detector")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("export", help="checkpoint -> ONNX / TorchScript (outputs checked against PyTorch)")
     p.add_argument("--weights", required=True)
