@@ -75,7 +75,7 @@ def run_compare(data: str | None = None, train: str | None = None, val: str | No
                 f"train.device={device}", *(overrides or [])]
         cfg = load_config(recipe_path(name, configs_dir), over)
         log(f"[{name}] training for {budget_minutes:g} min ({cfg.model.backbone}, {cfg.data.image_size} px)")
-        summary = fit(cfg, log=lambda *a: log(f"  [{name}]", *a))  # progress of long runs
+        summary = fit(cfg, log=lambda *a, tag=f"  [{name}]": log(tag, *a))  # progress of long runs
         metrics = evaluate_weights(summary["best"], val_pkl, device=device, log=lambda *a: None)
         latency = batch1_latency_ms(Path(summary["best"]), dev, cfg.data.image_size)
         row = {"model": name, "AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],

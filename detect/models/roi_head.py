@@ -57,6 +57,7 @@ def pool_rois(
     output_size: int = 7,
     canonical_size: float = 224.0,
     sampling_ratio: int = 2,
+    by_mask: bool | None = None,
 ) -> Tensor:
     """Pool a fixed-size feature for every RoI of the batch.
 
@@ -67,28 +68,42 @@ def pool_rois(
             ``roi_pool`` reads a box's end as an inclusive cell (``round(x2 / stride)``, Caffe's pixel-index
             boxes); our x2 is exclusive (a box over the whole image is [0, 0, W, H]), so it is given
             ``x2 - stride, y2 - stride``: the box [0, 0, 8s, 8s] pools cells 0..7, not 0..8.
+        by_mask: select each RoI's level by mask (True) or pool each level's RoIs only (False); None: by mask
+            on CUDA, per level on the CPU. Both give the same result.
 
     Returns:
         [B * S, C, output_size, output_size], image-major.
 
-    With several levels every RoI is pooled from every level and its own level is selected by mask:
-    a few times the (cheap) pooling work, but fixed shapes and no host sync (no boolean indexing).
+    On CUDA every RoI is pooled from every level and its own level is selected by mask: a few times the (cheap)
+    pooling work, but fixed shapes and no host sync (no boolean indexing). On the CPU, where pooling is the
+    expensive part and a sync costs nothing, each level pools only its own RoIs.
     """
     b, s, _ = rois.shape
     flat = rois.reshape(-1, 4).float()
     batch_idx = torch.arange(b, device=rois.device, dtype=flat.dtype).repeat_interleave(s)
     indexed = torch.cat([batch_idx[:, None], flat], 1)  # [B*S, 5] as torchvision.ops expects
 
-    def one(f: Tensor, stride: int) -> Tensor:  # pooled in fp32: bf16 box coordinates would be off by pixels
+    def one_of(f: Tensor, stride: int, boxes: Tensor) -> Tensor:  # fp32: bf16 boxes would be off by pixels
         if op == "roi_pool":
-            return roi_pool(f.float(), indexed - indexed.new_tensor([0, 0, 0, stride, stride]), output_size, 1.0 / stride)
+            return roi_pool(f.float(), boxes - boxes.new_tensor([0, 0, 0, stride, stride]), output_size, 1.0 / stride)
         if op == "roi_align":
-            return roi_align(f.float(), indexed, output_size, 1.0 / stride, sampling_ratio, aligned=True)
+            return roi_align(f.float(), boxes, output_size, 1.0 / stride, sampling_ratio, aligned=True)
         raise ValueError(f"unknown roi_op {op!r}: use 'roi_pool' or 'roi_align'")
+
+    def one(f: Tensor, stride: int) -> Tensor:
+        return one_of(f, stride, indexed)
 
     if len(feats) == 1:
         return one(feats[0], strides[0])
-    levels = roi_levels(flat, strides, canonical_size)[:, None, None, None]
+    levels = roi_levels(flat, strides, canonical_size)
+    if not (flat.device.type != "cpu" if by_mask is None else by_mask):
+        out = feats[0].new_zeros((flat.shape[0], feats[0].shape[1], output_size, output_size), dtype=torch.float32)
+        for level, (f, stride) in enumerate(zip(feats, strides)):
+            idx = torch.nonzero(levels == level).squeeze(1)
+            if idx.numel():
+                out[idx] = one_of(f, stride, indexed[idx])
+        return out
+    levels = levels[:, None, None, None]
     out = one(feats[0], strides[0])
     for level in range(1, len(feats)):
         out = torch.where(levels == level, one(feats[level], strides[level]), out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torchvision.ops import roi_align, roi_pool
 
@@ -50,13 +51,14 @@ def test_fpn_level_rule() -> None:
     assert roi_levels(boxes, [4, 8, 16, 32], canonical_size=224).tolist() == [0, 0, 1, 1, 2, 3]
 
 
-def test_multi_level_pooling_matches_roi_pool_on_the_assigned_level() -> None:
+@pytest.mark.parametrize("by_mask", [True, False])  # True: the CUDA path (no host sync), False: the CPU path
+def test_multi_level_pooling_matches_roi_pool_on_the_assigned_level(by_mask: bool) -> None:
     torch.manual_seed(0)
     strides = [8, 16, 32]
     feats = [torch.randn(2, 4, 256 // s, 256 // s) for s in strides]
     rois = torch.tensor([[[0, 0, 40, 40], [8, 8, 130, 126], [0, 0, 250, 240]],
                          [[64, 64, 96, 120], [10, 20, 110, 60], [30, 0, 256, 256]]], dtype=torch.float32)
-    out = pool_rois(feats, strides, rois, "roi_pool", output_size=7, canonical_size=112)
+    out = pool_rois(feats, strides, rois, "roi_pool", output_size=7, canonical_size=112, by_mask=by_mask)
     levels = roi_levels(rois.view(-1, 4), strides, 112)
     assert set(levels.tolist()) == {0, 1, 2}
     for r in range(6):
