@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from detect.bench_peers import PEER_TITLES, PEERS_FOR, build_peer
 from detect.config import AugmentConfig, Config, ModelConfig
 from detect.engine.setup import resolve_device
+from detect.tables import aligned
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
 FAMILIES = ("ssd", "fast_rcnn", "yolo")
@@ -312,13 +313,6 @@ def _cell(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
-def _aligned(rows: list[list[str]], left: int = 2) -> str:
-    """Plain-text table: the first ``left`` columns left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in rows)
-
-
 def format_table(result: dict) -> str:
     """The measurements table, then the ratios table (goals apply on a GPU), then skipped / failed families."""
     st, b = result["meta"]["settings"], result["meta"]["settings"]["batch"]
@@ -343,7 +337,7 @@ def format_table(result: dict) -> str:
     ratios.append(["goal (GPU)", "", f">= {g['train']:.1f}x", f">= {g['latency_b1']:.1f}x", "-",
                    f">= {g['real_vs_synthetic']:.1f}x"])
     if len(rows) > 1:
-        lines += ["", _aligned(rows), "", _aligned(ratios)]
+        lines += ["", aligned(rows, left=2), "", aligned(ratios, left=2)]
     lines += [f"skipped {fam}: {why}" for fam, why in result["skipped"].items()]
     lines += [f"FAILED {fam}: {why}" for fam, why in result["errors"].items()]
     return "\n".join(lines)

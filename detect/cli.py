@@ -44,12 +44,13 @@ def _predict(args: argparse.Namespace) -> int:
     summary = run_predict(
         args.weights, args.sources, args.out, conf=args.conf, device=args.device, csv=args.csv,
         draw=not args.no_draw, tile=args.tile, rows=not args.no_rows, batch_size=args.batch,
+        proposals=args.proposals,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary.get("class_counts", {}).items())
     for key in ("json", "csv", "out_dir"):
         if summary.get(key):
             summary[key] = _short(summary[key])
-    print(f"{summary['images']} images ({summary['errors']} unreadable, {summary.get('tiled_images', 0)} tiled), "
+    print(f"{summary['images']} images ({summary['errors']} skipped, {summary.get('tiled_images', 0)} tiled), "
           f"{summary['detections']} detections: {counts or 'none'}")
     print(f"{summary['images_per_s']:.1f} images/s on {summary['device']}; wrote {summary['json']}"
           + (f", {summary['csv']}" if summary.get("csv") else "")
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rows", action="store_true", help="do not group detections into shelf rows")
     p.add_argument("--tile", choices=["auto", "on", "off"], default="auto", help="tiled inference for large photos")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--proposals", default=None,
+                   help="Fast R-CNN: external proposals JSON {image: [[x1, y1, x2, y2], ...]} (skips the RPN)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("bench", help="speed of our detectors against torchvision peers, same backbone")

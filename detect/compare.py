@@ -7,7 +7,6 @@ the learning-rate schedule anneals over the budget, not over a number of epochs.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path
@@ -18,6 +17,7 @@ from data_tools.atomic import atomic_write_bytes, atomic_write_text
 from data_tools.split import split_train_val
 from data_tools.store import load_dataset, save_dataset
 from detect.config import load_config
+from detect.tables import aligned, write_dicts_csv
 
 MODELS = ("ssd", "fast_rcnn", "yolo")
 
@@ -87,7 +87,7 @@ def run_compare(data: str | None = None, train: str | None = None, val: str | No
     meta = {"device": str(dev), "budget_minutes": budget_minutes, "train": train_pkl, "val": val_pkl,
             "torch": torch.__version__}
     atomic_write_text(out / "compare.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
-    _write_csv(rows, out / "compare.csv")
+    write_dicts_csv(rows, out / "compare.csv")
     plot_ap_latency(rows, out / "compare.png", f"{budget_minutes:g} min on {dev}")
     log(format_table(rows))
     log(f"wrote {out / 'compare.csv'}, compare.json and compare.png")
@@ -98,16 +98,9 @@ def format_table(rows: list[dict]) -> str:
     head = ["model", "val AP", "AP50", "epochs", "train img/s", "ms/img b1"]
     body = [[r["model"], f"{r['AP']:.4f}", f"{r['AP50']:.4f}", str(r["epochs"]), f"{r['train_img_s']:.1f}",
              f"{r['latency_ms_b1']:.1f}"] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [head, *body])
+    return aligned([head, *body])
 
 
-def _write_csv(rows: list[dict], path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def plot_ap_latency(rows: list[dict], path: Path, title: str) -> None:

@@ -98,6 +98,8 @@ def run_exported(path: str | Path, fmt: str, images: np.ndarray) -> list[np.ndar
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(["boxes", "scores"], {"images": images.astype(np.float32)})
-    module = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 marks torch.jit deprecated; it still loads
+        module = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         return [t.numpy() for t in module(torch.from_numpy(images))]

@@ -8,8 +8,6 @@ with its own ``CUDA_VISIBLE_DEVICES``); otherwise one after another in this proc
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import os
@@ -23,10 +21,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from data_tools.atomic import atomic_write_text
 from data_tools.split import kfold
 from data_tools.store import load_dataset, save_dataset
 from detect.config import ConfigError, load_config
+from detect.tables import aligned, write_dicts_csv
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -134,7 +132,7 @@ def run_tune(config: str | None, grid_items: list[str], overrides: list[str] | N
     rows.sort(key=lambda r: -r["AP"])
     for i, r in enumerate(rows, 1):
         r["rank"] = i
-    _write_csv(rows, out / "tune_results.csv")
+    write_dicts_csv(rows, out / "tune_results.csv")
     log(format_table(rows, list(grid)))
     log(f"wrote {out / 'tune_results.csv'}")
     return rows
@@ -144,13 +142,6 @@ def format_table(rows: list[dict], keys: list[str]) -> str:
     head = ["rank", *[k.split(".")[-1] for k in keys], "val AP", "AP50", "runs"]
     body = [[str(r["rank"]), *[str(r[k]) for k in keys], f"{r['AP']:.4f}", f"{r['AP50']:.4f}", str(r["runs"])]
             for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [head, *body])
+    return aligned([head, *body])
 
 
-def _write_csv(rows: list[dict], path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())

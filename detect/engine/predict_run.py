@@ -42,6 +42,7 @@ def run_predict(
     use_ema: bool = True,
     row_gap: float = 0.5,
     workers: int = 2,
+    proposals: str | Path | None = None,
 ) -> dict:
     """Predict every image of ``sources`` and write the outputs into ``out_dir``.
 
@@ -61,6 +62,7 @@ def run_predict(
         use_ema: prefer the checkpoint's EMA weights.
         row_gap: row-split gap as a fraction of the median box height.
         workers: threads decoding images and drawing.
+        proposals: Fast R-CNN's external proposals JSON (skips the RPN; see :class:`Predictor`).
 
     Returns:
         Summary: ``images`` (predicted), ``errors``, ``detections``, ``class_counts``, ``tiled_images``,
@@ -75,7 +77,9 @@ def run_predict(
     src = expand_sources(sources)
     out = po.check_out_dir(out_dir, [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
-    predictor = Predictor(weights, device, conf, image_size, use_ema, tile=opts, batch_size=batch_size)
+    predictor = Predictor(
+        weights, device, conf, image_size, use_ema, tile=opts, batch_size=batch_size, proposals=proposals
+    )
     names = predictor.class_names
 
     entries: list[dict] = []
@@ -128,6 +132,7 @@ def run_predict(
         "class_names": names,
         "conf": conf,
         "image_size": predictor.image_size,
+        "proposals": str(proposals) if proposals is not None else None,
         "tile": {"mode": opts.mode, "size": opts.tile_side(predictor.image_size), "overlap": opts.overlap},
         "summary": summary,
     }

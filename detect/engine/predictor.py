@@ -193,6 +193,8 @@ class Predictor:
         tile: ``auto`` | ``on`` | ``off`` or a :class:`TileOptions`.
         batch_size: crops per forward pass.
         amp: bf16 autocast on CUDA; None = the training ``train.amp``.
+        proposals: Fast R-CNN only: external proposals JSON (``{image path or file name: [[x1, y1, x2, y2],
+            ...]}`` in original pixels) used instead of the RPN; an image without an entry is reported, not run.
     """
 
     def __init__(
@@ -205,6 +207,7 @@ class Predictor:
         tile: str | TileOptions = "auto",
         batch_size: int = 8,
         amp: bool | None = None,
+        proposals: str | Path | None = None,
     ) -> None:
         model, class_names, cfg = load_model(weights, use_ema, score_thresh=conf)
         size, m = image_size or cfg.data.image_size, cfg.model
@@ -213,6 +216,14 @@ class Predictor:
             model, class_names, size, device, conf, tile, batch_size, amp, m.nms_thresh, m.max_detections
         )
         self.config = cfg
+        if proposals is not None and m.name != "fast_rcnn":
+            raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {m.name} model")
+        if proposals is None and m.name == "fast_rcnn" and getattr(model, "rpn", True) is None:
+            raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")
+        if proposals is not None:
+            from detect.models.proposals_io import ProposalsForFiles
+
+            self.proposals = ProposalsForFiles(proposals)
 
     @classmethod
     def from_model(
@@ -252,12 +263,18 @@ class Predictor:
         self.nms_thresh = float(nms_thresh)
         self.max_detections = int(max_detections)
         self._worked = False  # set once a batch succeeded: later failures are bad inputs, not a bad model
+        self.proposals = None  # ProposalsForFiles: Fast R-CNN's external proposals, looked up per image file
 
     # --------------------------------------------------------------- arrays
 
     @torch.inference_mode()
-    def _predict_crops(self, crops: Sequence[np.ndarray]) -> list[dict[str, Tensor]]:
-        """Letterbox + batch + forward; boxes ``[K, 4]`` in each crop's own pixels, on the device."""
+    def _predict_crops(
+        self, crops: Sequence[np.ndarray], proposals: Sequence[np.ndarray] | None = None
+    ) -> list[dict[str, Tensor]]:
+        """Letterbox + batch + forward; boxes ``[K, 4]`` in each crop's own pixels, on the device.
+
+        ``proposals``: per crop float32 [P, 4] xyxy in its pixels (Fast R-CNN without its RPN), or None.
+        """
         s = self.image_size
         out: list[dict[str, Tensor]] = []
         for i in range(0, len(crops), self.batch_size):
@@ -267,8 +284,14 @@ class Predictor:
             if self.device.type == "cuda":
                 batch = batch.pin_memory()
             images = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # [B, 3, S, S] NHWC memory
+            extra = {}
+            if proposals is not None:  # original pixels -> letterboxed tensor pixels, as the boxes
+                extra["proposals"] = [
+                    torch.from_numpy(np.asarray(p, np.float32) * np.float32(b[1])).to(self.device)
+                    for p, b in zip(proposals[i : i + self.batch_size], boxed)
+                ]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-                dets = self.model(images)
+                dets = self.model(images, **extra)
             for crop, (_, scale, *_), d in zip(chunk, boxed, dets):
                 keep = d["scores"] >= self.conf
                 boxes = d["boxes"][keep].float() / float(scale)
@@ -280,11 +303,15 @@ class Predictor:
                 )
         return out
 
-    def predict_images(self, images: Sequence[np.ndarray]) -> list[dict]:
+    def predict_images(
+        self, images: Sequence[np.ndarray], proposals: Sequence[np.ndarray] | None = None
+    ) -> list[dict]:
         """Detect objects in a list of images.
 
         Args:
             images: ``H x W x 3`` uint8 RGB arrays (sizes may differ).
+            proposals: Fast R-CNN only: per image float32 ``[P, 4]`` xyxy in original pixels, used instead
+                of the RPN (images are then never tiled).
 
         Returns:
             One dict per image: ``boxes`` float32 ``[K, 4]`` xyxy in original pixels, ``scores``
@@ -297,14 +324,16 @@ class Predictor:
             if not (isinstance(img, np.ndarray) and img.shape[2:] == (3,) and img.dtype == np.uint8):
                 raise ValueError(f"expected an H x W x 3 uint8 RGB array, got {getattr(img, 'shape', img)}")
             h, w = img.shape[:2]
-            if should_tile(h, w, self.image_size, self.tile):
+            if proposals is None and should_tile(h, w, self.image_size, self.tile):
                 c, windows = plan_crops(img, self.image_size, self.tile)
                 plans.append((len(crops), len(c), windows))
                 crops += c
             else:
                 plans.append((len(crops), 1, None))
                 crops.append(img)
-        raw = self._predict_crops(crops)
+        if proposals is not None and len(proposals) != len(images):
+            raise ValueError(f"got proposals for {len(proposals)} images but {len(images)} images")
+        raw = self._predict_crops(crops, proposals)
         results = []
         for img, (start, n, windows) in zip(images, plans):
             if windows is None:
@@ -348,10 +377,16 @@ class Predictor:
             for k, chunk in enumerate(chunks):
                 loaded = [f.result() for f in pending]
                 pending = [pool.submit(_read, s.path) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
-                results = iter(self._predict_chunk([img for img, _ in loaded if img is not None]))
-                for s, (img, err) in zip(chunk, loaded):
+                props = self._chunk_proposals(chunk, loaded)
+                good = [k for k, (img, _) in enumerate(loaded) if img is not None and not isinstance(props[k], str)]
+                results = iter(self._predict_chunk([loaded[k][0] for k in good],
+                                                   None if self.proposals is None else [props[k] for k in good]))
+                for k, (s, (img, err)) in enumerate(zip(chunk, loaded)):
                     if img is None:
                         yield Prediction(s, error=Problem(str(s.path), err, kind="bad_image"))
+                        continue
+                    if isinstance(props[k], str):
+                        yield Prediction(s, error=Problem(str(s.path), props[k], kind="bad_proposals"))
                         continue
                     r = next(results)
                     if isinstance(r, str):
@@ -359,25 +394,46 @@ class Predictor:
                     else:
                         yield Prediction(s, result=r, image=img if keep_images else None)
 
-    def _predict_chunk(self, images: list[np.ndarray]) -> list[dict | str]:
+    def _chunk_proposals(self, chunk: list[Source], loaded: list) -> list[np.ndarray | str | None]:
+        """Per image of a chunk: its external proposals, a reason string when they are missing or bad, or None."""
+        if self.proposals is None:
+            return [None] * len(chunk)
+        from detect.models.proposals_io import ProposalsError
+
+        out: list[np.ndarray | str | None] = []
+        for s, (img, _) in zip(chunk, loaded):
+            if img is None:
+                out.append(None)
+                continue
+            try:
+                out.append(self.proposals.boxes_for(s.path, s.rel, img.shape[1], img.shape[0]))
+            except ProposalsError as exc:
+                out.append(str(exc))
+        return out
+
+    def _predict_chunk(
+        self, images: list[np.ndarray], proposals: list[np.ndarray] | None = None
+    ) -> list[dict | str]:
         """:meth:`predict_images`; if the batch fails, one image at a time, failures as reason strings.
 
         Failing on every image before anything ever worked is raised: a model or setup problem.
         """
+        if not images:
+            return []
         try:
-            out = self.predict_images(images)
+            out = self.predict_images(images, proposals)
         except Exception as exc:  # noqa: BLE001 - find the image that fails (odd size, out of memory)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            out = [self._predict_one(img) for img in images]
+            out = [self._predict_one(img, None if proposals is None else proposals[k]) for k, img in enumerate(images)]
             if not self._worked and all(isinstance(r, str) for r in out):
                 raise exc
         self._worked = True
         return out
 
-    def _predict_one(self, image: np.ndarray) -> dict | str:
+    def _predict_one(self, image: np.ndarray, proposals: np.ndarray | None = None) -> dict | str:
         try:
-            return self.predict_images([image])[0]
+            return self.predict_images([image], None if proposals is None else [proposals])[0]
         except Exception as exc:  # noqa: BLE001
             return f"prediction failed: {type(exc).__name__}: {exc}"
 

@@ -55,8 +55,8 @@ def _index(records: Sequence[Record]) -> tuple[dict[str, int], dict[str, list[in
     return by_path, by_name
 
 
-def _parse_boxes(value: object, rec: Record, where: str) -> np.ndarray:
-    """JSON value -> float32 [P, 4] clipped to the image; raises ProposalsError naming ``where``."""
+def parse_boxes(value: object, width: int, height: int, where: str) -> np.ndarray:
+    """JSON value -> float32 [P, 4] clipped to a ``width`` x ``height`` image; raises ProposalsError naming ``where``."""
     if not isinstance(value, list):
         raise ProposalsError(f"{where}: expected a list of [x1, y1, x2, y2] boxes, got {type(value).__name__}")
     out = np.zeros((len(value), 4), np.float32)
@@ -69,13 +69,61 @@ def _parse_boxes(value: object, rec: Record, where: str) -> np.ndarray:
             raise ProposalsError(f"{where}: box {j}: non-finite coordinate in {box!r}")
         if x2 <= x1 or y2 <= y1:
             raise ProposalsError(f"{where}: box {j}: needs x2 > x1 and y2 > y1 (xyxy pixels), got {box!r}")
-        cx1, cy1 = min(max(x1, 0.0), rec.width), min(max(y1, 0.0), rec.height)
-        cx2, cy2 = min(max(x2, 0.0), rec.width), min(max(y2, 0.0), rec.height)
+        cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+        cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
         if cx2 <= cx1 or cy2 <= cy1:
-            raise ProposalsError(f"{where}: box {j}: {box!r} lies outside the {rec.width}x{rec.height} image "
+            raise ProposalsError(f"{where}: box {j}: {box!r} lies outside the {width}x{height} image "
                                  "(boxes are in original image pixels)")
         out[j] = (cx1, cy1, cx2, cy2)
     return out
+
+
+def read_proposals_json(path: str | Path) -> dict:
+    """The proposals file as ``{key: value}`` (values not yet validated); errors name the file and the line."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProposalsError(f"proposals file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProposalsError(f"{path}: cannot read proposals: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ProposalsError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ProposalsError(f"{path}: top level must be an object {{image path: [[x1, y1, x2, y2], ...]}}, "
+                             f"got {type(data).__name__}")
+    return data
+
+
+class ProposalsForFiles:
+    """External proposals for ``retail-detect predict``: looked up by image file rather than dataset record.
+
+    A key matches an image given as ``SOURCE`` when it equals the path as given, its path relative to the
+    folder or glob it came from, or (when unique in the file) its file name.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.data = read_proposals_json(self.path)
+        self._by_key = {_norm(k): k for k in self.data}
+        self._by_name: dict[str, list[str]] = {}
+        for k in self.data:
+            self._by_name.setdefault(PurePosixPath(_norm(k)).name, []).append(k)
+
+    def boxes_for(self, image_path: str | Path, rel: str, width: int, height: int) -> np.ndarray:
+        """float32 [P, 4] xyxy original pixels of one image; ProposalsError when missing or malformed."""
+        for candidate in (str(image_path), rel):
+            key = self._by_key.get(_norm(candidate))
+            if key is not None:
+                break
+        else:
+            hits = self._by_name.get(Path(image_path).name, [])
+            if len(hits) != 1:
+                why = "no key names it" if not hits else f"its file name matches {len(hits)} keys"
+                raise ProposalsError(f"{self.path}: no proposals for {image_path} ({why}; keys are image paths "
+                                     "as given, relative to their folder, or file names)")
+            key = hits[0]
+        return parse_boxes(self.data[key], width, height, f"{self.path}: key {key!r}")
 
 
 def load_proposals(
@@ -99,17 +147,7 @@ def load_proposals(
     """
     path = Path(path)
     recs = list(records.records if isinstance(records, RecordSet) else records)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProposalsError(f"proposals file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProposalsError(f"{path}: cannot read proposals: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ProposalsError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise ProposalsError(f"{path}: top level must be an object {{image path: [[x1, y1, x2, y2], ...]}}, "
-                             f"got {type(data).__name__}")
+    data = read_proposals_json(path)
     by_path, by_name = _index(recs)
     found: dict[int, np.ndarray] = {}
     source: dict[int, str] = {}
@@ -129,7 +167,7 @@ def load_proposals(
             i = hits[0]
         if i in found:
             raise ProposalsError(f"{path}: keys {source[i]!r} and {key!r} name the same image {recs[i].image!r}")
-        boxes = _parse_boxes(value, recs[i], f"{path}: key {key!r}")
+        boxes = parse_boxes(value, recs[i].width, recs[i].height, f"{path}: key {key!r}")
         if image_size is not None:
             boxes = boxes * np.float32(image_size / max(recs[i].width, recs[i].height))
         found[i], source[i] = boxes, key
