@@ -378,15 +378,15 @@ class Predictor:
                 loaded = [f.result() for f in pending]
                 pending = [pool.submit(_read, s.path) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
                 props = self._chunk_proposals(chunk, loaded)
-                good = [k for k, (img, _) in enumerate(loaded) if img is not None and not isinstance(props[k], str)]
-                results = iter(self._predict_chunk([loaded[k][0] for k in good],
-                                                   None if self.proposals is None else [props[k] for k in good]))
-                for k, (s, (img, err)) in enumerate(zip(chunk, loaded)):
+                good = [j for j, (img, _) in enumerate(loaded) if img is not None and not isinstance(props[j], str)]
+                results = iter(self._predict_chunk([loaded[j][0] for j in good],
+                                                   None if self.proposals is None else [props[j] for j in good]))
+                for j, (s, (img, err)) in enumerate(zip(chunk, loaded)):
                     if img is None:
                         yield Prediction(s, error=Problem(str(s.path), err, kind="bad_image"))
                         continue
-                    if isinstance(props[k], str):
-                        yield Prediction(s, error=Problem(str(s.path), props[k], kind="bad_proposals"))
+                    if isinstance(props[j], str):
+                        yield Prediction(s, error=Problem(str(s.path), props[j], kind="bad_proposals"))
                         continue
                     r = next(results)
                     if isinstance(r, str):
