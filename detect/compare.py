@@ -101,8 +101,6 @@ def format_table(rows: list[dict]) -> str:
     return aligned([head, *body])
 
 
-
-
 def plot_ap_latency(rows: list[dict], path: Path, title: str) -> None:
     """PNG: val AP (y) against batch-1 latency (x), one labelled point per detector."""
     import matplotlib

@@ -143,5 +143,3 @@ def format_table(rows: list[dict], keys: list[str]) -> str:
     body = [[str(r["rank"]), *[str(r[k]) for k in keys], f"{r['AP']:.4f}", f"{r['AP50']:.4f}", str(r["runs"])]
             for r in rows]
     return aligned([head, *body])
-
-

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from data_tools.store import load_dataset
 from detect.cli import main
 
@@ -60,18 +62,11 @@ def test_proposals_file_errors_name_the_file_and_key(tiny_split, tmp_path, capsy
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"a.jpg": [[10, 10, 5, 20]]}')
-    lookup = ProposalsForFiles(bad)
-    try:
-        lookup.boxes_for("x/a.jpg", "a.jpg", 100, 100)
-    except ProposalsError as exc:
-        assert "bad.json" in str(exc) and "'a.jpg'" in str(exc) and "x2 > x1" in str(exc)
-    else:
-        raise AssertionError("a box with x2 < x1 must be refused")
+    with pytest.raises(ProposalsError) as bad_box:  # a box with x2 < x1 is refused
+        ProposalsForFiles(bad).boxes_for("x/a.jpg", "a.jpg", 100, 100)
+    assert "bad.json" in str(bad_box.value) and "'a.jpg'" in str(bad_box.value) and "x2 > x1" in str(bad_box.value)
     broken = tmp_path / "broken.json"
     broken.write_text('{"a.jpg": [[1, 2, 3, 4]],\n oops}')
-    try:
+    with pytest.raises(ProposalsError) as bad_json:  # invalid JSON is refused
         ProposalsForFiles(broken)
-    except ProposalsError as exc:
-        assert "broken.json" in str(exc) and "line 2" in str(exc)
-    else:
-        raise AssertionError("invalid JSON must be refused")
+    assert "broken.json" in str(bad_json.value) and "line 2" in str(bad_json.value)

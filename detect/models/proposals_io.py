@@ -47,11 +47,12 @@ def _norm(key: str) -> str:
     return key
 
 
-def _index(records: Sequence[Record]) -> tuple[dict[str, int], dict[str, list[int]]]:
-    by_path = {_norm(r.image): i for i, r in enumerate(records)}
+def _index(paths: Sequence[str]) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Positions of ``paths`` by normalised path, and by file name (a name may occur several times)."""
+    by_path = {_norm(p): i for i, p in enumerate(paths)}
     by_name: dict[str, list[int]] = {}
-    for i, r in enumerate(records):
-        by_name.setdefault(PurePosixPath(_norm(r.image)).name, []).append(i)
+    for i, p in enumerate(paths):
+        by_name.setdefault(PurePosixPath(_norm(p)).name, []).append(i)
     return by_path, by_name
 
 
@@ -105,16 +106,14 @@ class ProposalsForFiles:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.data = read_proposals_json(self.path)
-        self._by_key = {_norm(k): k for k in self.data}
-        self._by_name: dict[str, list[str]] = {}
-        for k in self.data:
-            self._by_name.setdefault(PurePosixPath(_norm(k)).name, []).append(k)
+        self._keys = list(self.data)
+        self._by_path, self._by_name = _index(self._keys)
 
     def boxes_for(self, image_path: str | Path, rel: str, width: int, height: int) -> np.ndarray:
         """float32 [P, 4] xyxy original pixels of one image; ProposalsError when missing or malformed."""
         for candidate in (str(image_path), rel):
-            key = self._by_key.get(_norm(candidate))
-            if key is not None:
+            i = self._by_path.get(_norm(candidate))
+            if i is not None:
                 break
         else:
             hits = self._by_name.get(Path(image_path).name, [])
@@ -122,7 +121,8 @@ class ProposalsForFiles:
                 why = "no key names it" if not hits else f"its file name matches {len(hits)} keys"
                 raise ProposalsError(f"{self.path}: no proposals for {image_path} ({why}; keys are image paths "
                                      "as given, relative to their folder, or file names)")
-            key = hits[0]
+            i = hits[0]
+        key = self._keys[i]
         return parse_boxes(self.data[key], width, height, f"{self.path}: key {key!r}")
 
 
@@ -148,7 +148,7 @@ def load_proposals(
     path = Path(path)
     recs = list(records.records if isinstance(records, RecordSet) else records)
     data = read_proposals_json(path)
-    by_path, by_name = _index(recs)
+    by_path, by_name = _index([r.image for r in recs])
     found: dict[int, np.ndarray] = {}
     source: dict[int, str] = {}
     for key, value in data.items():

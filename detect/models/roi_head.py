@@ -83,30 +83,29 @@ def pool_rois(
     batch_idx = torch.arange(b, device=rois.device, dtype=flat.dtype).repeat_interleave(s)
     indexed = torch.cat([batch_idx[:, None], flat], 1)  # [B*S, 5] as torchvision.ops expects
 
-    def one_of(f: Tensor, stride: int, boxes: Tensor) -> Tensor:  # fp32: bf16 boxes would be off by pixels
+    def one(f: Tensor, stride: int, boxes: Tensor) -> Tensor:  # fp32: bf16 boxes would be off by pixels
         if op == "roi_pool":
             return roi_pool(f.float(), boxes - boxes.new_tensor([0, 0, 0, stride, stride]), output_size, 1.0 / stride)
         if op == "roi_align":
             return roi_align(f.float(), boxes, output_size, 1.0 / stride, sampling_ratio, aligned=True)
         raise ValueError(f"unknown roi_op {op!r}: use 'roi_pool' or 'roi_align'")
 
-    def one(f: Tensor, stride: int) -> Tensor:
-        return one_of(f, stride, indexed)
-
     if len(feats) == 1:
-        return one(feats[0], strides[0])
+        return one(feats[0], strides[0], indexed)
     levels = roi_levels(flat, strides, canonical_size)
-    if not (flat.device.type != "cpu" if by_mask is None else by_mask):
+    if by_mask is None:
+        by_mask = flat.device.type != "cpu"
+    if not by_mask:
         out = feats[0].new_zeros((flat.shape[0], feats[0].shape[1], output_size, output_size), dtype=torch.float32)
         for level, (f, stride) in enumerate(zip(feats, strides)):
             idx = torch.nonzero(levels == level).squeeze(1)
             if idx.numel():
-                out[idx] = one_of(f, stride, indexed[idx])
+                out[idx] = one(f, stride, indexed[idx])
         return out
     levels = levels[:, None, None, None]
-    out = one(feats[0], strides[0])
+    out = one(feats[0], strides[0], indexed)
     for level in range(1, len(feats)):
-        out = torch.where(levels == level, one(feats[level], strides[level]), out)
+        out = torch.where(levels == level, one(feats[level], strides[level], indexed), out)
     return out
 
 
