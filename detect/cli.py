@@ -2,11 +2,17 @@
 
 Each verb parses its arguments here and calls one plain function of the package; imports are lazy so
 `retail-detect --help` is instant.
+
+Exit codes: 0 success; 1 ``predict`` found no image it could read; 2 a user error (bad config or
+override, missing or unusable file, refused output), printed as one ``error: ...`` line on stderr;
+130 interrupted. Anything else is a bug: its traceback is printed (``--debug`` shows tracebacks for
+user errors too).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +23,23 @@ def _train(args: argparse.Namespace) -> int:
     from detect.engine.trainer import fit
 
     overrides = list(args.overrides)
+    if args.exist_ok:
+        overrides.append("train.exist_ok=true")
     if args.resume:
-        overrides.append(f"train.resume={args.resume}")
-    cfg = load_config(args.config, overrides)
+        from detect.engine.resume import resume_config
+
+        cfg = resume_config(args.resume, args.config, overrides)
+    elif args.config is None:
+        raise ValueError("train needs --config RECIPE.yaml (or --resume runs/x/last.pt to continue a run)")
+    else:
+        cfg = load_config(args.config, overrides)
     result = fit(cfg)
     best = f"best val AP {result['best_map']:.4f} at epoch {result['best_epoch']}; " if result["best_epoch"] > 0 else ""
     print(f"{best}{result['epochs']} epochs, {result['steps']} steps, {result['seconds']:.0f} s of training "
           f"({result['images_per_s']:.1f} img/s)")
-    print(f"checkpoints: {result['best']} (best), {result['last']} (last); metrics: {result['out_dir']}/metrics.csv")
+    written = [f"{result[k]} ({k})" for k in ("best", "last") if result.get(k)]
+    print(f"run folder {result['out_dir']}: " + (f"checkpoints {', '.join(written)}; metrics {result['out_dir']}/metrics.csv"
+                                                if written else "no epoch trained, no checkpoint written"))
     return 0
 
 
@@ -44,7 +59,7 @@ def _predict(args: argparse.Namespace) -> int:
     summary = run_predict(
         args.weights, args.sources, args.out, conf=args.conf, device=args.device, csv=args.csv,
         draw=not args.no_draw, tile=args.tile, rows=not args.no_rows, batch_size=args.batch,
-        proposals=args.proposals,
+        proposals=args.proposals, exist_ok=args.exist_ok,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary.get("class_counts", {}).items())
     for key in ("json", "csv", "out_dir"):
@@ -108,12 +123,18 @@ def _short(path: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="retail-detect", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="retail-detect", description=__doc__.splitlines()[0],
+                                     epilog="exit codes: 0 ok, 1 predict read no image, 2 user error, 130 interrupted")
+    parser.add_argument("--debug", action="store_true", help="show a traceback for every error")
     sub = parser.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("train", help="train a detector from a recipe YAML")
-    p.add_argument("--config", required=True, help="recipe YAML, e.g. configs/ssd.yaml")
-    p.add_argument("--resume", default=None, help="checkpoint to resume from (e.g. runs/ssd/last.pt)")
+    p.add_argument("--config", default=None, help="recipe YAML, e.g. configs/ssd.yaml (not needed with --resume)")
+    p.add_argument("--resume", default=None,
+                   help="continue a run from its checkpoint (e.g. runs/ssd/last.pt), in its own folder, with its "
+                        "recipe; only budget/device keys (train.epochs, train.device, ...) may be overridden")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="write into train.out_dir even if it holds a run (default: runs/ssd -> runs/ssd2, ...)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=0.01")
     p.set_defaults(func=_train)
 
@@ -129,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="detect products in images, folders or globs")
     p.add_argument("--weights", required=True)
     p.add_argument("sources", nargs="+", help="image files, folders (recursive) or globs")
-    p.add_argument("--out", default="runs/predict", help="output folder (never an input folder)")
+    p.add_argument("--out", default="runs/predict",
+                   help="output folder (never an input folder); when it holds files: runs/predict2, ...")
+    p.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds an earlier run")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold")
     p.add_argument("--device", default="auto")
     p.add_argument("--csv", action="store_true", help="also write predictions.csv")
@@ -195,7 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
+    args.debug = debug
+    if extra and args.verb == "train" and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]  # overrides may come before and after --resume
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
         return handler(args)
@@ -204,8 +234,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         # User errors (bad config, missing file, bad checkpoint) end with one clear line, no traceback.
-        print(f"error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's message on one line, without terminal escapes, at most 1,000 characters."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc) or type(exc).__name__).split())
+    return text if len(text) <= 1000 else text[:997] + "..."
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from data_tools.atomic import atomic_write_bytes, atomic_write_text
 from data_tools.split import split_train_val
 from data_tools.store import load_dataset, save_dataset
 from detect.config import load_config
+from detect.engine.run_dir import claim_run_dir
 from detect.tables import aligned, write_dicts_csv
 
 MODELS = ("ssd", "fast_rcnn", "yolo")
@@ -60,12 +61,22 @@ def run_compare(data: str | None = None, train: str | None = None, val: str | No
                 budget_minutes: float = 5.0, models: tuple[str, ...] = MODELS, configs_dir: str | None = None,
                 out: str | Path = "runs/compare", device: str = "auto", overrides: list[str] | None = None,
                 seed: int = 0, log=print) -> list[dict]:
-    """Train and evaluate each detector (module doc); writes ``OUT/compare.{csv,json,png}``, returns the rows."""
+    """Train and evaluate each detector (module doc); writes ``OUT/compare.{csv,json,png}`` (``OUT2``, ... when
+    ``OUT`` holds an earlier comparison), returns the rows."""
+    out, lock = claim_run_dir(out)  # a new folder per comparison: runs/compare -> runs/compare2, ...
+    try:
+        return _compare_into(out, data, train, val, budget_minutes, models, configs_dir, device, overrides, seed, log)
+    finally:
+        lock.release()
+
+
+def _compare_into(out: Path, data, train, val, budget_minutes: float, models: tuple[str, ...], configs_dir,
+                  device: str, overrides: list[str] | None, seed: int, log) -> list[dict]:
+    """:func:`run_compare` once its output folder ``out`` is claimed."""
     from detect.engine.evaluate_weights import evaluate_weights
     from detect.engine.setup import resolve_device
     from detect.engine.trainer import fit
 
-    out = Path(out)
     train_pkl, val_pkl = _splits(data, train, val, out, seed)
     dev = resolve_device(device)
     rows = []

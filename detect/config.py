@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 class ConfigError(ValueError):
@@ -151,7 +155,8 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     out_dir: str = "runs/train"
-    resume: str | None = None  # checkpoint to resume from (e.g. runs/train/last.pt)
+    resume: str | None = None  # checkpoint to resume from (e.g. runs/train/last.pt); the run continues in its folder
+    exist_ok: bool = False  # write into out_dir even when it holds a run (default: runs/x -> runs/x2, ...)
     tensorboard: bool = False
     log_every: int = 20
 
@@ -198,8 +203,12 @@ def _coerce(value: Any, template: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
         return value
     if isinstance(template, (int, float)) and not isinstance(template, bool):
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; it is a number here
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         if isinstance(template, int) and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return type(template)(value)
@@ -271,9 +280,92 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+# Allowed values of the enumerated keys (the model factories and schedules check them too; here they are
+# refused at load time, before any dataset is read).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.name": ("ssd", "fast_rcnn", "yolo"),
+    "train.optimizer": ("sgd", "adam", "adamw"),
+    "train.scheduler": ("cosine", "step", "plateau", "none"),
+    "model.fast_rcnn.roi_op": ("roi_pool", "roi_align"),
+    "model.yolo.assigner": ("tal", "simota"),
+    "model.yolo.cls_loss": ("bce", "varifocal"),
+    "model.yolo.box_loss": ("giou", "ciou"),
+}
+
+# (key, test, what it must be): numeric ranges checked at load time.
+RANGES: list[tuple[str, Any, str]] = [
+    ("data.image_size", lambda v: v >= 32, ">= 32"),
+    ("data.workers", lambda v: v >= -1, ">= 0 (or -1 for one per free core)"),
+    ("train.epochs", lambda v: v >= 0, ">= 0"),
+    ("train.max_steps", lambda v: v >= 0, ">= 0"),
+    ("train.time_budget_s", lambda v: v >= 0, ">= 0"),
+    ("train.batch_size", lambda v: v >= 1, ">= 1"),
+    ("train.lr", lambda v: v > 0, "> 0"),
+    ("train.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("train.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("train.l1", lambda v: v >= 0, ">= 0"),
+    ("train.warmup_epochs", lambda v: v >= 0, ">= 0"),
+    ("train.gamma", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("train.grad_clip", lambda v: v >= 0, ">= 0"),
+    ("train.ema_decay", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("train.early_stop_patience", lambda v: v >= 0, ">= 0"),
+    ("train.eval_every", lambda v: v >= 1, ">= 1"),
+    ("train.max_nonfinite", lambda v: v >= 1, ">= 1"),
+    ("train.log_every", lambda v: v >= 1, ">= 1"),
+    ("augment.rotate", lambda v: 0 <= v <= 180, "in [0, 180] degrees"),
+    ("augment.translate", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("augment.mosaic_off_epochs", lambda v: v >= 0, ">= 0"),
+    ("model.freeze_at", lambda v: v >= 0, ">= 0"),
+    ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.score_thresh", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("model.nms_thresh", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("model.max_detections", lambda v: v >= 1, ">= 1"),
+    ("eval.max_detections", lambda v: v >= 1, ">= 1"),
+    ("eval.score_thresh", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("eval.batch_size", lambda v: v >= 1, ">= 1"),
+] + [(f"augment.{k}", lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+     for k in ("hflip", "vflip", "affine_p", "crop", "color_jitter", "noise", "blur", "min_visibility", "mosaic")]
+
+
+def get_key(cfg: Config, dotted: str) -> Any:
+    """``get_key(cfg, "train.lr")`` -> the value."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate(cfg: Config) -> Config:
+    """Refuse out-of-range numbers and unknown enumerated values, naming the key; returns ``cfg``."""
+    for key, allowed in CHOICES.items():
+        value = get_key(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")
+    for key, ok, what in RANGES:
+        value = get_key(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key}: must be {what}, got {value!r}")
+    scale = cfg.augment.scale
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+        raise ConfigError(f"augment.scale: must be [low, high] with 0 < low <= high, got {list(cfg.augment.scale)}")
+    return cfg
+
+
 def config_from_dict(values: dict, overrides: list[str] | None = None) -> Config:
-    """Build a :class:`Config` from a nested dict plus ``key=value`` overrides."""
-    return _build(Config, _merge(values or {}, parse_overrides(overrides)), "")
+    """Build and :func:`validate` a :class:`Config` from a nested dict plus ``key=value`` overrides."""
+    return validate(_build(Config, _merge(values or {}, parse_overrides(overrides)), ""))
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

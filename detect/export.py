@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from data_tools.atomic import atomic_write_text
+from detect.engine.outputs import check_output_file
 from detect.engine.predictor import load_model
 
 FORMATS = ("onnx", "torchscript")
@@ -49,6 +50,10 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown --format '{fmt}' (use {' or '.join(FORMATS)})")
+    suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
+    path = Path(out) if out is not None else Path(weights).with_suffix(suffix)
+    check_output_file(path, [weights], (suffix,), "--out")
+    check_output_file(path.with_name(path.name + ".json"), [weights], (".json",), "--out (metadata)")
     model, class_names, cfg = load_model(weights)
     if not hasattr(model, "dense"):
         raise ValueError(f"{weights}: {cfg.model.name} cannot be exported to a fixed graph (its proposal stage "
@@ -56,21 +61,22 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
     size = image_size or cfg.data.image_size
     wrapper = DenseOutputs(model).eval()
     example = torch.rand(batch, 3, size, size) * 255
-    suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
-    path = Path(out) if out is not None else Path(weights).with_suffix(suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes about constant priors/anchors: they are constants here
-        expected = wrapper(example)
-        if fmt == "onnx":
-            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=["boxes", "scores"],
-                              dynamic_axes={"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
-                              opset_version=17, dynamo=False)
-        else:
-            traced = torch.jit.trace(wrapper, (example,), check_trace=False)
-            traced.save(str(tmp))
-    tmp.replace(path)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes about constant priors/anchors: they are constants here
+            expected = wrapper(example)
+            if fmt == "onnx":
+                torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=["boxes", "scores"],
+                                  dynamic_axes={"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
+                                  opset_version=17, dynamo=False)
+            else:
+                traced = torch.jit.trace(wrapper, (example,), check_trace=False)
+                traced.save(str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     meta = {"format": fmt, "model": cfg.model.name, "backbone": cfg.model.backbone, "class_names": class_names,
             "input": {"name": "images", "shape": ["B", 3, size, size], "dtype": "float32", "range": "0..255",
                       "letterbox": "resize longer side to S, pad bottom/right with 114"},

@@ -95,7 +95,7 @@ def run_tune(config: str | None, grid_items: list[str], overrides: list[str] | N
         name = combo_name(combo)
         for i, files in enumerate(datasets):
             run_dir = out / name / (f"fold{i}" if files else "")
-            over = base + [f"{k}={v}" for k, v in combo.items()] + [f"train.out_dir={run_dir}"]
+            over = base + [f"{k}={v}" for k, v in combo.items()] + [f"train.out_dir={run_dir}", "train.exist_ok=true"]
             if files:
                 over += [f"data.train={files[0]}", f"data.val={files[1]}"]
             jobs.append((name, combo, run_dir, over))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -67,9 +68,12 @@ def read_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
         ImageError: missing, empty, not an image, truncated or otherwise undecodable.
     """
     try:
-        size = os.stat(path).st_size
-    except OSError as e:
+        st = os.stat(path)
+    except OSError as e:  # missing, permission, symlink loop
         raise ImageError(path, f"cannot read image: {e.strerror}", "missing_image") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+        raise ImageError(path, "not a regular file (a FIFO, device or socket)", "not_a_file")
+    size = st.st_size
     if size == 0:
         raise ImageError(path, "image file is empty (0 bytes)", "empty_image")
     try:

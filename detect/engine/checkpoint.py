@@ -1,47 +1,144 @@
-"""Checkpoints: atomic save (temp file + fsync + os.replace) and safe load (``weights_only=True``)."""
+"""Checkpoints: atomic save (through :func:`data_tools.atomic.atomic_open`) and safe load (``weights_only=True``).
+
+A file that cannot be loaded gets one line naming it and the reason (truncated, not a checkpoint, an
+unsafe pickle and the global it wants), plus the newest loadable checkpoint beside it when there is one;
+never advice to load it unsafely.
+"""
 
 from __future__ import annotations
 
-import os
+import errno
 import pickle
-import tempfile
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from data_tools.atomic import atomic_open
+
+CHECKPOINT_FORMAT = "retail-detect-checkpoint"
+_MAX_CHECKPOINT_BYTES = 8 << 30
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be loaded or used; the message names the file and the reason."""
+
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically: a crash mid-write leaves the previous file intact."""
+    """Write ``state`` to ``path`` atomically: a crash or a full disk mid-write leaves the previous file intact.
+
+    Raises:
+        OSError: with the user's path in the message (``no space left writing runs/x/last.pt (previous
+        last.pt kept)``), never the temp file's name.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        kept = f" (previous {path.name} kept)" if path.exists() else ""
+        what = "no space left" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+        err = OSError(f"{what} writing {path}{kept}")
+        err.errno = exc.errno
+        raise err from None
     return path
+
+
+def _reason(path: Path, exc: BaseException) -> str:
+    """One short reason for a failed ``torch.load`` of ``path``."""
+    text = _ANSI.sub("", str(exc))
+    unsafe = _UNSAFE_GLOBAL.search(text)
+    if unsafe:
+        return f"it holds a pickled object that is not plain data (global {unsafe.group(1)}); refused for safety"
+    try:
+        head = path.read_bytes()[:4] if path.stat().st_size else b""
+    except OSError:
+        head = b""
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path):
+                pass
+        except zipfile.BadZipFile:
+            return "the file is truncated (zip central directory missing)"
+        return "a damaged PyTorch zip archive"
+    if head[:1] == b"\x80":
+        return "a pickle file that is not a plain-data PyTorch checkpoint; refused for safety"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "a text file, not a PyTorch checkpoint"
+    return "not a PyTorch checkpoint"
+
+
+def _load_raw(path: Path, map_location) -> dict[str, Any]:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc.strerror}") from None
+    if size > _MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path}: {size / 2**30:.1f} GiB is too large for a checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, KeyError, TypeError,
+            IndexError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is unusable: {_reason(path, exc)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a retail-detect checkpoint (top level is {type(state).__name__})")
+    return state
+
+
+def _last_good(path: Path) -> Path | None:
+    """The newest other ``*.pt`` beside ``path`` that loads, or None."""
+    others = sorted((p for p in path.parent.glob("*.pt") if p.resolve() != path.resolve()),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for p in others:
+        try:
+            if _load_raw(p, "cpu").get("format") == CHECKPOINT_FORMAT:
+                return p
+        except CheckpointError:
+            continue
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``: tensors and plain data only, never code.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: not a checkpoint, or one carrying a pickle payload.
+        FileNotFoundError: no such file.
+        CheckpointError: not a checkpoint, truncated, or carrying a pickle payload (one line, naming the
+            newest loadable checkpoint in the same folder when there is one).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: refused to load: not a plain-data checkpoint ({first[:200]})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a retail-detect checkpoint (top level is {type(state).__name__})")
-    return state
+        return _load_raw(path, map_location)
+    except CheckpointError as exc:
+        good = _last_good(path)
+        raise CheckpointError(f"{exc}" + (f"; last good checkpoint: {good}" if good else "")) from None
+
+
+def require_keys(ckpt: dict[str, Any], path: str | Path, keys: tuple[str, ...] = ("model", "config", "class_names")) -> None:
+    """Refuse a checkpoint missing any of ``keys`` (e.g. a training checkpoint without class names)."""
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: not a retail-detect checkpoint (missing {', '.join(repr(k) for k in missing)})")
+
+
+def load_state_strict(model: torch.nn.Module, state: dict, path: str | Path) -> None:
+    """``model.load_state_dict(state)`` with a one-line summary instead of a multi-KB key dump."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        ours, theirs = set(model.state_dict()), set(state)
+        missing, extra = sorted(ours - theirs), sorted(theirs - ours)
+        if missing or extra:
+            ex = (missing or extra)[0]
+            detail = f"{len(missing)} missing and {len(extra)} unexpected weights (e.g. '{ex}')"
+        else:
+            detail = "weight shapes differ (the recipe's model settings do not match the checkpoint)"
+        raise CheckpointError(f"{path}: weights do not fit this model: {detail}") from exc

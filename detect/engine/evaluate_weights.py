@@ -15,6 +15,7 @@ from detect.engine.evaluator import (
     predict_dataset,
     write_results,
 )
+from detect.engine.outputs import check_output_file
 from detect.engine.predictor import load_model
 from detect.engine.setup import drop_unreadable, resolve_device
 from detect.models.build import set_postprocess
@@ -28,6 +29,11 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     Writes, when ``out_json`` is given: the metrics JSON there, the COCO results beside it
     (``<stem>_results.json``) and a PR-curve PNG (``<stem>_pr.png``). Returns the metrics dict.
     """
+    if out_json is not None:  # refused before any work when it would replace an input or another kind of file
+        inputs = [weights, data, proposals]
+        out = check_output_file(out_json, inputs, (".json",), "--json")
+        check_output_file(out.with_name(out.stem + "_results.json"), inputs, (".json",), "--json (results)")
+        check_output_file(out.with_name(out.stem + "_pr.png"), inputs, (".png",), "--json (PR plot)")
     dev = resolve_device(device)
     model, class_names, cfg = load_model(weights)
     set_postprocess(model, cfg.eval.score_thresh, max_dets or cfg.eval.max_detections)

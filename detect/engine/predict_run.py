@@ -18,6 +18,7 @@ from pathlib import Path
 from data_tools.records import Problem
 from detect.engine import predict_output as po
 from detect.engine.predictor import Predictor, expand_sources
+from detect.engine.run_dir import claim_run_dir
 from detect.engine.shelf_rows import class_counts, group_rows
 from detect.engine.tiling import TileOptions
 
@@ -43,13 +44,15 @@ def run_predict(
     row_gap: float = 0.5,
     workers: int = 2,
     proposals: str | Path | None = None,
+    exist_ok: bool = False,
 ) -> dict:
     """Predict every image of ``sources`` and write the outputs into ``out_dir``.
 
     Args:
         weights: checkpoint from ``retail-detect train``.
         sources: image files, folders (recursive) and globs.
-        out_dir: output folder; must not be (or be inside) an input folder, nor contain inputs.
+        out_dir: output folder; must not be (or be inside) an input folder, nor contain inputs. When it
+            already holds files, the run writes into ``out_dir2``, ``out_dir3``, ... instead.
         conf: score threshold.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         csv: also write ``predictions.csv``.
@@ -62,6 +65,7 @@ def run_predict(
         use_ema: prefer the checkpoint's EMA weights.
         row_gap: row-split gap as a fraction of the median box height.
         workers: threads decoding images and drawing.
+        exist_ok: write into ``out_dir`` even when it holds files (same-named outputs are replaced).
         proposals: Fast R-CNN's external proposals JSON (skips the RPN; see :class:`Predictor`).
 
     Returns:
@@ -74,78 +78,84 @@ def run_predict(
     """
     t0 = time.perf_counter()
     opts = TileOptions(mode=tile, size=tile_size, overlap=tile_overlap)
+    if not 0.0 <= conf <= 1.0:  # also refuses NaN
+        raise ValueError(f"--conf must be in [0, 1], got {conf}")
     src = expand_sources(sources)
-    out = po.check_out_dir(out_dir, [s.path for s in src.files], src.dirs)
+    po.check_out_dir(out_dir, [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
     predictor = Predictor(
         weights, device, conf, image_size, use_ema, tile=opts, batch_size=batch_size, proposals=proposals
     )
-    names = predictor.class_names
+    # a new folder per run (runs/predict -> runs/predict2 when it holds one): no stale drawings beside new ones
+    folder, lock = claim_run_dir(out_dir, exist_ok=exist_ok)
+    with lock:
+        out = po.check_out_dir(folder, [s.path for s in src.files], src.dirs)
+        names = predictor.class_names
 
-    entries: list[dict] = []
-    errors: list[dict] = []
-    totals: Counter = Counter()
-    tiled = drawn = 0
-    pending: list[tuple[str, Future]] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for p in predictor.iter_predictions(src, keep_images=draw, workers=workers):
-            if p.error is not None:
-                log.warning("skipped %s", p.error)
-                errors.append(p.error.to_dict())
-                continue
-            r = p.result
-            row_ids, row_summary = (
-                group_rows(r["boxes"], r["labels"], names, row_gap) if rows else (None, None)
-            )
-            counts = class_counts(r["labels"], names)
-            totals.update(counts)
-            entry = po.image_entry(
-                str(p.source.path), r["width"], r["height"], r, names, row_ids, row_summary, counts
-            )
-            tiled += r["tiles"] > 0
-            if draw:
-                target = po.drawn_path(out, p.source.rel)
-                entry["drawn"] = target.relative_to(out).as_posix()
-                pending.append((str(p.source.path), pool.submit(_draw, p.image, r, names, target, protected)))
-                p.image = None
-                drawn += _drain(pending, errors, keep=2 * max(1, workers))
-            entries.append(entry)
-        drawn += _drain(pending, errors, keep=0)
+        entries: list[dict] = []
+        errors: list[dict] = []
+        totals: Counter = Counter()
+        tiled = drawn = 0
+        pending: list[tuple[str, Future]] = []
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for p in predictor.iter_predictions(src, keep_images=draw, workers=workers):
+                if p.error is not None:
+                    log.warning("skipped %s", p.error)
+                    errors.append(p.error.to_dict())
+                    continue
+                r = p.result
+                row_ids, row_summary = (
+                    group_rows(r["boxes"], r["labels"], names, row_gap) if rows else (None, None)
+                )
+                counts = class_counts(r["labels"], names)
+                totals.update(counts)
+                entry = po.image_entry(
+                    str(p.source.path), r["width"], r["height"], r, names, row_ids, row_summary, counts
+                )
+                tiled += r["tiles"] > 0
+                if draw:
+                    target = po.drawn_path(out, p.source.rel)
+                    entry["drawn"] = target.relative_to(out).as_posix()
+                    pending.append((str(p.source.path), pool.submit(_draw, p.image, r, names, target, protected)))
+                    p.image = None
+                    drawn += _drain(pending, errors, keep=2 * max(1, workers))
+                entries.append(entry)
+            drawn += _drain(pending, errors, keep=0)
 
-    csv_path = po.write_csv(out, entries) if csv else None
-    seconds = time.perf_counter() - t0
-    summary = {
-        "images": len(entries),
-        "errors": len(errors),
-        "detections": sum(e["num_detections"] for e in entries),
-        "class_counts": dict(sorted(totals.items())),
-        "tiled_images": tiled,
-        "drawn": drawn,
-        "seconds": round(seconds, 3),
-        "images_per_s": round(len(entries) / seconds, 3) if seconds > 0 else 0.0,
-        "device": str(predictor.device),
-        "out_dir": str(out),
-        "csv": str(csv_path) if csv_path else None,
-    }
-    meta = {
-        "weights": str(weights),
-        "class_names": names,
-        "conf": conf,
-        "image_size": predictor.image_size,
-        "proposals": str(proposals) if proposals is not None else None,
-        "tile": {"mode": opts.mode, "size": opts.tile_side(predictor.image_size), "overlap": opts.overlap},
-        "summary": summary,
-    }
-    summary["json"] = str(po.write_json(out, entries, errors, meta))
-    log.info(
-        "predicted %d images (%d errors, %d detections) in %.1f s -> %s",
-        summary["images"],
-        summary["errors"],
-        summary["detections"],
-        seconds,
-        summary["json"],
-    )
-    return summary
+        csv_path = po.write_csv(out, entries) if csv else None
+        seconds = time.perf_counter() - t0
+        summary = {
+            "images": len(entries),
+            "errors": len(errors),
+            "detections": sum(e["num_detections"] for e in entries),
+            "class_counts": dict(sorted(totals.items())),
+            "tiled_images": tiled,
+            "drawn": drawn,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(len(entries) / seconds, 3) if seconds > 0 else 0.0,
+            "device": str(predictor.device),
+            "out_dir": str(out),
+            "csv": str(csv_path) if csv_path else None,
+        }
+        meta = {
+            "weights": str(weights),
+            "class_names": names,
+            "conf": conf,
+            "image_size": predictor.image_size,
+            "proposals": str(proposals) if proposals is not None else None,
+            "tile": {"mode": opts.mode, "size": opts.tile_side(predictor.image_size), "overlap": opts.overlap},
+            "summary": summary,
+        }
+        summary["json"] = str(po.write_json(out, entries, errors, meta))
+        log.info(
+            "predicted %d images (%d errors, %d detections) in %.1f s -> %s",
+            summary["images"],
+            summary["errors"],
+            summary["detections"],
+            seconds,
+            summary["json"],
+        )
+        return summary
 
 
 def _draw(image, result: dict, names: list[str], target: Path, protected: set[Path]) -> None:

@@ -14,6 +14,7 @@ preferred), then
 
 from __future__ import annotations
 
+import errno
 import glob
 import itertools
 import os
@@ -84,7 +85,12 @@ def expand_sources(sources: Iterable[str | Path]) -> Sources:
     used: set[str] = set()
 
     def add(path: Path, rel: str) -> None:
-        key = path.resolve()
+        try:
+            key = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # a symlink loop or a dangling link: report it, go on
+            reason = "symlink loop" if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP else exc.strerror
+            out.problems.append(Problem(str(path), f"cannot read image: {reason}", kind="bad_image"))
+            return
         if key in seen:
             return
         seen.add(key)

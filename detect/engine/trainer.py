@@ -23,17 +23,23 @@ from torch import nn
 from tqdm import tqdm
 
 from data_tools.atomic import atomic_write_bytes, atomic_write_text
-from detect.config import Config, config_from_dict
-from detect.engine.checkpoint import load_checkpoint, save_checkpoint
+from detect.config import Config
+from detect.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    load_state_strict,
+    require_keys,
+    save_checkpoint,
+)
 from detect.engine.ema import ModelEMA
 from detect.engine.evaluator import evaluate_coco, format_metrics, plot_pr_curves
 from detect.engine.optim import build_optimizer, l1_penalty
+from detect.engine.run_dir import RunLock, claim_run_dir
 from detect.engine.schedule import LRSchedule
 from detect.engine.setup import Dist, build_datasets, init_distributed, is_tty
 from detect.models.build import build_model, set_postprocess
 from detect.models.proposals_io import batch_proposals
-
-CHECKPOINT_FORMAT = "retail-detect-checkpoint"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -204,11 +210,16 @@ def plot_curves(history: list[dict], path: Path) -> None:
 def _resume(path: str, model, optimizer, schedule, ema, state: dict, class_names: list[str]) -> None:
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a retail-detect training checkpoint")
+        raise CheckpointError(f"{path}: not a retail-detect training checkpoint")
+    require_keys(ckpt, path, ("model", "optimizer", "schedule", "class_names", "epoch", "step", "rng"))
     if list(ckpt["class_names"]) != list(class_names):
-        raise ValueError(f"{path}: trained on classes {ckpt['class_names']}, but data.train has {class_names}")
-    unwrap(model).load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+        raise CheckpointError(f"{path}: trained on {len(ckpt['class_names'])} classes ({_names(ckpt['class_names'])}), "
+                              f"but data.train has {len(class_names)} ({_names(class_names)})")
+    load_state_strict(unwrap(model), ckpt["model"], path)
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: its optimizer state does not fit this recipe ({exc})") from None
     schedule.load_state_dict(ckpt["schedule"])
     if ema is not None and ckpt.get("ema") is not None:
         ema.load_state_dict(ckpt["ema"], ckpt["ema_updates"])
@@ -217,19 +228,48 @@ def _resume(path: str, model, optimizer, schedule, ema, state: dict, class_names
     torch.set_rng_state(ckpt["rng"])
 
 
+def _names(names: list[str], n: int = 6) -> str:
+    return ", ".join(map(str, names[:n])) + (", ..." if len(names) > n else "")
+
+
+def _claim_out_dir(cfg: Config, d: Dist) -> tuple[Path, RunLock | None]:
+    """Rank 0 claims the run folder (``runs/x`` -> ``runs/x2`` when taken; see :mod:`run_dir`); all ranks
+    learn its name. ``cfg.train.out_dir`` is set to it, so checkpoints record where the run lives."""
+    t = cfg.train
+    lock = None
+    folder = [t.out_dir]
+    if d.main:
+        resume_dir = Path(t.resume).parent if t.resume else None
+        path, lock = claim_run_dir(resume_dir or t.out_dir, exist_ok=t.exist_ok, resume=resume_dir is not None)
+        folder = [str(path)]
+    if d.enabled:
+        dist.broadcast_object_list(folder, src=0)
+    t.out_dir = folder[0]
+    return Path(folder[0]), lock
+
+
 def fit(cfg: Config, log=print) -> dict:
-    """Train ``cfg`` (see the module doc). Writes ``train.out_dir``/{config.yaml, last.pt, best.pt,
-    metrics.csv, curves.png, val_results.json, pr_curve.png}.
+    """Train ``cfg`` (see the module doc). Writes into a new run folder (``train.out_dir``, or ``out_dir2``,
+    ... when that holds a run; the checkpoint's folder on resume): {config.yaml, last.pt, best.pt,
+    metrics.csv, curves.png, val_results.json, pr_curve.png, summary.json}.
 
     Returns ``{"metrics": last val metrics, "best_map", "best_epoch", "epochs", "steps", "seconds",
-    "images_per_s", "out_dir", "last", "best"}``.
+    "images_per_s", "out_dir", "last", "best"}``; ``last`` / ``best`` are None when not written.
     """
     d, device = init_distributed(cfg.train.device)
+    out, lock = _claim_out_dir(cfg, d)
+    try:
+        return _fit(cfg, d, device, out, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
     t = cfg.train
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(t.seed)
-    out = Path(t.out_dir)
     train_ds, train_loader, val_ds, val_loader, class_names = build_datasets(cfg, d, log)
     train_props, val_props = _external_proposals(cfg, train_ds, val_ds, log)
     model = build_model(cfg.model, len(class_names)).to(device)
@@ -243,6 +283,9 @@ def fit(cfg: Config, log=print) -> dict:
     if t.resume:
         _resume(t.resume, model, optimizer, schedule, ema, state, class_names)
         log(f"resumed from {t.resume} at epoch {state['epoch']} (step {state['step']})")
+        if state["epoch"] >= t.epochs:
+            log(f"nothing to train: {t.resume} is already at epoch {state['epoch']} of train.epochs={t.epochs} "
+                f"(raise train.epochs to continue)")
     if d.main:
         import yaml
 
@@ -310,7 +353,7 @@ def fit(cfg: Config, log=print) -> dict:
     summary = {"metrics": metrics, "best_map": state["best_map"], "best_epoch": state["best_epoch"],
                "epochs": state["epoch"], "steps": state["step"], "seconds": train_seconds,
                "images_per_s": sum(h.get("images", 0) for h in state["history"]) / max(train_seconds, 1e-9),
-               "out_dir": str(out), "last": str(out / "last.pt"), "best": str(out / "best.pt"),
+               "out_dir": str(out), "last": _if_exists(out / "last.pt"), "best": _if_exists(out / "best.pt"),
                "class_names": class_names}
     if d.main:
         atomic_write_text(out / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "metrics"}
@@ -338,6 +381,10 @@ def _external_proposals(cfg: Config, train_ds, val_ds, log) -> tuple[dict | None
     size = cfg.data.image_size
     return (load_proposals(path, train_ds.rs, size),
             load_proposals(path, val_ds.rs, size) if val_ds is not None else None)
+
+
+def _if_exists(path: Path) -> str | None:
+    return str(path) if path.is_file() else None
 
 
 def _floats(m: dict) -> dict:
@@ -377,8 +424,3 @@ def _tensorboard(cfg: Config, out: Path, rec: dict) -> None:
         for k, v in rec.items():
             if isinstance(v, float) and k != "epoch":
                 w.add_scalar(k, v, rec["epoch"])
-
-
-def config_of_checkpoint(ckpt: dict) -> Config:
-    """The training config stored in a checkpoint."""
-    return config_from_dict(ckpt["config"])

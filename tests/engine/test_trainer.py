@@ -37,9 +37,10 @@ def test_resume_continues_exactly(tiny_split, tmp_path):
     fit(straight, log=_quiet)
     first = tiny_config(tiny_split, tmp_path / "b", epochs=3, max_steps=2)  # 2 steps = 1 epoch of 6 images
     assert fit(first, log=_quiet)["epochs"] == 1
-    resumed = tiny_config(tiny_split, tmp_path / "b2", epochs=3, resume=str(tmp_path / "b" / "last.pt"))
-    fit(resumed, log=_quiet)
-    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b2" / "last.pt")
+    resumed = tiny_config(tiny_split, tmp_path / "elsewhere", epochs=3, resume=str(tmp_path / "b" / "last.pt"))
+    assert fit(resumed, log=_quiet)["out_dir"] == str(tmp_path / "b")  # a resumed run continues in its own folder
+    assert not (tmp_path / "elsewhere").exists()
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     assert a["step"] == b["step"] == 6
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key

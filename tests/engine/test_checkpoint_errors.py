@@ -1,0 +1,87 @@
+"""Checkpoints that cannot be used get one line naming the file and the reason; saves keep the old file."""
+
+from __future__ import annotations
+
+import errno
+import io
+import pickle
+
+import pytest
+import torch
+
+from detect.engine import checkpoint as ck
+from detect.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+
+
+class _Payload:
+    def __reduce__(self):
+        return (io.open, ("/etc/hostname",))
+
+
+def _good(path):
+    return save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "model": {"w": torch.zeros(2)}})
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert "\n" not in text and "\x1b" not in text and "weights_only=False" not in text and len(text) < 400
+    return text
+
+
+def test_truncated_names_the_last_good_checkpoint(tmp_path):
+    best = _good(tmp_path / "best.pt")
+    last = tmp_path / "last.pt"
+    last.write_bytes(best.read_bytes()[:300])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(last)
+    assert _one_line(err.value) == (f"{last} is unusable: the file is truncated (zip central directory missing); "
+                                    f"last good checkpoint: {best}")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("content, reason", [
+    (b"", "the file is empty"),
+    (b"epoch,loss\n1,0.5\n", "a text file, not a PyTorch checkpoint"),
+    (pickle.dumps({"a": 1}, protocol=4), "a pickle file that is not a plain-data PyTorch checkpoint"),
+])
+def test_not_a_checkpoint(tmp_path, content, reason):
+    path = tmp_path / "w.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=reason) as err:
+        load_checkpoint(path)
+    assert _one_line(err.value).startswith(f"{path} is unusable: ")
+
+
+def test_unsafe_pickle_names_the_global(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Payload()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert "global io.open" in _one_line(err.value) and "refused for safety" in str(err.value)
+
+
+def test_full_disk_keeps_the_previous_file_and_names_the_users_path(tmp_path, monkeypatch):
+    last = _good(tmp_path / "last.pt")
+    before = last.read_bytes()
+
+    def full(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck.torch, "save", full)
+    with pytest.raises(OSError) as err:
+        save_checkpoint(last, {"x": 1})
+    assert str(err.value) == f"no space left writing {last} (previous last.pt kept)"
+    assert err.value.errno == errno.ENOSPC
+    assert last.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_saved_checkpoint_respects_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = _good(tmp_path / "last.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

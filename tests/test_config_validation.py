@@ -1,0 +1,34 @@
+"""Recipe values are checked at load time, naming the key: numbers, ranges, enumerations."""
+
+from __future__ import annotations
+
+import pytest
+
+from detect.config import ConfigError, config_from_dict, load_config
+
+
+def test_yaml_1_1_exponents_read_as_numbers(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\n")
+    cfg = load_config(recipe, ["train.ema_decay=9.99e-1"])
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 5e-4 and cfg.train.ema_decay == 0.999
+    assert config_from_dict({}, ["train.epochs=1e1"]).train.epochs == 10
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=-1", "train.epochs: must be >= 0, got -1"),
+    ("data.image_size=0", "data.image_size: must be >= 32, got 0"),
+    ("data.workers=-3", "data.workers: must be >= 0"),
+    ("train.lr=.nan", "train.lr: expected a finite number"),
+    ("train.batch_size=0", "train.batch_size: must be >= 1"),
+    ("augment.hflip=1.5", "augment.hflip: must be a probability in [0, 1]"),
+    ("model.score_thresh=2", "model.score_thresh: must be in [0, 1]"),
+    ("train.scheduler=cosin", "train.scheduler: 'cosin' is not one of cosine, step, plateau, none"),
+    ("train.optimizer=rmsprop", "train.optimizer: 'rmsprop' is not one of sgd, adam, adamw"),
+    ("model.name=retinanet", "model.name: 'retinanet' is not one of ssd, fast_rcnn, yolo"),
+    ("augment.scale=[1.2, 0.8]", "augment.scale: must be [low, high]"),
+])
+def test_out_of_range_and_unknown_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({}, [override])
+    assert message in str(err.value)

@@ -1,0 +1,147 @@
+"""Nothing the user owns is lost: run folders, resume from the checkpoint alone, outputs that clash with inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from detect.cli import main
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+
+
+def _train(split: dict, out: Path, *extra: str) -> list[str]:
+    return ["train", "--config", str(SMOKE), f"data.train={split['train']}", f"data.val={split['val']}",
+            "data.image_size=64", "train.epochs=1", "train.max_steps=0", "train.device=cpu", f"train.out_dir={out}",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_split, tmp_path_factory):
+    """The same train command twice: ``(base folder, printed outputs)``."""
+    out = tmp_path_factory.mktemp("runs") / "ssd"
+    assert main(_train(tiny_split, out)) == 0
+    first = torch.load(out / "last.pt", weights_only=True)["rng"]
+    assert main(_train(tiny_split, out, "train.seed=1")) == 0
+    return out, first
+
+
+def test_train_twice_keeps_both_runs(two_runs):
+    out, first_rng = two_runs
+    second = out.with_name("ssd2")
+    assert torch.equal(torch.load(out / "last.pt", weights_only=True)["rng"], first_rng)  # run 1 untouched
+    ck2 = torch.load(second / "last.pt", weights_only=True)
+    assert ck2["config"]["train"]["out_dir"] == str(second) and ck2["config"]["train"]["seed"] == 1
+    assert json.loads((second / "summary.json").read_text())["out_dir"] == str(second)
+    assert not (out / ".lock").exists() and not (second / ".lock").exists()
+
+
+def test_resume_needs_only_the_checkpoint(two_runs, capsys):
+    out, _ = two_runs
+    capsys.readouterr()
+    # overrides before and after --resume; the recipe comes from the checkpoint
+    assert main(["train", "train.epochs=2", "--resume", str(out / "last.pt"), "train.device=cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert f"run folder {out}:" in printed and "resumed from" in printed
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+    assert not out.with_name("ssd3").exists()
+
+
+def test_resume_refuses_model_and_data_changes(two_runs, tiny_split, capsys):
+    out, _ = two_runs
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out / "last.pt"), "train.lr=0.5", "data.image_size=96"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "train.lr (0.001 -> 0.5)" in err and "data.image_size (64 -> 96)" in err
+    yolo = Path(SMOKE).parents[0] / "yolo.yaml"
+    assert main(["train", "--config", str(yolo), "--resume", str(out / "last.pt"),
+                 f"data.train={tiny_split['train']}", f"data.val={tiny_split['val']}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.name ('ssd' -> 'yolo')" in err and err.count("\n") == 1
+
+
+def test_resume_of_a_damaged_checkpoint_is_one_line(two_runs, tmp_path, capsys):
+    out, _ = two_runs
+    broken = tmp_path / "last.pt"
+    broken.write_bytes((out / "last.pt").read_bytes()[:1000])
+    assert main(["train", "--resume", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {broken} is unusable: the file is truncated (zip central directory missing)\n"
+    no_names = tmp_path / "nonames.pt"
+    ck = torch.load(out / "last.pt", weights_only=True)
+    del ck["class_names"]
+    torch.save(ck, no_names)
+    assert main(["train", "--resume", str(no_names)]) == 2
+    assert "missing 'class_names'" in capsys.readouterr().err
+
+
+def test_zero_epochs_claim_no_checkpoint(tiny_split, tmp_path, capsys):
+    assert main(_train(tiny_split, tmp_path / "r", "train.epochs=0")) == 0
+    printed = capsys.readouterr().out
+    assert "no epoch trained, no checkpoint written" in printed and ".pt" not in printed
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["last"] is None
+
+
+def test_outputs_that_are_inputs_are_refused_before_work(two_runs, tiny_split, tmp_path, capsys):
+    out, _ = two_runs
+    weights = out / "best.pt"
+    data = tiny_split["val"]
+    before = {p: p.read_bytes() for p in (weights, data)}
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(weights), "--data", str(data), "--json", str(data)]) == 2
+    assert "--json" in capsys.readouterr().err
+    link = tmp_path / "w_link.pt"
+    link.symlink_to(weights)
+    assert main(["eval", "--weights", str(link), "--data", str(data), "--json", str(weights)]) == 2
+    assert "is an input of this command" in capsys.readouterr().err
+    assert main(["export", "--weights", str(weights), "--out", str(out / "." / "best.pt")]) == 2
+    assert "is an input of this command" in capsys.readouterr().err
+    assert main(["export", "--weights", str(weights), "--format", "torchscript", "--out", str(out / "last.pt")]) == 2
+    assert "not a .torchscript.pt file" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_predict_twice_writes_a_fresh_folder(two_runs, tiny_split, tmp_path, capsys):
+    out, _ = two_runs
+    images = sorted((tiny_split["root"] / "images").glob("*.jpg"))
+    pred = tmp_path / "pred"
+    assert main(["predict", "--weights", str(out / "best.pt"), str(images[0]), str(images[1]), "--out", str(pred),
+                 "--device", "cpu", "--conf", "0.01"]) == 0
+    assert main(["predict", "--weights", str(out / "best.pt"), str(images[2]), "--out", str(pred),
+                 "--device", "cpu", "--conf", "0.01"]) == 0
+    assert len(list((pred / "images").rglob("*.jpg"))) == 2  # the first run's drawings, untouched
+    assert [p.name for p in (tmp_path / "pred2" / "images").rglob("*.jpg")] == [images[2].name]
+    assert main(["predict", "--weights", str(out / "best.pt"), str(images[0]), "--out", str(pred),
+                 "--conf", "nan"]) == 2
+    assert "--conf must be in [0, 1], got nan" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    missing = tmp_path / "missing.pt"
+    assert main(["eval", "--weights", str(missing), "--data", str(missing)]) == 2
+    with pytest.raises(FileNotFoundError):
+        main(["eval", "--weights", str(missing), "--data", str(missing), "--debug"])
+
+
+def test_predict_skips_fifos_and_symlink_loops(two_runs, tiny_split, tmp_path, capsys):
+    import os
+
+    out, _ = two_runs
+    src = tmp_path / "photos"
+    src.mkdir()
+    good = sorted((tiny_split["root"] / "images").glob("*.jpg"))[0]
+    (src / "good.jpg").write_bytes(good.read_bytes())
+    os.mkfifo(src / "pipe.jpg")  # reading it would block forever
+    (src / "loop_a.jpg").symlink_to(src / "loop_b.jpg")
+    (src / "loop_b.jpg").symlink_to(src / "loop_a.jpg")
+    (src / "zero.jpg").symlink_to("/dev/zero")
+    assert main(["predict", "--weights", str(out / "best.pt"), str(src), "--out", str(tmp_path / "p"),
+                 "--device", "cpu"]) == 0
+    pred = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    assert [Path(e["path"]).name for e in pred["images"]] == ["good.jpg"]
+    reasons = {Path(e["file"]).name: e["reason"] for e in pred["errors"]}
+    assert set(reasons) == {"pipe.jpg", "loop_a.jpg", "loop_b.jpg", "zero.jpg"}
+    assert "not a regular file" in reasons["pipe.jpg"] and "not a regular file" in reasons["zero.jpg"]
