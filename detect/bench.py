@@ -31,13 +31,14 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from detect.bench_peers import PEER_TITLES, PEERS_FOR, build_peer
+from detect.bench_peers import PEER_TITLES, build_peer
 from detect.config import AugmentConfig, Config, ModelConfig
 from detect.engine.setup import resolve_device
+from detect.models.build import DETECTORS, NAMES
 from detect.tables import aligned
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
-FAMILIES = ("ssd", "fast_rcnn", "yolo")
+FAMILIES = NAMES  # every registered detector (detect.models.build.DETECTORS)
 # What a CPU run defaults to (small enough for CI) and what a GPU run defaults to.
 CPU_DEFAULTS = {"size": 128, "batch": 4, "steps": 2, "warmup": 1, "latency_iters": 2}
 CUDA_DEFAULTS = {"size": 320, "batch": 32, "steps": 20, "warmup": 5, "latency_iters": 30}
@@ -258,20 +259,11 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def _available_families(models: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    try:
-        from detect.models.build import FACTORIES
-    except ImportError as exc:
-        return [], {m: f"detect.models.build is not importable: {exc}" for m in models}
-    keep, skipped = [], {}
+def _check_families(models: Sequence[str]) -> list[str]:
     for m in models:
-        if m not in FAMILIES:
-            raise ValueError(f"unknown model family '{m}'; choose from {', '.join(FAMILIES)}")
-        if m in FACTORIES:
-            keep.append(m)
-        else:
-            skipped[m] = "no factory in detect.models.build.FACTORIES yet"
-    return keep, skipped
+        if m not in DETECTORS:
+            raise ValueError(f"unknown model family '{m}'; choose from {', '.join(DETECTORS)}")
+    return list(models)
 
 
 def real_data_batches(data: str | Path | None, tmp: str, s: dict, augment: AugmentConfig | None,
@@ -354,7 +346,7 @@ def run_bench(models: Sequence[str] = FAMILIES, size: int | None = None, batch: 
     """Benchmark our detectors against their torchvision peers; print a table and optionally write JSON.
 
     Args:
-        models: families to run (``ssd``, ``fast_rcnn``, ``yolo``); one without a factory yet is skipped.
+        models: families to run (names of ``detect.models.build.DETECTORS``).
         size, batch, steps, warmup, latency_iters: None -> ``CUDA_DEFAULTS`` on CUDA, ``CPU_DEFAULTS`` on the CPU.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         num_classes: K for the synthetic runs (a dataset given by ``data`` sets K from its class map).
@@ -364,7 +356,7 @@ def run_bench(models: Sequence[str] = FAMILIES, size: int | None = None, batch: 
             (weights do not change speed).
         compile: ``torch.compile`` our models (the peers stay eager).
         amp, channels_last: bf16 autocast / channels_last for ours; CUDA only.
-        peers: family -> peer names (default ``PEERS_FOR[family][:1]``: SSD, FasterRCNN, FCOS).
+        peers: family -> peer names (default the first of ``DETECTORS[family].peers``: SSD, FasterRCNN, FCOS).
         real_data: measure the real-data pipeline; workers: its loader workers (None: 0 on CPU, up to 8 on CUDA).
         augment: the real-data augmentation (default: hflip + light affine + colour jitter, like our recipes).
         strict: re-raise a family's error instead of recording it and going on.
@@ -375,7 +367,7 @@ def run_bench(models: Sequence[str] = FAMILIES, size: int | None = None, batch: 
         "skipped": {family: reason}, "errors": {family: message}}``.
     """
     dev = resolve_device(device)
-    families, skipped = _available_families(models)
+    families, skipped = _check_families(models), {}
     s = _settings(dev, size=size, batch=batch, steps=steps, warmup=warmup, latency_iters=latency_iters,
                   num_classes=num_classes, backbone=backbone, backbone_weights=backbone_weights, amp=amp,
                   channels_last=channels_last, compile=compile)
@@ -395,7 +387,7 @@ def run_bench(models: Sequence[str] = FAMILIES, size: int | None = None, batch: 
                 s["num_classes"] = info.pop("num_classes")
                 meta["real_data"] = info
             for fam in families:
-                fam_peers = list((peers or {}).get(fam, PEERS_FOR[fam][:1]))
+                fam_peers = list((peers or {}).get(fam, DETECTORS[fam].peers[:1]))
                 try:
                     result["families"][fam] = bench_family(fam, fam_peers, s, dev, real)
                 except Exception as exc:  # a bench of several models reports a broken one and goes on

@@ -31,6 +31,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from detect.config import ModelConfig
+from detect.models.postprocess import PostprocessSettings
 
 if TYPE_CHECKING:
     from detect.models.backbones import Backbone
@@ -133,6 +134,24 @@ class PeerDetector(nn.Module):
         self.net = net
         self.peer_name = name
         self.label_offset = label_offset
+
+    def _post_owner(self) -> nn.Module:
+        """The torchvision module holding the postprocess thresholds (Faster R-CNN: its RoI heads)."""
+        return getattr(self.net, "roi_heads", self.net)
+
+    @property
+    def post(self) -> PostprocessSettings:
+        """The torchvision model's postprocess thresholds as our :class:`PostprocessSettings` (class-aware NMS)."""
+        m = self._post_owner()
+        return PostprocessSettings(float(m.score_thresh), float(m.nms_thresh), int(m.detections_per_img))
+
+    @post.setter
+    def post(self, settings: PostprocessSettings) -> None:
+        if settings.agnostic:
+            raise ValueError(f"torchvision {self.peer_name} has class-aware NMS only (model.agnostic_nms: false)")
+        m = self._post_owner()
+        m.score_thresh, m.nms_thresh, m.detections_per_img = (settings.score_thresh, settings.nms_thresh,
+                                                             settings.max_detections)
 
     @property
     def backbone(self) -> Backbone:
@@ -259,8 +278,6 @@ PEER_TITLES: dict[str, str] = {
     "fcos": "torchvision FCOS",
     "retinanet": "torchvision RetinaNet",
 }
-# Our detector family -> the torchvision peers it is measured against (the first is the default).
-PEERS_FOR: dict[str, tuple[str, ...]] = {"ssd": ("ssd",), "fast_rcnn": ("faster_rcnn",), "yolo": ("fcos", "retinanet")}
 
 
 def build_peer(name: str, cfg: ModelConfig, num_classes: int, image_size: int,

@@ -75,9 +75,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from detect.bench import run_bench
+    from detect.models.build import NAMES
 
     run_bench(
-        models=[m.strip() for m in args.models.split(",") if m.strip()], size=args.size, batch=args.batch,
+        models=_names(args.models, NAMES), size=args.size, batch=args.batch,
         device=args.device, steps=args.steps, data=args.data, json_out=args.json,
         backbone=args.backbone, compile=args.compile,
     )
@@ -100,8 +101,9 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from detect.compare import run_compare
+    from detect.models.build import NAMES
 
-    run_compare(args.data, args.train, args.val, args.budget_minutes, tuple(m.strip() for m in args.models.split(",")),
+    run_compare(args.data, args.train, args.val, args.budget_minutes, tuple(_names(args.models, NAMES)),
                 args.configs, args.out, args.device, args.overrides)
     return 0
 
@@ -111,6 +113,11 @@ def _demo(args: argparse.Namespace) -> int:
 
     run_demo(args.out, images=args.images, minutes=args.minutes, device=args.device)
     return 0
+
+
+def _names(text: str | None, default: tuple[str, ...]) -> list[str]:
+    """``"ssd, yolo"`` -> ``["ssd", "yolo"]``; None -> every registered detector."""
+    return list(default) if text is None else [m.strip() for m in text.split(",") if m.strip()]
 
 
 def _short(path: str) -> str:
@@ -165,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("bench", help="speed of our detectors against torchvision peers, same backbone")
-    p.add_argument("--models", default="ssd,fast_rcnn,yolo")
+    p.add_argument("--models", default=None, help="comma-separated detector names (default: every registered detector)")
     p.add_argument("--size", type=int, default=None, help="input size (default: 320 on CUDA, 128 on the CPU)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: 32 on CUDA, 4 on the CPU)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 2 on CPU)")
@@ -191,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", default=None)
     p.add_argument("--val", default=None)
     p.add_argument("--budget-minutes", type=float, default=5.0, help="training time per detector")
-    p.add_argument("--models", default="ssd,fast_rcnn,yolo")
+    p.add_argument("--models", default=None, help="comma-separated detector names (default: every registered detector)")
     p.add_argument("--configs", default=None, help="folder of the recipes (default: ./configs)")
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--device", default="auto")

@@ -18,9 +18,8 @@ from data_tools.split import split_train_val
 from data_tools.store import load_dataset, save_dataset
 from detect.config import load_config
 from detect.engine.run_dir import claim_run_dir
+from detect.models.build import NAMES
 from detect.tables import aligned, write_dicts_csv
-
-MODELS = ("ssd", "fast_rcnn", "yolo")
 
 
 def recipe_path(name: str, configs_dir: str | Path | None) -> Path:
@@ -58,7 +57,7 @@ def batch1_latency_ms(weights: Path, device: torch.device, image_size: int, iter
 
 
 def run_compare(data: str | None = None, train: str | None = None, val: str | None = None,
-                budget_minutes: float = 5.0, models: tuple[str, ...] = MODELS, configs_dir: str | None = None,
+                budget_minutes: float = 5.0, models: tuple[str, ...] = NAMES, configs_dir: str | None = None,
                 out: str | Path = "runs/compare", device: str = "auto", overrides: list[str] | None = None,
                 seed: int = 0, log=print) -> list[dict]:
     """Train and evaluate each detector (module doc); writes ``OUT/compare.{csv,json,png}`` (``OUT2``, ... when

@@ -109,7 +109,7 @@ class YOLOConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "ssd"  # ssd | fast_rcnn | yolo
+    name: str = "ssd"  # a name of detect.models.build.DETECTORS: ssd | fast_rcnn | yolo
     backbone: str = "efficientnet_lite0"  # efficientnet_lite0 | resnet18 | resnet50 | mobilenet_v3_large | vgg16
     backbone_weights: str = "imagenet"  # imagenet | none | path to a .pth / .safetensors file
     freeze_at: int = 0  # freeze the stem and the first N stages (0 = train everything)
@@ -117,6 +117,7 @@ class ModelConfig:
     dropout: float = 0.0  # dropout in the head
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
+    agnostic_nms: bool = False  # one NMS over all classes: one box per product on dense shelves
     max_detections: int = 300
     ssd: SSDConfig = field(default_factory=SSDConfig)
     fast_rcnn: FastRCNNConfig = field(default_factory=FastRCNNConfig)
@@ -283,7 +284,6 @@ def _merge(base: dict, extra: dict) -> dict:
 # Allowed values of the enumerated keys (the model factories and schedules check them too; here they are
 # refused at load time, before any dataset is read).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.name": ("ssd", "fast_rcnn", "yolo"),
     "train.optimizer": ("sgd", "adam", "adamw"),
     "train.scheduler": ("cosine", "step", "plateau", "none"),
     "model.fast_rcnn.roi_op": ("roi_pool", "roi_align"),
@@ -337,7 +337,9 @@ def get_key(cfg: Config, dotted: str) -> Any:
 
 def validate(cfg: Config) -> Config:
     """Refuse out-of-range numbers and unknown enumerated values, naming the key; returns ``cfg``."""
-    for key, allowed in CHOICES.items():
+    from detect.models.build import NAMES  # the detector registry (imported here: it imports the models)
+
+    for key, allowed in {"model.name": NAMES, **CHOICES}.items():
         value = get_key(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")

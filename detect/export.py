@@ -55,7 +55,7 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
     check_output_file(path, [weights], (suffix,), "--out")
     check_output_file(path.with_name(path.name + ".json"), [weights], (".json",), "--out (metadata)")
     model, class_names, cfg = load_model(weights)
-    if not hasattr(model, "dense"):
+    if not getattr(model, "exportable", False):
         raise ValueError(f"{weights}: {cfg.model.name} cannot be exported to a fixed graph (its proposal stage "
                          "runs per-image top-k + NMS); export ssd or yolo, or use the PyTorch checkpoint")
     size = image_size or cfg.data.image_size

@@ -18,7 +18,6 @@ from detect.engine.evaluator import (
 from detect.engine.outputs import check_output_file
 from detect.engine.predictor import load_model
 from detect.engine.setup import drop_unreadable, resolve_device
-from detect.models.build import set_postprocess
 
 
 def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path | None = None, device: str = "auto",
@@ -36,7 +35,7 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
         check_output_file(out.with_name(out.stem + "_pr.png"), inputs, (".png",), "--json (PR plot)")
     dev = resolve_device(device)
     model, class_names, cfg = load_model(weights)
-    set_postprocess(model, cfg.eval.score_thresh, max_dets or cfg.eval.max_detections)
+    model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections)
     rs = load_dataset(data)
     if list(rs.class_names) != list(class_names):
         raise ValueError(f"{data}: classes {rs.class_names} differ from the checkpoint's {class_names}")

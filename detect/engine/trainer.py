@@ -38,7 +38,8 @@ from detect.engine.optim import build_optimizer, l1_penalty
 from detect.engine.run_dir import RunLock, claim_run_dir
 from detect.engine.schedule import LRSchedule
 from detect.engine.setup import Dist, build_datasets, init_distributed, is_tty
-from detect.models.build import build_model, set_postprocess
+from detect.models.build import build_model
+from detect.models.detector import postprocess_settings
 from detect.models.proposals_io import batch_proposals
 
 
@@ -135,11 +136,8 @@ def evaluate(model: nn.Module, loader, rs, cfg: Config, device: torch.device,
              proposals: dict | None = None) -> tuple[dict, list[dict]]:
     """COCO metrics of ``model`` on ``loader`` (at ``eval.max_detections`` and ``eval.score_thresh``)."""
     m = unwrap(model)
-    old = set_postprocess(m, cfg.eval.score_thresh, cfg.eval.max_detections)
-    try:
+    with postprocess_settings(m, score_thresh=cfg.eval.score_thresh, max_detections=cfg.eval.max_detections):
         return evaluate_coco(m, loader, rs, device, cfg.eval.max_detections, cfg.train.amp, proposals)
-    finally:
-        set_postprocess(m, **old)
 
 
 def _checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names) -> dict:

@@ -17,7 +17,9 @@ from torch import Tensor, nn
 
 from detect.config import ModelConfig
 from detect.models.backbones import build_backbone
+from detect.models.detector import Detector
 from detect.models.necks import FPN
+from detect.models.postprocess import PostprocessSettings
 from detect.models.roi_head import RoIHead
 from detect.models.rpn import RPN
 from detect.models.targets import pad_targets
@@ -31,7 +33,7 @@ def pad_proposals(proposals: list[Tensor], device: torch.device) -> tuple[Tensor
     return boxes, mask
 
 
-class FastRCNN(nn.Module):
+class FastRCNN(Detector):
     """Fast R-CNN with an RPN (Faster R-CNN style proposals) or external proposals.
 
     Args:
@@ -39,50 +41,44 @@ class FastRCNN(nn.Module):
         roi_head: the second stage, built for the maps this model feeds it.
         rpn: region proposal network, or None for external proposals only.
         neck: an FPN over all backbone maps, or None to use only the last (coarsest) map.
+        post: postprocess settings of the box head in eval.
+
+    Extra forward input ``proposals``: optional B float tensors [P_i, 4] in input-tensor pixels; they replace
+    the RPN's.
     """
 
-    def __init__(self, backbone: nn.Module, roi_head: RoIHead, rpn: RPN | None = None, neck: nn.Module | None = None):
-        super().__init__()
-        self.backbone = backbone
-        self.neck = neck
+    def __init__(self, *, backbone: nn.Module, roi_head: RoIHead, rpn: RPN | None = None,
+                 neck: nn.Module | None = None, post: PostprocessSettings | None = None) -> None:
+        super().__init__(backbone, neck, post)
         self.rpn = rpn
         self.roi_head = roi_head
 
-    def features(self, images: Tensor) -> list[Tensor]:
-        """images [B, 3, H, W] 0..255 -> the maps both stages use (FPN levels, or the last backbone map)."""
-        feats = self.backbone(self.backbone.normalize(images))
-        return self.neck(feats) if self.neck is not None else [feats[-1]]
-
-    def forward(
-        self,
-        images: Tensor,
-        targets: list[dict[str, Tensor]] | None = None,
-        proposals: list[Tensor] | None = None,
-    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """Losses (training, with targets) or detections (eval).
-
-        Args:
-            images: uint8 or float 0..255 [B, 3, H, W].
-            targets: B dicts with ``boxes`` [N_i, 4] (input-tensor pixels) and ``labels`` [N_i] in 1..C.
-            proposals: optional B float tensors [P_i, 4] in input-tensor pixels; skip the RPN.
-        """
-        if self.training and targets is None:
-            raise ValueError("FastRCNN in training mode needs targets (call model.eval() to predict)")
+    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None,
+                proposals: list[Tensor] | None = None) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """See :meth:`Detector.forward`; ``proposals`` are checked against the batch first."""
         if proposals is None and self.rpn is None:
             raise ValueError("this FastRCNN was built for external proposals (model.fast_rcnn.proposals): "
                              "pass proposals=[Tensor[P, 4], ...] per image")
         if proposals is not None and len(proposals) != images.shape[0]:
             raise ValueError(f"got proposals for {len(proposals)} images but a batch of {images.shape[0]}")
-        image_size = (int(images.shape[-2]), int(images.shape[-1]))
-        feats = self.features(images)
-        gt = pad_targets(targets, images.device) if self.training else None
-        losses: dict[str, Tensor] = {}
-        if proposals is None:
-            props, mask, losses = self.rpn(feats, image_size, (gt[0], gt[2]) if gt is not None else None)
-        else:
-            props, mask = pad_proposals(proposals, images.device)
-        if gt is None:
-            return self.roi_head.predict(feats, props, mask, image_size)
+        return super().forward(images, targets, proposals=proposals)
+
+    def _proposals(self, feats: list[Tensor], image_size: tuple[int, int], proposals: list[Tensor] | None,
+                   gt: tuple[Tensor, Tensor, Tensor] | None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Padded proposals [B, P, 4], mask [B, P] and the RPN's losses (none for external proposals)."""
+        if proposals is not None:
+            return (*pad_proposals(proposals, feats[0].device), {})
+        return self.rpn(feats, image_size, (gt[0], gt[2]) if gt is not None else None)
+
+    def detections(self, feats: list[Tensor], image_size: tuple[int, int], proposals: list[Tensor] | None = None
+                   ) -> list[dict[str, Tensor]]:
+        props, mask, _ = self._proposals(feats, image_size, proposals, None)
+        return self.roi_head.predict(feats, props, mask, image_size, self.post)
+
+    def losses(self, feats: list[Tensor], image_size: tuple[int, int], targets: list[dict[str, Tensor]],
+               proposals: list[Tensor] | None = None) -> dict[str, Tensor]:
+        gt = pad_targets(targets, feats[0].device)
+        props, mask, losses = self._proposals(feats, image_size, proposals, gt)
         return {**losses, **self.roi_head.loss(feats, props, mask, gt)}
 
 
@@ -103,11 +99,13 @@ def build_fast_rcnn(cfg: ModelConfig, num_classes: int) -> FastRCNN:
         channels, sizes = backbone.out_channels[-1], [[float(s) for s in fr.anchor_sizes]]
     rpn = None
     if fr.proposals is None:
-        rpn = RPN(channels, strides, sizes, list(fr.anchor_ratios), fr.rpn_pre_nms_topk, fr.rpn_post_nms_topk,
-                  fr.rpn_nms_thresh, fr.rpn_batch_per_image, fr.rpn_positive_fraction, fr.rpn_fg_iou, fr.rpn_bg_iou)
+        rpn = RPN(channels, strides, sizes, list(fr.anchor_ratios), pre_nms_topk=fr.rpn_pre_nms_topk,
+                  post_nms_topk=fr.rpn_post_nms_topk, nms_thresh=fr.rpn_nms_thresh,
+                  batch_per_image=fr.rpn_batch_per_image, positive_fraction=fr.rpn_positive_fraction,
+                  fg_iou=fr.rpn_fg_iou, bg_iou=fr.rpn_bg_iou)
     roi_head = RoIHead(
-        channels, strides, num_classes, fr.roi_op, fr.roi_size, fr.head_dim, cfg.dropout, fr.roi_canonical_size,
-        fr.roi_batch_per_image, fr.roi_positive_fraction, fr.fg_iou, fr.bg_iou,
-        cfg.score_thresh, cfg.nms_thresh, cfg.max_detections,
+        channels, strides, num_classes, roi_op=fr.roi_op, roi_size=fr.roi_size, hidden=fr.head_dim,
+        dropout=cfg.dropout, canonical_size=fr.roi_canonical_size, batch_per_image=fr.roi_batch_per_image,
+        positive_fraction=fr.roi_positive_fraction, fg_iou=fr.fg_iou, bg_iou=fr.bg_iou,
     )
-    return FastRCNN(backbone, roi_head, rpn, neck)
+    return FastRCNN(backbone=backbone, roi_head=roi_head, rpn=rpn, neck=neck, post=PostprocessSettings.from_config(cfg))

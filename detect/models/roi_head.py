@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
 from detect.models.box_coder import decode, encode
-from detect.models.postprocess import postprocess
+from detect.models.postprocess import PostprocessSettings, postprocess
 from detect.models.rpn import batched_box_iou, sample_pos_neg
 
 ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target normalisation
@@ -217,7 +217,7 @@ class RoIHead(nn.Module):
         num_classes: C object classes (labels 1..C).
         roi_op / roi_size / canonical_size: see :func:`pool_rois` and :func:`roi_levels`.
         batch_per_image / positive_fraction / fg_iou / bg_iou: see :func:`sample_rois`.
-        score_thresh / nms_thresh / max_detections: passed to ``postprocess``.
+    Detections go through ``postprocess`` with the settings the detector passes to :meth:`predict`.
     """
 
     def __init__(
@@ -234,9 +234,6 @@ class RoIHead(nn.Module):
         positive_fraction: float = 0.25,
         fg_iou: float = 0.5,
         bg_iou: float = 0.5,
-        score_thresh: float = 0.05,
-        nms_thresh: float = 0.5,
-        max_detections: int = 300,
     ) -> None:
         super().__init__()
         if roi_op not in ("roi_pool", "roi_align"):
@@ -246,7 +243,6 @@ class RoIHead(nn.Module):
         self.box_head = BoxHead(in_channels, roi_size, hidden, num_classes, dropout)
         self.batch_per_image, self.positive_fraction = batch_per_image, positive_fraction
         self.fg_iou, self.bg_iou = fg_iou, bg_iou
-        self.score_thresh, self.nms_thresh, self.max_detections = score_thresh, nms_thresh, max_detections
 
     def pool(self, feats: list[Tensor], rois: Tensor) -> Tensor:
         """rois [B, S, 4] -> pooled [B*S, C, roi_size, roi_size]."""
@@ -265,13 +261,14 @@ class RoIHead(nn.Module):
         return fast_rcnn_loss(logits, deltas, labels.reshape(-1), targets)
 
     def predict(
-        self, feats: list[Tensor], proposals: Tensor, prop_mask: Tensor, image_size: tuple[int, int]
+        self, feats: list[Tensor], proposals: Tensor, prop_mask: Tensor, image_size: tuple[int, int],
+        post: PostprocessSettings | None = None,
     ) -> list[dict[str, Tensor]]:
-        """Score and refine every proposal [B, P, 4] (mask [B, P]) -> detections via ``postprocess``."""
+        """Score and refine every proposal [B, P, 4] (mask [B, P]) -> detections via ``postprocess(post)``."""
         b, p, _ = proposals.shape
         c = self.num_classes
         logits, deltas = self.box_head(self.pool(feats, proposals))
         scores = logits.softmax(-1)[:, 1:].reshape(b, p, c) * prop_mask[..., None]
         anchors = proposals.float()[:, :, None, :].expand(b, p, c, 4)
         boxes = decode(deltas.reshape(b, p, c, 4), anchors, ROI_BOX_WEIGHTS)  # [B, P, C, 4]
-        return postprocess(boxes, scores, image_size, self.score_thresh, self.nms_thresh, self.max_detections)
+        return postprocess(boxes, scores, image_size, post)

@@ -14,8 +14,9 @@ from detect.config import ModelConfig
 from detect.models.anchors import num_ssd_boxes_per_cell, ssd_default_boxes
 from detect.models.backbones import build_backbone
 from detect.models.box_coder import decode, encode
+from detect.models.detector import Detector
 from detect.models.necks import FPN
-from detect.models.postprocess import postprocess
+from detect.models.postprocess import PostprocessSettings, postprocess
 from detect.models.targets import pad_targets
 
 SSD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # SSD's variances 0.1 / 0.2
@@ -110,7 +111,7 @@ class SSDHead(nn.Module):
         return torch.cat(cls_out, 1), torch.cat(box_out, 1)
 
 
-class SSD(nn.Module):
+class SSD(Detector):
     """Backbone -> FPN (+ extra levels) -> :class:`SSDHead`; the model contract of ARCHITECTURE.md.
 
     Args:
@@ -118,20 +119,21 @@ class SSD(nn.Module):
         strides: stride of each neck level; num_classes: C (labels 1..C).
         ratios, min_scale, max_scale: default boxes (:func:`~detect.models.anchors.ssd_default_boxes`).
         iou_threshold, neg_pos_ratio, box_weight: matching and loss.
-        score_thresh, nms_thresh, max_detections: postprocess in eval.
+        dropout: before the head's class and box convolutions.
+        post: postprocess settings in eval.
     """
 
-    def __init__(self, backbone: nn.Module, neck: FPN, strides: list[int], num_classes: int, ratios: list[float],
-                 min_scale: float = 0.07, max_scale: float = 0.9, iou_threshold: float = 0.5,
+    exportable = True
+
+    def __init__(self, *, backbone: nn.Module, neck: FPN, strides: list[int], num_classes: int,
+                 ratios: list[float], min_scale: float = 0.07, max_scale: float = 0.9, iou_threshold: float = 0.5,
                  neg_pos_ratio: int = 3, box_weight: float = 1.0, dropout: float = 0.0,
-                 score_thresh: float = 0.05, nms_thresh: float = 0.5, max_detections: int = 300) -> None:
-        super().__init__()
-        self.backbone, self.neck = backbone, neck
+                 post: PostprocessSettings | None = None) -> None:
+        super().__init__(backbone, neck, post)
         self.strides, self.ratios = list(strides), list(ratios)
         self.head = SSDHead(neck.out_channels[0], len(strides), num_ssd_boxes_per_cell(ratios), num_classes, dropout)
         self.min_scale, self.max_scale = min_scale, max_scale
         self.iou_threshold, self.neg_pos_ratio, self.box_weight = iou_threshold, neg_pos_ratio, box_weight
-        self.score_thresh, self.nms_thresh, self.max_detections = score_thresh, nms_thresh, max_detections
         self._priors: dict[tuple, Tensor] = {}
 
     def priors(self, sizes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device) -> Tensor:
@@ -142,31 +144,29 @@ class SSD(nn.Module):
                                                    self.min_scale, self.max_scale, device)}
         return self._priors[key]
 
+    def _raw(self, feats: list[Tensor], image_size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+        """Head outputs in fp32: logits [B, A, C+1], deltas [B, A, 4], priors [A, 4]."""
+        logits, deltas = self.head(feats)
+        priors = self.priors([tuple(f.shape[-2:]) for f in feats], image_size, feats[0].device)
+        return logits.float(), deltas.float(), priors
+
     def dense(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Everything before NMS: ``images`` [B, 3, H, W] 0..255 -> boxes [B, A, 4] xyxy pixels and class
         probabilities [B, A, C] (background dropped). What ``retail-detect export`` exports."""
-        feats = self.neck(self.backbone(self.backbone.normalize(images)))
-        logits, deltas = self.head(feats)
-        priors = self.priors([tuple(f.shape[-2:]) for f in feats], (int(images.shape[-2]), int(images.shape[-1])),
-                             images.device)
-        return decode(deltas.float(), priors[None], SSD_BOX_WEIGHTS), logits.float().softmax(-1)[..., 1:]
+        logits, deltas, priors = self._raw(self.features(images), (int(images.shape[-2]), int(images.shape[-1])))
+        return decode(deltas, priors[None], SSD_BOX_WEIGHTS), logits.softmax(-1)[..., 1:]
 
-    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None
-                ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """``images`` uint8/float 0..255 [B, 3, H, W] -> ``{"cls", "box"}`` losses (train) or detections (eval)."""
-        if self.training and targets is None:
-            raise ValueError("SSD in training mode needs targets (call model.eval() to predict)")
-        feats = self.neck(self.backbone(self.backbone.normalize(images)))
-        logits, deltas = self.head(feats)
-        image_size = (int(images.shape[-2]), int(images.shape[-1]))
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            priors = self.priors([tuple(f.shape[-2:]) for f in feats], image_size, images.device)
-            logits, deltas = logits.float(), deltas.float()
-            if not self.training:
-                boxes = decode(deltas, priors[None], SSD_BOX_WEIGHTS)
-                scores = logits.softmax(-1)[..., 1:]
-                return postprocess(boxes, scores, image_size, self.score_thresh, self.nms_thresh, self.max_detections)
-            gt_boxes, gt_labels, gt_mask = pad_targets(targets, images.device)
+    def detections(self, feats: list[Tensor], image_size: tuple[int, int], **extra) -> list[dict[str, Tensor]]:
+        logits, deltas, priors = self._raw(feats, image_size)  # the head runs under the caller's autocast
+        with torch.autocast(device_type=feats[0].device.type, enabled=False):  # box math in fp32
+            boxes = decode(deltas, priors[None], SSD_BOX_WEIGHTS)
+            return postprocess(boxes, logits.softmax(-1)[..., 1:], image_size, self.post)
+
+    def losses(self, feats: list[Tensor], image_size: tuple[int, int], targets: list[dict[str, Tensor]], **extra
+               ) -> dict[str, Tensor]:
+        logits, deltas, priors = self._raw(feats, image_size)
+        with torch.autocast(device_type=feats[0].device.type, enabled=False):
+            gt_boxes, gt_labels, gt_mask = pad_targets(targets, feats[0].device)
             return self.loss(logits, deltas, priors, gt_boxes, gt_labels, gt_mask)
 
     def loss(self, logits: Tensor, deltas: Tensor, priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
@@ -194,6 +194,7 @@ def build_ssd(cfg: ModelConfig, num_classes: int) -> SSD:
     backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.freeze_at, cfg.frozen_bn)
     neck = FPN(list(backbone.out_channels), s.neck_channels, extra_levels=s.extra_levels)
     strides = list(backbone.strides) + [backbone.strides[-1] * 2 ** (i + 1) for i in range(s.extra_levels)]
-    return SSD(backbone, neck, strides, num_classes, list(s.aspect_ratios), s.min_scale, s.max_scale,
-               s.iou_threshold, s.neg_pos_ratio, s.box_weight, cfg.dropout, cfg.score_thresh, cfg.nms_thresh,
-               cfg.max_detections)
+    return SSD(backbone=backbone, neck=neck, strides=strides, num_classes=num_classes, ratios=list(s.aspect_ratios),
+               min_scale=s.min_scale, max_scale=s.max_scale, iou_threshold=s.iou_threshold,
+               neg_pos_ratio=s.neg_pos_ratio, box_weight=s.box_weight, dropout=cfg.dropout,
+               post=PostprocessSettings.from_config(cfg))

@@ -27,8 +27,9 @@ from torch import Tensor, nn
 
 from detect.config import ModelConfig
 from detect.models.backbones import build_backbone
+from detect.models.detector import Detector
 from detect.models.pan import FPNPAN, ConvBNAct
-from detect.models.postprocess import postprocess
+from detect.models.postprocess import PostprocessSettings, postprocess
 from detect.models.targets import pad_targets
 from detect.models.yolo_assigner import Assignment, simota_assign, task_aligned_assign
 from detect.models.yolo_loss import YOLOLoss
@@ -85,7 +86,7 @@ class YOLOHead(nn.Module):
         return torch.cat(cls, dim=2).transpose(1, 2), torch.cat(box, dim=2).transpose(1, 2)
 
 
-class YOLO(nn.Module):
+class YOLO(Detector):
     """The detector; keeps the model contract of ARCHITECTURE.md.
 
     Args:
@@ -95,29 +96,30 @@ class YOLO(nn.Module):
         assigner: ``(scores, boxes, points, strides, gt_boxes, gt_labels, gt_mask) -> Assignment``.
         loss: :class:`YOLOLoss`.
         reg_max: DFL bins per side, or 0 for direct ``softplus`` distances.
-        score_thresh, nms_thresh, max_detections: passed to ``postprocess`` in eval.
+        post: postprocess settings in eval.
     """
 
-    def __init__(self, backbone: nn.Module, neck: nn.Module, head: YOLOHead,
+    exportable = True
+
+    def __init__(self, *, backbone: nn.Module, neck: nn.Module, head: YOLOHead,
                  assigner: Callable[..., Assignment], loss: YOLOLoss, reg_max: int = 0,
-                 score_thresh: float = 0.05, nms_thresh: float = 0.5, max_detections: int = 300) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.neck = neck
+                 post: PostprocessSettings | None = None) -> None:
+        super().__init__(backbone, neck, post)
         self.head = head
         self.assigner = assigner
         self.loss = loss
         self.reg_max = reg_max
         self.strides = [int(s) for s in backbone.strides]
-        self.score_thresh, self.nms_thresh, self.max_detections = score_thresh, nms_thresh, max_detections
         if reg_max:
             self.register_buffer("bins", torch.arange(reg_max, dtype=torch.float32), persistent=False)
 
-    def predict_raw(self, images: Tensor) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
-        """images [B, 3, H, W] 0..255 -> class logits [B, A, C], box outputs [B, A, 4 or 4R], level sizes."""
-        feats = self.neck(self.backbone(self.backbone.normalize(images)))
+    def _raw(self, feats: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """feats -> class logits [B, A, C] and box outputs [B, A, 4 or 4R] (the head, under the caller's
+        autocast), anchor points [A, 2] and strides [A] (fp32)."""
         cls, box = self.head(feats)
-        return cls, box, [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
+        points, strides = anchor_points([(int(f.shape[-2]), int(f.shape[-1])) for f in feats], self.strides,
+                                        feats[0].device)
+        return cls, box, points, strides
 
     def decode(self, box: Tensor, points: Tensor, strides: Tensor) -> tuple[Tensor, Tensor | None]:
         """Box outputs [B, A, 4 or 4R] -> boxes [B, A, 4] xyxy pixels (fp32), and bin logits [B, A, 4, R] or None."""
@@ -133,35 +135,24 @@ class YOLO(nn.Module):
     def dense(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Everything before NMS: ``images`` [B, 3, H, W] 0..255 -> boxes [B, A, 4] xyxy pixels and class
         probabilities [B, A, C]. What ``retail-detect export`` exports."""
-        cls, box, sizes = self.predict_raw(images)
-        points, strides = anchor_points(sizes, self.strides, images.device)
+        cls, box, points, strides = self._raw(self.features(images))
         boxes, _ = self.decode(box, points, strides)
         return boxes, cls.float().sigmoid()
 
-    def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None
-                ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """Losses (training, with targets) or detections (eval).
+    def detections(self, feats: list[Tensor], image_size: tuple[int, int], **extra) -> list[dict[str, Tensor]]:
+        cls, box, points, strides = self._raw(feats)
+        with torch.autocast(device_type=feats[0].device.type, enabled=False):  # box math in fp32
+            boxes, _ = self.decode(box, points, strides)
+            return postprocess(boxes, cls.float().sigmoid(), image_size, self.post)
 
-        Args:
-            images: uint8 or float 0..255 [B, 3, H, W].
-            targets: B dicts with ``boxes`` float [N_i, 4] xyxy (input-tensor pixels), ``labels`` int64 [N_i] in 1..C.
-
-        Returns:
-            training: ``{"cls", "box"}`` (+ ``"dfl"``) scalar losses; eval: B dicts ``boxes`` [K, 4],
-            ``scores`` [K], ``labels`` [K] in 1..C.
-        """
-        if self.training and targets is None:
-            raise ValueError("YOLO in training mode needs targets (call model.eval() to predict)")
-        cls, box, sizes = self.predict_raw(images)
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            points, strides = anchor_points(sizes, self.strides, images.device)
+    def losses(self, feats: list[Tensor], image_size: tuple[int, int], targets: list[dict[str, Tensor]], **extra
+               ) -> dict[str, Tensor]:
+        """``{"cls", "box"}`` (+ ``"dfl"``) scalar losses against ``targets`` (see :meth:`Detector.forward`)."""
+        cls, box, points, strides = self._raw(feats)
+        with torch.autocast(device_type=feats[0].device.type, enabled=False):
             boxes, dist = self.decode(box, points, strides)
             cls = cls.float()
-            if not self.training:
-                image_size = (int(images.shape[-2]), int(images.shape[-1]))
-                return postprocess(boxes, cls.sigmoid(), image_size, self.score_thresh, self.nms_thresh,
-                                   self.max_detections)
-            gt_boxes, gt_labels, gt_mask = pad_targets(targets, images.device)
+            gt_boxes, gt_labels, gt_mask = pad_targets(targets, feats[0].device)
             assigned = self.assigner(cls.detach().sigmoid(), boxes.detach(), points, strides,
                                      gt_boxes, gt_labels, gt_mask)
             return self.loss(cls, boxes, assigned, dist, points, strides)
@@ -185,4 +176,5 @@ def build_yolo(cfg: ModelConfig, num_classes: int) -> YOLO:
     head = YOLOHead(y.neck_channels, len(backbone.strides), num_classes, 4 * reg_max if reg_max else 4,
                     y.head_channels, cfg.dropout, y.prior_prob, box_bias=0.0 if reg_max else 2.42)
     loss = YOLOLoss(y.cls_loss, y.box_loss, y.cls_weight, y.box_weight, y.dfl_weight)
-    return YOLO(backbone, neck, head, assigner, loss, reg_max, cfg.score_thresh, cfg.nms_thresh, cfg.max_detections)
+    return YOLO(backbone=backbone, neck=neck, head=head, assigner=assigner, loss=loss, reg_max=reg_max,
+                post=PostprocessSettings.from_config(cfg))

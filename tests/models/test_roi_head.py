@@ -6,6 +6,7 @@ import pytest
 import torch
 from torchvision.ops import roi_align, roi_pool
 
+from detect.models.postprocess import PostprocessSettings
 from detect.models.roi_head import RoIHead, fast_rcnn_loss, pool_rois, roi_levels, sample_rois
 
 
@@ -104,11 +105,11 @@ def test_loss_ignores_unused_slots_and_uses_true_class_deltas() -> None:
 
 def test_predict_returns_class_specific_detections() -> None:
     torch.manual_seed(0)
-    head = RoIHead(4, [8], num_classes=3, roi_size=3, hidden=16, score_thresh=0.0).eval()
+    head = RoIHead(4, [8], num_classes=3, roi_size=3, hidden=16).eval()
     feats = [torch.randn(2, 4, 8, 8)]
     props = torch.tensor([[[0, 0, 32, 32], [16, 16, 60, 50]], [[8, 8, 40, 40], [0, 0, 0, 0]]], dtype=torch.float32)
     mask = torch.tensor([[True, True], [True, False]])
-    dets = head.predict(feats, props, mask, (64, 64))
+    dets = head.predict(feats, props, mask, (64, 64), PostprocessSettings(score_thresh=0.0))
     assert len(dets) == 2
     assert len(dets[0]["boxes"]) == 6 and len(dets[1]["boxes"]) == 3  # padded proposal gives nothing
     for d in dets:

@@ -38,9 +38,11 @@ def test_output_contract(yolo: dict) -> None:
     model = build_yolo(_cfg(**yolo), num_classes=3)
     assert isinstance(model, YOLO) and model.backbone is not None
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
-    cls, box, sizes = model.predict_raw(images)
+    feats = model.features(images)
+    sizes = [tuple(f.shape[-2:]) for f in feats]
+    cls, box, points, strides = model._raw(feats)
     a = sum(h * w for h, w in sizes)
-    assert sizes == [(8, 8), (4, 4), (2, 2)] and cls.shape == (2, a, 3)
+    assert sizes == [(8, 8), (4, 4), (2, 2)] and cls.shape == (2, a, 3) and points.shape == (a, 2)
     assert box.shape == (2, a, 4 * yolo["reg_max"] if yolo.get("dfl") else 4)
     model.train()
     losses = model(images, _targets())
@@ -76,6 +78,7 @@ def test_bad_options_and_missing_targets() -> None:
         model(torch.zeros(1, 3, 64, 64))
 
 
-def test_registered_in_factories() -> None:
-    build = pytest.importorskip("detect.models.build")
-    assert build.FACTORIES["yolo"] is build_yolo
+def test_registered() -> None:
+    from detect.models import build
+
+    assert build.DETECTORS["yolo"].build is build_yolo and "fcos" in build.DETECTORS["yolo"].peers
