@@ -104,7 +104,8 @@ def _compare(args: argparse.Namespace) -> int:
     from detect.models.build import NAMES
 
     run_compare(args.data, args.train, args.val, args.budget_minutes, tuple(_names(args.models, NAMES)),
-                args.configs, args.out, args.device, args.overrides)
+                args.configs, args.out, args.device, args.overrides, steps=args.steps, peers=args.peers,
+                peers_recipe=args.peers_recipe)
     return 0
 
 
@@ -193,11 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for every run")
     p.set_defaults(func=_tune)
 
-    p = sub.add_parser("compare", help="SSD vs Fast R-CNN vs YOLO-style: same split, backbone and time budget")
+    p = sub.add_parser("compare", help="our detectors (and torchvision's peers): same split, backbone, size and budget")
     p.add_argument("--data", default=None, help="dataset .pkl, split 80/20 here (or give --train and --val)")
     p.add_argument("--train", default=None)
     p.add_argument("--val", default=None)
-    p.add_argument("--budget-minutes", type=float, default=5.0, help="training time per detector")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps per detector: equal work (default 300)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="train each detector for this many minutes instead of --steps")
+    p.add_argument("--peers", action="store_true",
+                   help="also train each detector's torchvision peer (FCOS, Faster R-CNN, SSD) at equal work")
+    p.add_argument("--peers-recipe", choices=["torchvision", "ours"], default="torchvision",
+                   help="peers train with torchvision's reference recipe (SGD 0.02, warmup + cosine, flip) or ours")
     p.add_argument("--models", default=None, help="comma-separated detector names (default: every registered detector)")
     p.add_argument("--configs", default=None, help="folder of the recipes (default: ./configs)")
     p.add_argument("--out", default="runs/compare")

@@ -1,14 +1,18 @@
-"""``retail-detect compare``: SSD, Fast R-CNN and the YOLO-style detector on the same split, backbone and
-time budget, in one table (val AP, AP50, training images/s, batch-1 latency) and one AP-vs-latency PNG.
+"""``retail-detect compare``: our detectors (and with ``--peers`` their torchvision peers) on the same split,
+backbone, size, batch and budget, in one table (val AP, AP50, training images/s, batch-1 latency, ours/peer
+ratios) and one AP-vs-latency PNG.
 
-Each detector trains from its recipe (``configs/<name>.yaml``) with ``train.time_budget_s`` = the budget, so
-the learning-rate schedule anneals over the budget, not over a number of epochs.
+Each detector trains from its recipe (``configs/<name>.yaml``). Equal work is a number of optimizer steps by
+default (``--steps``: ``train.max_steps``, the schedule spans them); ``--budget-minutes`` gives each the same
+training time instead (``train.time_budget_s``: the schedule anneals over the budget), which on a shared
+machine measures the machine as much as the model.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -56,72 +60,162 @@ def batch1_latency_ms(weights: Path, device: torch.device, image_size: int, iter
     return time_inference(model, images, iters, warmup, device, cfg.train.amp)["ms_per_image"]
 
 
+# torchvision's reference detection recipe (references/detection): SGD 0.02, momentum 0.9, wd 1e-4,
+# warmup + cosine, horizontal flip only. ``--peers-recipe torchvision`` trains the peers with it.
+TORCHVISION_RECIPE = ["train.optimizer=sgd", "train.lr=0.02", "train.momentum=0.9", "train.weight_decay=1e-4",
+                      "train.scheduler=cosine", "train.warmup_epochs=1", "augment.affine_p=0", "augment.crop=0",
+                      "augment.mosaic=0", "augment.color_jitter=0", "augment.noise=0", "augment.blur=0",
+                      "augment.vflip=0", "augment.hflip=0.5"]
+
+
+def _budget(steps: int | None, budget_minutes: float | None, train_images: int, batch: int) -> list[str]:
+    """Overrides for equal work: ``steps`` optimizer steps (the schedule spans them) or a time budget."""
+    if budget_minutes is not None:
+        return [f"train.time_budget_s={budget_minutes * 60}", "train.epochs=100000"]
+    per_epoch = max(1, train_images // batch)
+    return [f"train.max_steps={steps}", f"train.epochs={math.ceil(steps / per_epoch)}"]
+
+
 def run_compare(data: str | None = None, train: str | None = None, val: str | None = None,
-                budget_minutes: float = 5.0, models: tuple[str, ...] = NAMES, configs_dir: str | None = None,
+                budget_minutes: float | None = None, models: tuple[str, ...] = NAMES, configs_dir: str | None = None,
                 out: str | Path = "runs/compare", device: str = "auto", overrides: list[str] | None = None,
-                seed: int = 0, log=print) -> list[dict]:
+                seed: int = 0, log=print, steps: int | None = 300, peers: bool = False,
+                peers_recipe: str = "torchvision") -> list[dict]:
     """Train and evaluate each detector (module doc); writes ``OUT/compare.{csv,json,png}`` (``OUT2``, ... when
-    ``OUT`` holds an earlier comparison), returns the rows."""
+    ``OUT`` holds an earlier comparison), returns the rows.
+
+    Args:
+        steps: equal work by optimizer steps (the default); ignored when ``budget_minutes`` is given.
+        budget_minutes: equal work by training time instead (measures the machine as much as the model).
+        peers: also train each detector's default torchvision peer (``DETECTORS[name].peers[0]``) on the same
+            split, size, batch and budget, and add ours/peer ratios.
+        peers_recipe: ``torchvision`` (SGD 0.02 + warmup + cosine, flip only) or ``ours`` (the peer trains with
+            our recipe's optimizer, schedule and augmentation): the difference splits a gap into recipe and
+            architecture.
+    """
+    if peers_recipe not in ("torchvision", "ours"):
+        raise ValueError(f"--peers-recipe must be torchvision or ours, got {peers_recipe!r}")
+    if budget_minutes is None and (steps is None or steps < 1):
+        raise ValueError("compare needs --steps N >= 1 or --budget-minutes M")
     out, lock = claim_run_dir(out)  # a new folder per comparison: runs/compare -> runs/compare2, ...
     try:
-        return _compare_into(out, data, train, val, budget_minutes, models, configs_dir, device, overrides, seed, log)
+        return _compare_into(out, data, train, val, budget_minutes, models, configs_dir, device, overrides or [],
+                             seed, log, steps, peers, peers_recipe)
     finally:
         lock.release()
 
 
-def _compare_into(out: Path, data, train, val, budget_minutes: float, models: tuple[str, ...], configs_dir,
-                  device: str, overrides: list[str] | None, seed: int, log) -> list[dict]:
+def _compare_into(out: Path, data, train, val, budget_minutes: float | None, models: tuple[str, ...], configs_dir,
+                  device: str, overrides: list[str], seed: int, log, steps: int | None, peers: bool,
+                  peers_recipe: str) -> list[dict]:
     """:func:`run_compare` once its output folder ``out`` is claimed."""
-    from detect.engine.evaluate_weights import evaluate_weights
     from detect.engine.setup import resolve_device
-    from detect.engine.trainer import fit
+    from detect.models.build import DETECTORS, PEER_PREFIX
 
+    for name in models:
+        if name not in DETECTORS:
+            raise ValueError(f"unknown detector '{name}'; choose from {', '.join(DETECTORS)}")
     train_pkl, val_pkl = _splits(data, train, val, out, seed)
+    train_images = len(load_dataset(train_pkl).records)
     dev = resolve_device(device)
+    budget = f"{budget_minutes:g} min" if budget_minutes is not None else f"{steps} steps"
     rows = []
     for name in models:
-        over = [f"data.train={train_pkl}", f"data.val={val_pkl}", f"train.time_budget_s={budget_minutes * 60}",
-                "train.epochs=100000", "train.early_stop_patience=0", f"train.out_dir={out / name}",
-                f"train.device={device}", *(overrides or [])]
-        cfg = load_config(recipe_path(name, configs_dir), over)
-        log(f"[{name}] training for {budget_minutes:g} min ({cfg.model.backbone}, {cfg.data.image_size} px)")
-        summary = fit(cfg, log=lambda *a, tag=f"  [{name}]": log(tag, *a))  # progress of long runs
-        metrics = evaluate_weights(summary["best"], val_pkl, device=device, log=lambda *a: None)
-        latency = batch1_latency_ms(Path(summary["best"]), dev, cfg.data.image_size)
-        row = {"model": name, "AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
-               "epochs": summary["epochs"], "train_s": summary["seconds"], "train_img_s": summary["images_per_s"],
-               "latency_ms_b1": latency, "weights": summary["best"]}
-        log(f"[{name}] AP {row['AP']:.4f}  AP50 {row['AP50']:.4f}  {row['epochs']} epochs  "
-            f"{row['train_img_s']:.1f} img/s  {latency:.1f} ms/img (batch 1)")
-        rows.append(row)
-    meta = {"device": str(dev), "budget_minutes": budget_minutes, "train": train_pkl, "val": val_pkl,
-            "torch": torch.__version__}
+        recipe = recipe_path(name, configs_dir)
+        base = [f"data.train={train_pkl}", f"data.val={val_pkl}", "train.early_stop_patience=0",
+                f"train.device={device}", *overrides]
+        batch = load_config(recipe, base).train.batch_size
+        base += _budget(steps, budget_minutes, train_images, batch)
+        jobs = [(name, "ours", base + [f"train.out_dir={out / name}"])]
+        if peers:
+            peer = DETECTORS[name].peers[0]
+            extra = TORCHVISION_RECIPE if peers_recipe == "torchvision" else []
+            jobs.append((PEER_PREFIX + peer, name, base + extra + [f"model.name={PEER_PREFIX + peer}",
+                                                                   f"train.out_dir={out / (PEER_PREFIX + peer)}"]))
+        for label, family, over in jobs:
+            row = _train_and_measure(label, recipe, over, val_pkl, dev, budget, log)
+            row["peer_of"] = "" if family == "ours" else family
+            rows.append(row)
+    for r in rows:  # ours/peer ratios on each of our rows
+        peer = next((p for p in rows if p["peer_of"] == r["model"]), None)
+        r.update(_ratios(r, peer))
+    meta = {"device": str(dev), "budget": budget, "steps": steps if budget_minutes is None else None,
+            "budget_minutes": budget_minutes, "peers_recipe": peers_recipe if peers else None,
+            "train": train_pkl, "val": val_pkl, "torch": torch.__version__}
     atomic_write_text(out / "compare.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     write_dicts_csv(rows, out / "compare.csv")
-    plot_ap_latency(rows, out / "compare.png", f"{budget_minutes:g} min on {dev}")
+    plot_ap_latency(rows, out / "compare.png", f"{budget} on {dev}")
     log(format_table(rows))
     log(f"wrote {out / 'compare.csv'}, compare.json and compare.png")
     return rows
 
 
+def _train_and_measure(label: str, recipe: Path, overrides: list[str], val_pkl: str, dev: torch.device, budget: str,
+                       log) -> dict:
+    """Train one detector (ours or a peer) from ``recipe`` + ``overrides``, evaluate its best checkpoint."""
+    from detect.engine.evaluate_weights import evaluate_weights
+    from detect.engine.trainer import fit
+
+    cfg = load_config(recipe, overrides)
+    log(f"[{label}] training for {budget} ({cfg.model.backbone}, {cfg.data.image_size} px, batch "
+        f"{cfg.train.batch_size}, {cfg.train.optimizer} lr {cfg.train.lr:g})")
+    summary = fit(cfg, log=lambda *a, tag=f"  [{label}]": log(tag, *a))  # progress of long runs
+    if summary["best"] is None:
+        raise RuntimeError(f"[{label}] trained no epoch: raise --steps or --budget-minutes")
+    metrics = evaluate_weights(summary["best"], val_pkl, device=str(dev), log=lambda *a: None)
+    latency = batch1_latency_ms(Path(summary["best"]), dev, cfg.data.image_size)
+    row = {"model": label, "AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
+           "epochs": summary["epochs"], "steps": summary["steps"], "train_s": summary["seconds"],
+           "train_img_s": summary["images_per_s"], "latency_ms_b1": latency, "weights": summary["best"]}
+    log(f"[{label}] AP {row['AP']:.4f}  AP50 {row['AP50']:.4f}  {row['steps']} steps  "
+        f"{row['train_img_s']:.1f} img/s  {latency:.1f} ms/img (batch 1)")
+    return row
+
+
+def _ratios(ours: dict, peer: dict | None) -> dict:
+    """ours/peer for AP, AP50 and training speed; peer/ours for latency (so > 1 is better for us everywhere)."""
+    def div(a: float, b: float) -> float | str:
+        return round(a / b, 3) if b > 0 else ""
+
+    if peer is None or ours["peer_of"]:
+        return {"peer": "", "ap_ratio": "", "ap50_ratio": "", "train_speed_ratio": "", "latency_ratio": ""}
+    return {"peer": peer["model"], "ap_ratio": div(ours["AP"], peer["AP"]), "ap50_ratio": div(ours["AP50"], peer["AP50"]),
+            "train_speed_ratio": div(ours["train_img_s"], peer["train_img_s"]),
+            "latency_ratio": div(peer["latency_ms_b1"], ours["latency_ms_b1"])}
+
+
 def format_table(rows: list[dict]) -> str:
-    head = ["model", "val AP", "AP50", "epochs", "train img/s", "ms/img b1"]
-    body = [[r["model"], f"{r['AP']:.4f}", f"{r['AP50']:.4f}", str(r["epochs"]), f"{r['train_img_s']:.1f}",
-             f"{r['latency_ms_b1']:.1f}"] for r in rows]
-    return aligned([head, *body])
+    """The results table; with peers, a second table of ours/peer ratios (> 1: ours is better)."""
+    head = ["model", "peer of", "val AP", "AP50", "steps", "epochs", "train img/s", "ms/img b1"]
+    body = [[r["model"], r.get("peer_of", ""), f"{r['AP']:.4f}", f"{r['AP50']:.4f}", str(r["steps"]),
+             str(r["epochs"]), f"{r['train_img_s']:.1f}", f"{r['latency_ms_b1']:.1f}"] for r in rows]
+    text = aligned([head, *body], left=2)
+    ratios = [r for r in rows if r.get("peer")]
+    if ratios:
+        head = ["ours / peer", "AP", "AP50", "train speed", "latency (peer/ours)"]
+        body = [[f"{r['model']} / {r['peer']}", *(f"{r[k]:.2f}x" if r[k] != "" else "n/a" for k in
+                 ("ap_ratio", "ap50_ratio", "train_speed_ratio", "latency_ratio"))] for r in ratios]
+        text += "\n\n" + aligned([head, *body], left=1)
+    return text
 
 
 def plot_ap_latency(rows: list[dict], path: Path, title: str) -> None:
-    """PNG: val AP (y) against batch-1 latency (x), one labelled point per detector."""
+    """PNG: val AP (y) against batch-1 latency (x), one labelled point per detector; peers marked apart."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        ax.scatter(r["latency_ms_b1"], r["AP"], s=40)
+    for r in rows:  # ours: filled circles; torchvision peers: hollow squares
+        peer = bool(r.get("peer_of"))
+        ax.scatter(r["latency_ms_b1"], r["AP"], s=50, marker="s" if peer else "o",
+                   facecolors="none" if peer else None, edgecolors="tab:gray" if peer else None,
+                   label="torchvision peer" if peer else "ours")
         ax.annotate(r["model"], (r["latency_ms_b1"], r["AP"]), textcoords="offset points", xytext=(5, 5))
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8)
     ax.set_xlabel("latency, ms/image at batch 1")
     ax.set_ylabel("val AP (COCO 0.5:0.95)")
     ax.set_title(f"AP against latency ({title})")

@@ -109,7 +109,7 @@ class YOLOConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "ssd"  # a name of detect.models.build.DETECTORS: ssd | fast_rcnn | yolo
+    name: str = "ssd"  # ssd | fast_rcnn | yolo (detect.models.build.DETECTORS), or a torchvision peer: tv_fcos, ...
     backbone: str = "efficientnet_lite0"  # efficientnet_lite0 | resnet18 | resnet50 | mobilenet_v3_large | vgg16
     backbone_weights: str = "imagenet"  # imagenet | none | path to a .pth / .safetensors file
     freeze_at: int = 0  # freeze the stem and the first N stages (0 = train everything)
@@ -337,9 +337,9 @@ def get_key(cfg: Config, dotted: str) -> Any:
 
 def validate(cfg: Config) -> Config:
     """Refuse out-of-range numbers and unknown enumerated values, naming the key; returns ``cfg``."""
-    from detect.models.build import NAMES  # the detector registry (imported here: it imports the models)
+    from detect.models.build import NAMES, PEER_NAMES  # the registry (imported here: it imports the models)
 
-    for key, allowed in {"model.name": NAMES, **CHOICES}.items():
+    for key, allowed in {"model.name": NAMES + PEER_NAMES, **CHOICES}.items():
         value = get_key(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}: '{value}' is not one of {', '.join(allowed)}")

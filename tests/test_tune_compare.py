@@ -6,6 +6,9 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+import yaml
+
 from detect.cli import main
 from detect.tune import combo_name, parse_grid
 
@@ -34,14 +37,30 @@ def test_tune_kfold_ranks_and_skips_finished_runs(tiny_split, tmp_path, capsys):
     assert "4 already finished" in capsys.readouterr().out
 
 
-def test_compare_trains_all_three_on_one_split(tiny_split, tmp_path, capsys):
+@pytest.mark.slow
+def test_compare_with_peers_at_equal_steps(tiny_split, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert main(["compare", "--train", str(tiny_split["train"]), "--val", str(tiny_split["val"]),
-                 "--budget-minutes", "0.05", "--out", str(out), "--device", "cpu", "--configs", str(ROOT / "configs"),
-                 *SMALL, "train.ema=false", "train.eval_every=100"]) == 0
+    args = ["compare", "--train", str(tiny_split["train"]), "--val", str(tiny_split["val"]), "--steps", "2",
+            "--peers", "--out", str(out), "--device", "cpu", "--configs", str(ROOT / "configs"),
+            *SMALL, "train.ema=false", "train.eval_every=100"]
+    assert main(args) == 0
     result = json.loads((out / "compare.json").read_text())
-    assert [r["model"] for r in result["rows"]] == ["ssd", "fast_rcnn", "yolo"]
-    for r in result["rows"]:
-        assert 0.0 <= r["AP"] <= 1.0 and r["latency_ms_b1"] > 0 and r["train_img_s"] > 0 and r["epochs"] >= 1
+    rows = {r["model"]: r for r in result["rows"]}
+    assert list(rows) == ["ssd", "tv_ssd", "fast_rcnn", "tv_faster_rcnn", "yolo", "tv_fcos"]
+    for name, r in rows.items():
+        assert r["steps"] == 2, name  # equal work: the same number of optimizer steps for every detector
+        assert r["latency_ms_b1"] > 0 and r["train_img_s"] > 0
+    assert rows["tv_fcos"]["peer_of"] == "yolo" and rows["yolo"]["peer"] == "tv_fcos"
+    ours = rows["yolo"]
+    assert ours["train_speed_ratio"] == round(ours["train_img_s"] / rows["tv_fcos"]["train_img_s"], 3)
+    assert result["meta"]["steps"] == 2 and result["meta"]["peers_recipe"] == "torchvision"
+    peer_cfg = yaml.safe_load((out / "tv_fcos" / "config.yaml").read_text())
+    assert peer_cfg["train"]["optimizer"] == "sgd" and peer_cfg["train"]["lr"] == 0.02  # torchvision's recipe
+    assert peer_cfg["data"]["image_size"] == 64 and peer_cfg["train"]["batch_size"] == 4  # same size and batch
     assert (out / "compare.png").stat().st_size > 1000 and (out / "compare.csv").is_file()
-    assert "ms/img b1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "ours / peer" in printed and "yolo / tv_fcos" in printed
+    assert main(args[:-2] + ["--models", "ssd", "--budget-minutes", "0.02"]) == 0  # a second comparison
+    again = json.loads((tmp_path / "cmp2" / "compare.json").read_text())
+    assert [r["model"] for r in again["rows"]] == ["ssd", "tv_ssd"] and again["meta"]["budget_minutes"] == 0.02
+    assert json.loads((out / "compare.json").read_text()) == result  # the first one is kept

@@ -170,7 +170,7 @@ def load_model(
     cfg.model.backbone_weights = "none"  # the checkpoint has every weight: do not look for ImageNet files
     if score_thresh is not None:
         cfg.model.score_thresh = float(score_thresh)
-    model = build_model(cfg.model, len(class_names))
+    model = build_model(cfg.model, len(class_names), cfg.data.image_size)
     state = _ema_state(ckpt.get("ema")) if use_ema else None
     model.load_state_dict(_strip_prefixes(state if state is not None else ckpt["model"]))
     return model.eval(), class_names, cfg

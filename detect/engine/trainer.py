@@ -270,7 +270,7 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
     torch.manual_seed(t.seed)
     train_ds, train_loader, val_ds, val_loader, class_names = build_datasets(cfg, d, log)
     train_props, val_props = _external_proposals(cfg, train_ds, val_ds, log)
-    model = build_model(cfg.model, len(class_names)).to(device)
+    model = build_model(cfg.model, len(class_names), cfg.data.image_size).to(device)
     if device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, t)

@@ -1,5 +1,10 @@
 """The one registration of every detector: :data:`DETECTORS`, read by ``build_model``, the config check,
-``bench``, ``compare`` and the CLI help. Adding a head is one :class:`DetectorSpec` line here."""
+``bench``, ``compare`` and the CLI help. Adding a head is one :class:`DetectorSpec` line here.
+
+torchvision's peers (``detect.bench_peers``) can be trained and evaluated like our detectors under the
+names ``tv_<peer>`` (``tv_fcos``, ``tv_faster_rcnn``, ``tv_ssd``, ``tv_retinanet``): that is how
+``compare --peers`` measures them at equal work.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from detect.bench_peers import PEER_BUILDERS, build_peer
 from detect.config import ModelConfig
 from detect.models.fast_rcnn import build_fast_rcnn
 from detect.models.ssd import build_ssd
@@ -30,12 +36,20 @@ DETECTORS: dict[str, DetectorSpec] = {
     "yolo": DetectorSpec(build_yolo, "YOLO-style", ("fcos", "retinanet")),
 }
 NAMES: tuple[str, ...] = tuple(DETECTORS)
+PEER_PREFIX = "tv_"
+PEER_NAMES: tuple[str, ...] = tuple(PEER_PREFIX + p for p in PEER_BUILDERS)
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """The detector named ``cfg.name`` for classes 1..``num_classes``; it keeps ``model.backbone``."""
-    if cfg.name not in DETECTORS:
-        raise ValueError(f"unknown model.name '{cfg.name}'; choose one of {', '.join(DETECTORS)}")
+def build_model(cfg: ModelConfig, num_classes: int, image_size: int = 320) -> nn.Module:
+    """The detector named ``cfg.name`` for classes 1..``num_classes``; it keeps ``model.backbone``.
+
+    ``image_size``: the square input side S; only torchvision peers (``tv_*``) need it (their transform is
+    fixed to S), our detectors take any size.
+    """
     if num_classes < 1:
         raise ValueError("a detector needs at least one class")
+    if cfg.name in PEER_NAMES:
+        return build_peer(cfg.name[len(PEER_PREFIX):], cfg, num_classes, image_size)
+    if cfg.name not in DETECTORS:
+        raise ValueError(f"unknown model.name '{cfg.name}'; choose one of {', '.join(NAMES + PEER_NAMES)}")
     return DETECTORS[cfg.name].build(cfg, num_classes)
