@@ -86,7 +86,7 @@ def fp32_outputs(module: nn.Module) -> nn.Module:
     """Cast ``module``'s outputs to fp32 (a forward hook: state-dict keys unchanged).
 
     Applied to the peers' heads: torchvision's ``BoxCoder.decode`` casts the anchors to the regression's dtype,
-    which under bf16 autocast costs ~2 px at 256-512 px (GUIDE §5); our detectors keep box math in fp32 too.
+    which under bf16 autocast costs ~2 px at 256-512 px (see ARCHITECTURE.md, "Numerics"); our detectors keep box math in fp32 too.
     """
     module.register_forward_hook(lambda _m, _inputs, output: _to_fp32(output))
     return module

@@ -10,7 +10,7 @@ pipeline maps a sample to a sample.
   (``AtLeastOneBBoxRandomCrop`` of 50/65/80 % of ``S``, resized back to ``S``). Transforms whose
   probability is 0 are left out. Boxes keep at least ``min_visibility`` of their area or are dropped
   with their labels; an image that loses every box gives an empty target.
-- Labels (GUIDE §4 trap: albumentations 2.0.8 turns numeric label fields into float32 and a Compose
+- Labels (ARCHITECTURE.md, "Augmentation": albumentations 2.0.8 turns numeric label fields into float32 and a Compose
   remembers the first label type it saw): we pass two int64 fields of *small indices* —
   ``class_idx`` (index into the sample's unique labels) and ``box_idx`` (0..N-1) — and map the
   survivors back to the original int64 labels, so any label value (250, 10**9) survives exactly.

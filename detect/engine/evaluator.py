@@ -20,8 +20,6 @@ from data_tools.atomic import atomic_write_bytes, atomic_write_text
 from data_tools.coco import to_coco
 from data_tools.records import RecordSet
 
-AREAS = ("all", "small", "medium", "large")
-
 
 def _coco_gt(rs: RecordSet):
     from pycocotools.coco import COCO

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from detect.models.box_ops import cell_centres
+
 
 def cell_anchors(sizes: list[float], ratios: list[float]) -> Tensor:
     """Zero-centred anchors ``[len(sizes) * len(ratios), 4]`` xyxy; ratio = h / w, area = size ** 2.
@@ -35,10 +37,7 @@ def grid_anchors(feature_sizes: list[tuple[int, int]], strides: list[int], sizes
     out = []
     for (h, w), stride, level_sizes in zip(feature_sizes, strides, sizes):
         base = cell_anchors(level_sizes, ratios).to(device)
-        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * stride
-        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * stride
-        cy, cx = torch.meshgrid(ys, xs, indexing="ij")
-        centers = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)
+        centers = cell_centres(h, w, stride, device).repeat(1, 2)[:, None, :]  # [H*W, 1, 4] as (x, y, x, y)
         out.append((centers + base[None]).reshape(-1, 4))
     return torch.cat(out)
 
@@ -63,10 +62,7 @@ def ssd_default_boxes(feature_sizes: list[tuple[int, int]], strides: list[int], 
     out = []
     for (h, w), stride, (s, s_next) in zip(feature_sizes, strides, sizes):
         base = torch.cat([cell_anchors([s], ratios), cell_anchors([s_next], [1.0])]).to(device)
-        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * stride
-        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * stride
-        cy, cx = torch.meshgrid(ys, xs, indexing="ij")
-        centers = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)
+        centers = cell_centres(h, w, stride, device).repeat(1, 2)[:, None, :]  # [H*W, 1, 4] as (x, y, x, y)
         out.append((centers + base[None]).reshape(-1, 4))
     return torch.cat(out)
 

@@ -1,6 +1,6 @@
 """Fast R-CNN second stage: RoI pooling, proposal sampling, box head, losses and eval decoding.
 
-Each concern is one function or one small module (GUIDE §3: not one 900-line ``roi_heads.py``):
+Each concern is one function or one small module (not one 900-line ``roi_heads.py``):
 
 - :func:`roi_levels` / :func:`pool_rois`: RoI pooling (``torchvision.ops.roi_pool`` by default, as in
   Fast R-CNN; ``roi_align`` as an option) with FPN multi-level assignment;
@@ -10,7 +10,7 @@ Each concern is one function or one small module (GUIDE §3: not one 900-line ``
 - :func:`fast_rcnn_loss`: cross-entropy + smooth-L1 on the true class's deltas;
 - :class:`RoIHead`: glues them; eval ends in the shared ``postprocess`` with [B, N, C, 4] boxes.
 
-Box coding and losses run in fp32 (GUIDE §5).
+Box coding and losses run in fp32 (ARCHITECTURE.md, "Numerics").
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
 from detect.models.box_coder import decode, encode
+from detect.models.box_ops import batched_box_iou
 from detect.models.postprocess import PostprocessSettings, postprocess
-from detect.models.rpn import batched_box_iou, sample_pos_neg
+from detect.models.rpn import sample_pos_neg
 
 ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target normalisation
 

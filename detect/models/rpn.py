@@ -3,7 +3,7 @@
 Everything here works on the whole batch at once: targets come padded (see ``targets.pad_targets``),
 anchor labels are ``[B, A]`` tensors, sampling is random scores + ``topk`` over masks, and proposal
 selection runs a single ``batched_nms`` whose group key is (image, level). Anchors, box coding and
-losses run in fp32 even under autocast (GUIDE §5).
+losses run in fp32 even under autocast (ARCHITECTURE.md, "Numerics").
 
 Anchor order everywhere is the one of ``anchors.grid_anchors``: level-major, then y, x, anchor.
 """
@@ -13,17 +13,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from detect.models.anchors import grid_anchors
 from detect.models.box_coder import decode, encode
+from detect.models.box_ops import batched_box_iou
 
 RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # RPN deltas are unweighted (as in Faster R-CNN)
-
-
-def batched_box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of two padded box sets per image: a [B, N, 4], b [B, M, 4] -> [B, N, M]."""
-    return torch.vmap(box_iou)(a.float(), b.float())
 
 
 def random_subset(mask: Tensor, num: Tensor, cap: int) -> Tensor:
@@ -86,7 +82,7 @@ def rpn_targets(
     b, m = gt_mask.shape
     a = anchors.shape[0]
     anchors = anchors.float()
-    iou = box_iou(gt_boxes.reshape(-1, 4).float(), anchors).view(b, m, a)
+    iou = batched_box_iou(gt_boxes, anchors)  # [B, M, A]
     iou = iou.masked_fill(~gt_mask[:, :, None], -1.0)
     max_iou, matched_idx = iou.max(dim=1)  # [B, A]
     labels = torch.full((b, a), -1.0, device=anchors.device)

@@ -14,6 +14,7 @@ from detect.config import ModelConfig
 from detect.models.anchors import num_ssd_boxes_per_cell, ssd_default_boxes
 from detect.models.backbones import build_backbone
 from detect.models.box_coder import decode, encode
+from detect.models.box_ops import batched_box_iou
 from detect.models.detector import Detector
 from detect.models.necks import FPN
 from detect.models.postprocess import PostprocessSettings, postprocess
@@ -21,17 +22,6 @@ from detect.models.targets import pad_targets
 
 SSD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # SSD's variances 0.1 / 0.2
 MIN_NEGATIVES = 16  # negatives mined per image even when it has no object
-
-
-def batched_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of boxes ``a`` [B, M, 4] with ``b`` [A, 4] (shared) -> [B, M, A], fp32."""
-    a, b = a.float(), b.float()
-    area_a = (a[..., 2] - a[..., 0]).clamp(min=0) * (a[..., 3] - a[..., 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[..., None, :2], b[None, None, :, :2])
-    rb = torch.minimum(a[..., None, 2:], b[None, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    return inter / (area_a[..., None] + area_b[None, None] - inter).clamp(min=1e-6)
 
 
 def match_priors(priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor,
@@ -43,12 +33,9 @@ def match_priors(priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: T
     Returns:
         labels [B, A] int64 (0 = background) and matched boxes [B, A, 4] (the prior itself where background).
     """
-    bsz, m = gt_mask.shape
+    bsz, m = gt_mask.shape  # m >= 1: pad_targets keeps one (masked) row for images without objects
     a = priors.shape[0]
-    if m == 0:
-        return (torch.zeros(bsz, a, dtype=torch.int64, device=priors.device),
-                priors[None].expand(bsz, a, 4).clone())
-    iou = batched_iou(gt_boxes, priors).masked_fill(~gt_mask[..., None], -1.0)  # [B, M, A]
+    iou = batched_box_iou(gt_boxes, priors).masked_fill(~gt_mask[..., None], -1.0)  # [B, M, A]
     best_iou, best_gt = iou.max(dim=1)  # per prior [B, A]
     best_prior = iou.argmax(dim=2)  # per object [B, M]
     # Force each real object's best prior to it; padded rows scatter into a spare column A, dropped after.

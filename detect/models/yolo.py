@@ -1,6 +1,6 @@
 """One-stage, anchor-free, YOLO-style detector (in the spirit of YOLOX / YOLOv8).
 
-backbone (strides 8/16/32) -> FPN + PAN (:mod:`detect.models.pan`) -> a decoupled head per level
+backbone (strides 8/16/32) -> FPN + PAN (:class:`~detect.models.necks.FPNPAN`) -> a decoupled head per level
 (class branch, box branch) -> one prediction per cell centre ("anchor point"):
 
 - class logits ``[B, A, C]`` (sigmoid, no background class);
@@ -27,8 +27,9 @@ from torch import Tensor, nn
 
 from detect.config import ModelConfig
 from detect.models.backbones import build_backbone
+from detect.models.box_ops import cell_centres
 from detect.models.detector import Detector
-from detect.models.pan import FPNPAN, ConvBNAct
+from detect.models.necks import FPNPAN, ConvBNAct
 from detect.models.postprocess import PostprocessSettings, postprocess
 from detect.models.targets import pad_targets
 from detect.models.yolo_assigner import Assignment, simota_assign, task_aligned_assign
@@ -42,10 +43,7 @@ def anchor_points(sizes: list[tuple[int, int]], strides: list[int], device: torc
     """
     pts, strs = [], []
     for (h, w), s in zip(sizes, strides):
-        ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * s
-        xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * s
-        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        pts.append(torch.stack([xx, yy], dim=-1).reshape(-1, 2))
+        pts.append(cell_centres(h, w, s, device))
         strs.append(torch.full((h * w,), float(s), device=device))
     return torch.cat(pts), torch.cat(strs)
 

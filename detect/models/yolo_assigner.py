@@ -23,6 +23,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from detect.models.box_ops import batched_box_iou
+
 EPS = 1e-9
 
 
@@ -39,17 +41,6 @@ class Assignment(NamedTuple):
     scores: Tensor
     fg: Tensor
     gt_index: Tensor
-
-
-def pairwise_iou(gt: Tensor, pred: Tensor) -> Tensor:
-    """IoU of every object with every predicted box, per image: gt [B, M, 4], pred [B, A, 4] -> [B, M, A]."""
-    g = gt[:, :, None, :]
-    p = pred[:, None, :, :]
-    wh = (torch.minimum(g[..., 2:], p[..., 2:]) - torch.maximum(g[..., :2], p[..., :2])).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_g = (g[..., 2] - g[..., 0]).clamp(min=0) * (g[..., 3] - g[..., 1]).clamp(min=0)
-    area_p = (p[..., 2] - p[..., 0]).clamp(min=0) * (p[..., 3] - p[..., 1]).clamp(min=0)
-    return inter / (area_g + area_p - inter + EPS)
 
 
 def candidates(points: Tensor, strides: Tensor, gt_boxes: Tensor, gt_mask: Tensor) -> Tensor:
@@ -130,7 +121,7 @@ def task_aligned_assign(
     pred_scores, pred_boxes, gt_boxes = pred_scores.float(), pred_boxes.float(), gt_boxes.float()
     num_classes = pred_scores.shape[-1]
     cand = candidates(points.float(), strides.float(), gt_boxes, gt_mask)  # [B, M, A]
-    iou = pairwise_iou(gt_boxes, pred_boxes) * cand  # [B, M, A]
+    iou = batched_box_iou(gt_boxes, pred_boxes) * cand  # [B, M, A]
     cls = (gt_labels - 1).clamp(min=0)  # padded rows: any valid index, masked by cand
     score = torch.gather(pred_scores.transpose(1, 2), 1, cls[..., None].expand(-1, -1, pred_scores.shape[1]))
     metric = score.pow(alpha) * iou.pow(beta) * cand  # [B, M, A]
@@ -167,7 +158,7 @@ def simota_assign(
     pred_scores, pred_boxes, gt_boxes = pred_scores.float(), pred_boxes.float(), gt_boxes.float()
     num_classes = pred_scores.shape[-1]
     cand = candidates(points.float(), strides.float(), gt_boxes, gt_mask)  # [B, M, A]
-    iou = pairwise_iou(gt_boxes, pred_boxes) * cand
+    iou = batched_box_iou(gt_boxes, pred_boxes) * cand
     cls = (gt_labels - 1).clamp(min=0)
     p = torch.gather(pred_scores.transpose(1, 2), 1, cls[..., None].expand(-1, -1, pred_scores.shape[1]))
     # Cost of a point for an object: BCE of the object's class over all classes, plus the IoU cost.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detect.models.yolo_assigner import ASSIGNERS, candidates, pairwise_iou, task_aligned_assign
+from detect.models.box_ops import batched_box_iou
+from detect.models.yolo_assigner import ASSIGNERS, candidates, task_aligned_assign
 from detect.models.yolo_loss import YOLOLoss
 
 
@@ -83,7 +84,7 @@ def test_tal_prefers_aligned_points_and_caps_topk() -> None:
     assert int(out.fg.sum()) == 5
     # The best aligned point gets the highest soft target, equal to its IoU with the object.
     best = out.scores[0, :, 0].argmax()
-    iou = pairwise_iou(gt_boxes, boxes)[0, 0]
+    iou = batched_box_iou(gt_boxes, boxes)[0, 0]
     assert torch.isclose(out.scores[0, best, 0], iou[out.fg[0]].max(), atol=1e-4)
 
 
