@@ -17,8 +17,9 @@ SIZE, K = 64, 3
 
 
 def _backbone():
-    backbones = pytest.importorskip("detect.models.backbones")
-    return backbones.build_backbone("efficientnet_lite0", weights="none")
+    from detect.models.backbones import build_backbone
+
+    return build_backbone("efficientnet_lite0", weights="none")
 
 
 def test_synthetic_batch_is_valid() -> None:

@@ -28,7 +28,9 @@ def test_train_eval_predict_end_to_end(tiny_split, tmp_path, capsys):
     assert main(["eval", "--weights", str(out / "best.pt"), "--data", str(tiny_split["val"]),
                  "--json", str(tmp_path / "eval.json"), "--device", "cpu"]) == 0
     metrics = json.loads((tmp_path / "eval.json").read_text())
-    assert 0.0 <= metrics["AP"] <= 1.0 and set(metrics["per_class"]) == {"brand_a", "brand_b"}
+    best = json.loads((out / "summary.json").read_text())["best_map"]
+    assert metrics["AP"] == pytest.approx(best, abs=1e-6)  # eval agrees with the trainer's val AP of best.pt
+    assert set(metrics["per_class"]) == {"brand_a", "brand_b"}
     assert (tmp_path / "eval_results.json").is_file()
     images = tiny_split["root"] / "images"
     bad = tmp_path / "in" / "broken.jpg"
