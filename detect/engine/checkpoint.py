@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from data_tools.atomic import new_file_mode
+
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a crash mid-write leaves the previous file intact."""
@@ -17,6 +19,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, new_file_mode(path))  # mkstemp makes 0600; give the umask's (or the old file's) mode
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
