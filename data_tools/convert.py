@@ -19,7 +19,7 @@ from data_tools import __version__
 from data_tools.atomic import atomic_write_text
 from data_tools.coco import read_coco
 from data_tools.records import ClassMap, Problem, RecordSet
-from data_tools.userfiles import UnsafeFile, check_file, read_limited
+from data_tools.userfiles import UnsafeFile, check_file, read_limited, real_path
 from data_tools.voc import parse_voc, to_record
 
 PROGRESS_MIN_FILES = 500
@@ -136,7 +136,7 @@ def _convert_voc(src: str, class_names: list[str] | None, progress: bool) -> tup
     )
     # Two annotation files for one image file (symlinks resolved): keep the one named like the image,
     # else the first by path.
-    real = [os.path.realpath(os.path.join(root, a.image)) for a in anns]
+    real = [real_path(os.path.join(root, a.image), cache) for a in anns]
     owner: dict = {}
     for key, ann in zip(real, anns):
         if key not in owner or _owner_rank(ann) < _owner_rank(owner[key]):

@@ -69,7 +69,7 @@ def find_image(
         if not within(direct, root):
             unsafe = f"<filename> {filename!r} points outside the dataset root"
         else:
-            found, refused = first_usable([direct], root)
+            found, refused = first_usable([direct], root, dir_cache)
             if found:
                 return found, None
 
@@ -86,7 +86,7 @@ def find_image(
         names.append(base)
         stems.append(os.path.splitext(base)[0])
     stems.append(xml_stem)
-    found, refused_here = first_usable(_candidates(dirs, names, stems), root)
+    found, refused_here = first_usable(_candidates(dirs, names, stems), root, dir_cache)
     refused = refused or refused_here
 
     if unsafe:

@@ -38,10 +38,24 @@ def describe_mode(mode: int) -> str:
     return next((text for test, text in _KINDS if test(mode)), "not a regular file")
 
 
-def check_file(path: str | os.PathLike, root: str | os.PathLike | None = None) -> None:
+def real_path(path: str, cache: dict | None = None) -> str:
+    """``os.path.realpath(path)``; with ``cache`` (a dict kept for one pass over a dataset) each folder is
+    resolved once, which makes checking thousands of files in a few folders several times faster."""
+    if cache is None:
+        return os.path.realpath(path)
+    folder, name = os.path.split(path)
+    real_folder = cache.get(("realpath", folder))
+    if real_folder is None:
+        real_folder = cache[("realpath", folder)] = os.path.realpath(folder)
+    full = os.path.join(real_folder, name)
+    return os.path.realpath(full) if os.path.islink(full) else full
+
+
+def check_file(path: str | os.PathLike, root: str | os.PathLike | None = None, cache: dict | None = None) -> None:
     """Raise :class:`UnsafeFile` unless ``path`` is a regular file (after symlinks) inside ``root``.
 
     ``root``: the dataset folder; a symlink anywhere on the way that resolves outside it is refused.
+    ``cache``: see :func:`real_path`.
     """
     p = os.fspath(path)
     try:
@@ -51,7 +65,7 @@ def check_file(path: str | os.PathLike, root: str | os.PathLike | None = None) -
     if not stat.S_ISREG(st.st_mode):
         raise UnsafeFile(p, "not_regular_file", f"is {describe_mode(st.st_mode)}, not a regular file")
     if root is not None:
-        real, real_root = os.path.realpath(p), os.path.realpath(os.fspath(root))
+        real, real_root = real_path(os.path.abspath(p), cache), real_path(os.path.abspath(root), cache)
         if not within(real, real_root):
             raise UnsafeFile(p, "outside_root", f"resolves to {real}, outside the dataset root {os.fspath(root)}")
 
@@ -66,14 +80,15 @@ def _stat_error(p: str, e: OSError) -> UnsafeFile:
     return UnsafeFile(p, "unreadable_file", f"is unreadable ({e.strerror})")
 
 
-def open_regular(path: str | os.PathLike, max_bytes: int, root: str | os.PathLike | None = None):
+def open_regular(path: str | os.PathLike, max_bytes: int, root: str | os.PathLike | None = None,
+                 cache: dict | None = None):
     """Open ``path`` for binary reading after :func:`check_file`, refusing files over ``max_bytes``.
 
     The file is opened non-blocking and checked again on the open descriptor, so a FIFO swapped in
     after the check cannot block. Returns a binary file object (the caller closes it).
     """
     p = os.fspath(path)
-    check_file(p, root)
+    check_file(p, root, cache)
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as e:
@@ -90,9 +105,10 @@ def open_regular(path: str | os.PathLike, max_bytes: int, root: str | os.PathLik
         raise
 
 
-def read_limited(path: str | os.PathLike, max_bytes: int, root: str | os.PathLike | None = None) -> bytes:
+def read_limited(path: str | os.PathLike, max_bytes: int, root: str | os.PathLike | None = None,
+                 cache: dict | None = None) -> bytes:
     """The bytes of a regular file of at most ``max_bytes`` (see :func:`open_regular`)."""
-    with open_regular(path, max_bytes, root) as f:
+    with open_regular(path, max_bytes, root, cache) as f:
         try:
             data = f.read(max_bytes + 1)
         except OSError as e:
@@ -102,7 +118,7 @@ def read_limited(path: str | os.PathLike, max_bytes: int, root: str | os.PathLik
     return data
 
 
-def first_usable(candidates: Iterable[str], root: str) -> tuple[str | None, UnsafeFile | None]:
+def first_usable(candidates: Iterable[str], root: str, cache: dict | None = None) -> tuple[str | None, UnsafeFile | None]:
     """The first candidate path that exists and passes :func:`check_file` inside ``root``.
 
     Returns ``(path, None)``, or ``(None, why the first existing candidate was refused)``, or
@@ -113,7 +129,7 @@ def first_usable(candidates: Iterable[str], root: str) -> tuple[str | None, Unsa
         if not os.path.lexists(p):
             continue
         try:
-            check_file(p, root)
+            check_file(p, root, cache)
         except UnsafeFile as e:
             refused = refused or e
             continue

@@ -67,15 +67,18 @@ def _parser() -> etree.XMLParser:
     )
 
 
-def load_xml(path: str | os.PathLike, root: str | os.PathLike | None = None) -> tuple[etree._Element | None, Problem | None]:
+def load_xml(
+    path: str | os.PathLike, root: str | os.PathLike | None = None, cache: dict | None = None
+) -> tuple[etree._Element | None, Problem | None]:
     """Parse one XML file safely. Returns ``(root element, None)`` or ``(None, problem)``.
 
     ``root``: the dataset folder; an XML that is a symlink resolving outside it is refused. FIFOs,
     devices, symlink loops and files over :data:`MAX_XML_BYTES` are refused without being read.
+    ``cache``: a dict kept for one pass over a dataset (see ``userfiles.real_path``).
     """
     file = os.fspath(path)
     try:
-        data = read_limited(file, MAX_XML_BYTES, root)
+        data = read_limited(file, MAX_XML_BYTES, root, cache)
     except UnsafeFile as e:
         return None, Problem(file, e.reason, kind=e.kind)
     if not data.lstrip(b"\xef\xbb\xbf \t\r\n"):
@@ -147,7 +150,7 @@ def parse_voc(
     """
     file = os.fspath(xml_path)
     root_dir = os.path.abspath(root if root is not None else os.path.dirname(os.path.dirname(os.path.abspath(file))))
-    el, problem = load_xml(file, root_dir if root is not None else None)
+    el, problem = load_xml(file, root_dir if root is not None else None, dir_cache)
     if el is None:
         return None, [problem]
     if el.tag != "annotation":

@@ -104,3 +104,12 @@ def test_twenty_thousand_categories_are_summarised(tmp_path, capsys):
     out = capsys.readouterr().out
     assert max(len(line) for line in out.splitlines()) < 400 and len(out) < 4000
     assert "19,9" in out and "more" in out
+
+
+def test_json_over_the_size_cap_is_refused_unread(tmp_path, monkeypatch):
+    import data_tools.coco as coco
+
+    path = _write(tmp_path, {"images": _imgs(), "annotations": [], "categories": [{"id": 1, "name": "tea"}]})
+    monkeypatch.setattr(coco, "MAX_JSON_BYTES", 64)
+    with pytest.raises(CocoFormatError, match=r"gt\.json is \d+ bytes, over the 64-byte limit"):
+        read_coco(path)

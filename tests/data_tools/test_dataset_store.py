@@ -233,3 +233,10 @@ def test_deeply_nested_meta_is_refused(tmp_path):
     path.write_bytes(pickle.dumps(doc, protocol=4))
     with pytest.raises(DatasetFileError, match="meta.*nested"):
         load_dataset(path)
+
+
+def test_dataset_over_the_size_cap_is_refused_unread(tmp_path, monkeypatch):
+    save_dataset(_rs(), tmp_path / "d.pkl")
+    monkeypatch.setattr(store, "MAX_DATASET_BYTES", 100)
+    with pytest.raises(DatasetFileError, match=r"d\.pkl is \d+ bytes, over the 100-byte limit"):
+        load_dataset(tmp_path / "d.pkl")

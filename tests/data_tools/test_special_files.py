@@ -126,3 +126,13 @@ def test_coco_image_symlinked_outside_the_root_is_skipped(tmp_path):
     assert [r.image for r in rs.records] == ["a.jpg"]
     kinds = {p.field: p.kind for p in problems}
     assert kinds == {"images[1]/file_name": "outside_root", "images[2]/file_name": "symlink_loop"}
+
+
+def test_image_folder_symlinked_outside_the_root_is_refused(dataset, tmp_path):
+    make_image(tmp_path / "mounted" / "far.jpg")
+    os.symlink(tmp_path / "mounted", dataset / "images" / "linked")
+    add_pair(dataset, "far", [("beans", 1, 1, 5, 5)], image_size=False, folder="linked")
+    _, rs, rep = cli_convert(dataset, tmp_path / "out")
+    [p] = problems_of(rep, "far.xml")
+    assert p["kind"] == "outside_root" and str(tmp_path / "mounted" / "far.jpg") in p["reason"]
+    assert images_of(rs) == {"good1", "good2"}
