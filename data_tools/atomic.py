@@ -108,8 +108,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     except OSError as e:
         raise write_error(e, path, existed) from e
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when fd closes (or the process dies)
+        _lock(fd)
         os.chmod(tmp, new_file_mode(path))
         kwargs = {} if mode == "wb" else {"encoding": encoding or "utf-8", "newline": ""}
         with os.fdopen(fd, mode, **kwargs) as f:
@@ -126,6 +125,17 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     _fsync_dir(folder)
 
 
+def _lock(fd: int) -> None:
+    """Mark a temporary file as being written (released when ``fd`` closes or the process dies).
+
+    Best effort: where ``flock`` is missing or refused (some network file systems) the age rule of
+    :func:`remove_stale_temps` still protects the file.
+    """
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns the path."""
     with atomic_open(path, "wb") as f:
@@ -138,27 +148,36 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def check_writable_dir(folder: str | os.PathLike, min_free: int = MIN_FREE_BYTES) -> Path:
-    """Create ``folder`` if needed and prove a file can be written in it; returns it as a Path.
+def check_writable_dir(folder: str | os.PathLike, min_free: int = MIN_FREE_BYTES, create: bool = True) -> Path:
+    """Prove a file can be written in ``folder``; returns it as a Path.
 
+    ``create``: make the folder (and its parents) if missing; with ``False`` a missing folder is left
+    alone and its nearest existing ancestor is probed instead (where creating it would write).
     Raises :class:`OutputError` naming ``folder``: it is a file, cannot be created, is read-only or
     not writable, or its disk has less than ``min_free`` bytes free.
     """
     folder = Path(folder) if str(folder) else Path(".")
     if folder.exists() and not folder.is_dir():
         raise OutputError(errno.ENOTDIR, f"output folder {folder} is a file")
+    probe = folder
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(e.errno, f"cannot create output folder {folder}: {_reason(e)}") from e
+    else:
+        while not probe.is_dir() and probe != probe.parent:
+            if probe.exists():  # a file where a parent folder should be
+                raise OutputError(errno.ENOTDIR, f"cannot create output folder {folder}: {probe} is a file")
+            probe = probe.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(e.errno, f"cannot create output folder {folder}: {_reason(e)}") from e
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=probe)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
         raise OutputError(e.errno, f"cannot write to {folder}: {_reason(e)}") from e
     try:
-        free = shutil.disk_usage(folder).free
+        free = shutil.disk_usage(probe).free
     except OSError:  # some file systems cannot tell; the write itself will say
         free = min_free
     if free < min_free:

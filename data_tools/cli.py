@@ -32,10 +32,11 @@ from data_tools.userfiles import UnsafeFile, read_limited
 
 EXAMPLES = 5
 LINE_BUDGET = 300  # characters of class counts / problem text printed on one line; the report has it all
-USER_ERRORS = (ConvertError, CocoFormatError, DatasetFileError, ValueError, OSError)
+USER_ERRORS = (ConvertError, CocoFormatError, DatasetFileError, UnsafeFile, ValueError, OSError)
 SYNTH_SIDE = (16, 4096)  # --size bounds, as data_tools.synth enforces
 SYNTH_MAX_IMAGES = 100_000
 SYNTH_MAX_CLASSES = 1000
+MAX_FOLDS = 100
 EXIT_CODES = """exit codes:
   0    success
   1    convert --strict found something to skip or fix (no dataset written)
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("dataset")
     sp.add_argument("-o", "--output", required=True, metavar="DIR")
     sp.add_argument("--val", type=float, default=0.2, help="validation fraction (default 0.2)")
-    sp.add_argument("--folds", type=int, default=0, metavar="K", help="write K folds instead of one split")
+    sp.add_argument("--folds", type=int, default=0, metavar="K", help=f"write K folds (2..{MAX_FOLDS}) instead of one split")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--by", choices=["rarest", "dominant"], default="rarest", help="class that stratifies an image")
     sp.set_defaults(func=cmd_split)
@@ -120,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prepare_folder(folder: str | os.PathLike) -> None:
-    """Create and probe an output folder (writable, not full) and remove stale temporary files from it."""
-    folder = check_writable_dir(folder)
+    """Probe an output folder (writable, not full; a missing one is created only when written to) and
+    remove temporary files an interrupted save left in it."""
+    folder = check_writable_dir(folder, create=False)
     removed = remove_stale_temps(folder)
     if removed:
         n = len(removed)
@@ -231,6 +233,8 @@ def cmd_split(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"output folder {out} is a file")
+    if args.folds and not 2 <= args.folds <= MAX_FOLDS:
+        raise UserError(f"--folds must be between 2 and {MAX_FOLDS}, not {args.folds}")
     dirs = [out / f"fold{i}" for i in range(args.folds)] if args.folds else [out]
     for d in dirs:
         for name in ("train.pkl", "val.pkl"):
@@ -243,7 +247,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     else:
         tr, va = split_train_val(rs, args.val, args.seed, args.by)
         parts = [(out, tr, va)]
-    for d, tr, va in parts:
+    for d, tr, va in parts:  # save_dataset creates the folders
         save_dataset(tr, d / "train.pkl")
         save_dataset(va, d / "val.pkl")
         print(f"{d}: train {len(tr)} images ({sum(r.num_boxes for r in tr.records)} boxes), "
@@ -311,7 +315,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise UserError(f"the synthetic generator is not available ({e})") from None
     for folder in (args.output, os.path.join(args.output, "images"), os.path.join(args.output, "annotations")):
-        _prepare_folder(folder)
+        _prepare_folder(folder)  # the generator creates them
     result = generate(args.output, args.images, args.classes, args.seed, size)
     print(f"wrote {args.images} synthetic images ({args.classes} classes, {size[0]}x{size[1]}) to {args.output}")
     if isinstance(result, dict) and "per_class" in result:

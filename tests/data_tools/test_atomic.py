@@ -137,11 +137,15 @@ def test_full_disk_is_refused_before_the_work(dataset, tmp_path, monkeypatch, ca
 
 
 def test_check_writable_dir(tmp_path):
+    assert check_writable_dir(tmp_path / "later" / "sub", create=False) == tmp_path / "later" / "sub"
+    assert not (tmp_path / "later").exists() and os.listdir(tmp_path) == []
     assert check_writable_dir(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
     assert (tmp_path / "new" / "sub").is_dir() and os.listdir(tmp_path / "new" / "sub") == []
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="is a file"):
         check_writable_dir(tmp_path / "file")
+    with pytest.raises(OutputError, match="file is a file"):
+        check_writable_dir(tmp_path / "file" / "below", create=False)
 
 
 def _aged(path, seconds: float = 3600):
@@ -169,6 +173,13 @@ def test_a_temp_file_still_being_written_is_kept(tmp_path):
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as atomic_open holds it while writing
         assert remove_stale_temps(tmp_path) == [] and live.exists()
     assert remove_stale_temps(tmp_path) == [live.name]
+
+
+def test_atomic_open_locks_its_temp_while_writing(tmp_path):
+    with atomic.atomic_open(tmp_path / "d.pkl") as f:
+        f.write(b"half")
+        assert remove_stale_temps(tmp_path, older_than_s=0) == [] and len(temp_leftovers(tmp_path)) == 1
+    assert (tmp_path / "d.pkl").read_bytes() == b"half" and not temp_leftovers(tmp_path)
 
 
 def test_convert_removes_temps_left_by_a_killed_save(dataset, tmp_path, capsys):

@@ -90,6 +90,14 @@ def test_split_refuses_to_replace_foreign_files(dataset, tmp_path, capsys):
     assert "is a file" in _err(capsys)
 
 
+@pytest.mark.parametrize("folds", ["1", "-3", "1000000000"])
+def test_split_folds_are_bounded(dataset, tmp_path, capsys, folds):
+    ds = _dataset_file(dataset, tmp_path)
+    capsys.readouterr()
+    assert main(["split", str(ds), "-o", str(tmp_path / "k"), f"--folds={folds}"]) == 2
+    assert "--folds must be between 2 and" in _err(capsys) and not (tmp_path / "k").exists()
+
+
 def test_export_coco_refuses_the_annotations_the_dataset_came_from(tmp_path, capsys):
     root = tmp_path / "coco"
     make_image(root / "a.jpg", (40, 30))
