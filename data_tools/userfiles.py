@@ -35,7 +35,7 @@ def within(path: str, root: str) -> bool:
 
 def describe_mode(mode: int) -> str:
     """``"a FIFO (named pipe)"``, ``"a character device"``, ... for a non-regular ``st_mode``."""
-    return next((text for test, text in _KINDS if test(mode)), "not a regular file")
+    return next((text for test, text in _KINDS if test(mode)), "a special file")
 
 
 def real_path(path: str, cache: dict | None = None) -> str:
