@@ -1,7 +1,13 @@
 """``retail-data``: convert | stats | split | export-coco | synth.
 
-Exit codes: 0 success; 1 ``convert --strict`` found something to skip or fix; 2 a user error (missing
-or unusable input, refused output), printed as one ``error: ...`` line on stderr, never a traceback.
+Exit codes (also in ``--help``): 0 success; 1 ``convert --strict`` found something to skip or fix; 2 a
+user error (missing or unusable input, refused output, unwritable folder), printed as one
+``error: ...`` line on stderr, never a traceback; 130 interrupted; 141 stdout closed early (``| head``).
+
+Every verb checks its outputs before the work: an output never replaces one of the command's inputs or
+an existing file of another kind (:mod:`data_tools.outputs`), its folder is probed for writability and
+free space, and temporary files left there by an interrupted save are removed
+(:mod:`data_tools.atomic`).
 """
 
 from __future__ import annotations
@@ -9,20 +15,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from data_tools import __version__
-from data_tools.atomic import refuse_overwrite
-from data_tools.coco import CocoFormatError, write_coco
+from data_tools.atomic import check_writable_dir, refuse_overwrite, remove_stale_temps, same_file
+from data_tools.coco import CocoFormatError, image_root_of, write_coco
 from data_tools.convert import ConvertError, blocking, convert, write_report
+from data_tools.outputs import check_output
 from data_tools.records import Problem
 from data_tools.split import kfold, split_train_val
 from data_tools.stats import compute_stats, format_stats, plot_stats
 from data_tools.store import DatasetFileError, load_dataset, save_dataset
+from data_tools.userfiles import UnsafeFile, read_limited
 
 EXAMPLES = 5
-USER_ERRORS = (ConvertError, CocoFormatError, DatasetFileError, ValueError, OSError)
+LINE_BUDGET = 300  # characters of class counts / problem text printed on one line; the report has it all
+USER_ERRORS = (ConvertError, CocoFormatError, DatasetFileError, UnsafeFile, ValueError, OSError)
+SYNTH_SIDE = (16, 4096)  # --size bounds, as data_tools.synth enforces
+SYNTH_MAX_IMAGES = 100_000
+SYNTH_MAX_CLASSES = 1000
+MAX_FOLDS = 100
+EXIT_CODES = """exit codes:
+  0    success
+  1    convert --strict found something to skip or fix (no dataset written)
+  2    user error: missing or unusable input, refused output, unwritable folder (one "error:" line)
+  130  interrupted (Ctrl-C)
+  141  stdout was closed early (e.g. piped into head)
+"""
 
 
 class UserError(Exception):
@@ -30,7 +51,8 @@ class UserError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="retail-data", description="Retail detection data tools.")
+    p = argparse.ArgumentParser(prog="retail-data", description="Retail detection data tools.", epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -54,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("dataset")
     sp.add_argument("-o", "--output", required=True, metavar="DIR")
     sp.add_argument("--val", type=float, default=0.2, help="validation fraction (default 0.2)")
-    sp.add_argument("--folds", type=int, default=0, metavar="K", help="write K folds instead of one split")
+    sp.add_argument("--folds", type=int, default=0, metavar="K", help=f"write K folds (2..{MAX_FOLDS}) instead of one split")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--by", choices=["rarest", "dominant"], default="rarest", help="class that stratifies an image")
     sp.set_defaults(func=cmd_split)
@@ -66,10 +88,11 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("synth", help="generate a synthetic shelf dataset (JPEG + VOC XML)")
     g.add_argument("-o", "--output", required=True, metavar="DIR")
-    g.add_argument("--images", type=int, default=64)
-    g.add_argument("--classes", type=int, default=5)
+    g.add_argument("--images", type=int, default=64, help=f"1..{SYNTH_MAX_IMAGES:,} (default 64)")
+    g.add_argument("--classes", type=int, default=5, help=f"1..{SYNTH_MAX_CLASSES} (default 5)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--size", default="320x320", metavar="WxH")
+    g.add_argument("--size", default="320x320", metavar="WxH",
+                   help=f"image size, {SYNTH_SIDE[0]}..{SYNTH_SIDE[1]} pixels a side (default 320x320)")
     g.set_defaults(func=cmd_synth)
     return p
 
@@ -84,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into `head`: stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        try:  # keep Python's exit-time flush of stdout from failing again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
     except (UserError, *USER_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -95,9 +120,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _ensure_parent(path: str | os.PathLike) -> None:
-    """Create the folder an output file goes into."""
-    Path(path).resolve().parent.mkdir(parents=True, exist_ok=True)
+def _prepare_folder(folder: str | os.PathLike) -> None:
+    """Probe an output folder (writable, not full; a missing one is created only when written to) and
+    remove temporary files an interrupted save left in it."""
+    folder = check_writable_dir(folder, create=False)
+    removed = remove_stale_temps(folder)
+    if removed:
+        n = len(removed)
+        print(f"note: removed {n} temporary file{'s' if n > 1 else ''} left by an interrupted save in {folder}: "
+              + ", ".join(removed[:3]) + (", ..." if n > 3 else ""), file=sys.stderr)
+
+
+def _parent(path: str | os.PathLike) -> Path:
+    return Path(path).parent
+
+
+def _clip(text: str, budget: int = LINE_BUDGET) -> str:
+    return text if len(text) <= budget else text[: budget - 3] + "..."
 
 
 def _example_problems(problems: list[Problem], n: int = EXAMPLES) -> list[Problem]:
@@ -112,7 +151,7 @@ def _print_summary(s: dict, problems: list[Problem]) -> None:
     print(f"converted {s['source']} ({s['format']}): {s['inputs']} inputs in {s['seconds']:.2f} s")
     print(f"  images: {s['images']} ({s['images_skipped']} skipped, {s['empty_images']} without boxes)   "
           f"boxes: {s['boxes']} ({s['boxes_skipped']} skipped)   classes: {s['classes']}")
-    print("  per class: " + ", ".join(f"{n} {c}" for n, c in s["per_class"].items()))
+    print("  per class: " + _per_class(s["per_class"]))
     if not problems:
         print("  problems: none")
         return
@@ -120,28 +159,48 @@ def _print_summary(s: dict, problems: list[Problem]) -> None:
     actions = ", ".join(f"{k} {v}" for k, v in s["problems_by_action"].items())
     print(f"  problems: {s['problems']} ({kinds}; {actions})")
     for p in _example_problems(problems):
-        print(f"    {p}")
+        print(f"    {_clip(str(p))}")
     if len(problems) > EXAMPLES:
         print(f"    ... {len(problems) - EXAMPLES} more (see --report)")
 
 
+def _per_class(counts: dict[str, int]) -> str:
+    """``"beans 123, cake 112"`` for as many classes as fit in :data:`LINE_BUDGET`, then how many more."""
+    parts, used = [], 0
+    for name, n in counts.items():
+        item = _clip(f"{name} {n}", 60)
+        if used + len(item) > LINE_BUDGET and parts:
+            break
+        parts.append(item)
+        used += len(item) + 2
+    rest = len(counts) - len(parts)
+    return ", ".join(parts) + (f", ... and {rest:,} more classes (all in --report)" if rest else "")
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
-    if not os.path.exists(args.src):
+    if not os.path.lexists(args.src):
         raise UserError(f"source {args.src} does not exist")
     if os.path.isdir(args.output):
         raise UserError(f"output {args.output} is a folder; give a file name like dataset.pkl")
-    for out in filter(None, (args.output, args.report)):
-        refuse_overwrite(out, [args.src] + ([args.classes] if args.classes else []))
-    if args.report and Path(args.report).resolve() == Path(args.output).resolve():
+    if args.report and same_file(args.report, args.output):
         raise UserError("--report and -o name the same file")
+    given = [args.src] + ([args.classes] if args.classes else [])
+    src_dir = args.src if os.path.isdir(args.src) else image_root_of(args.src)
+    check_output(args.output, "dataset", given, [src_dir])
+    if args.report:
+        check_output(args.report, "report", given, [src_dir])
+    for folder in dict.fromkeys(_parent(p) for p in filter(None, (args.output, args.report))):
+        _prepare_folder(folder)
     rs, problems, summary = convert(args.src, args.format, args.classes, progress=not args.quiet)
     inputs = {p.file for p in problems} | {r.source for r in rs.records}
     inputs |= {os.path.join(rs.image_root, r.image) for r in rs.records}
     for out in filter(None, (args.output, args.report)):
         refuse_overwrite(out, inputs)
     _print_summary(summary, problems)
+    if rs.records and summary["boxes"] == 0:
+        print(f"warning: no boxes at all in {args.src}: all {summary['images']} images would train as background; "
+              "check the annotations and the class list", file=sys.stderr)
     if args.report:
-        _ensure_parent(args.report)
         write_report(args.report, summary, problems)
         print(f"  report: {args.report}")
     if not rs.records:
@@ -152,18 +211,18 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"error: --strict: {len(bad)} problems skipped or fixed an item; {args.output} not written",
               file=sys.stderr)
         return 1
-    _ensure_parent(args.output)
     save_dataset(rs, args.output)
     print(f"  wrote {args.output}")
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    if args.plot:
+        check_output(args.plot, "plot", [args.dataset])
+        _prepare_folder(_parent(args.plot))
     stats = compute_stats(load_dataset(args.dataset))
     print(json.dumps(stats, indent=1, ensure_ascii=False) if args.json else format_stats(stats))
     if args.plot:
-        refuse_overwrite(args.plot, [args.dataset])
-        _ensure_parent(args.plot)
         plot_stats(stats, args.plot)
         if not args.json:
             print(f"plot: {args.plot}")
@@ -171,18 +230,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    rs = load_dataset(args.dataset)
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output folder {out} is a file")
+    if args.folds and not 2 <= args.folds <= MAX_FOLDS:
+        raise UserError(f"--folds must be between 2 and {MAX_FOLDS}, not {args.folds}")
+    dirs = [out / f"fold{i}" for i in range(args.folds)] if args.folds else [out]
+    for d in dirs:
+        for name in ("train.pkl", "val.pkl"):
+            check_output(d / name, "dataset", [args.dataset])
+    for d in dirs:
+        _prepare_folder(d)
+    rs = load_dataset(args.dataset)
     if args.folds:
-        parts = [(out / f"fold{i}", tr, va) for i, (tr, va) in enumerate(kfold(rs, args.folds, args.seed, args.by))]
+        parts = [(d, tr, va) for d, (tr, va) in zip(dirs, kfold(rs, args.folds, args.seed, args.by))]
     else:
         tr, va = split_train_val(rs, args.val, args.seed, args.by)
         parts = [(out, tr, va)]
-    for d, _, _ in parts:
-        for name in ("train.pkl", "val.pkl"):
-            refuse_overwrite(d / name, [args.dataset])
-    for d, tr, va in parts:
-        d.mkdir(parents=True, exist_ok=True)
+    for d, tr, va in parts:  # save_dataset creates the folders
         save_dataset(tr, d / "train.pkl")
         save_dataset(va, d / "val.pkl")
         print(f"{d}: train {len(tr)} images ({sum(r.num_boxes for r in tr.records)} boxes), "
@@ -193,7 +258,13 @@ def cmd_split(args: argparse.Namespace) -> int:
 def cmd_export_coco(args: argparse.Namespace) -> int:
     refuse_overwrite(args.output, [args.dataset])
     rs = load_dataset(args.dataset)
-    _ensure_parent(args.output)
+    for key in ("source", "classes_file"):
+        src = rs.meta.get(key)
+        if isinstance(src, str) and same_file(args.output, src):
+            raise UserError(f"refusing to write {args.output}: it is the {'annotation' if key == 'source' else 'classes'} "
+                            "file this dataset was converted from")
+    check_output(args.output, "coco", [args.dataset])
+    _prepare_folder(_parent(args.output))
     d = write_coco(rs, args.output)
     print(f"wrote {args.output}: {len(d['images'])} images, {len(d['annotations'])} annotations, "
           f"{len(d['categories'])} categories")
@@ -205,23 +276,50 @@ def _parse_size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise UserError(f"--size must look like 320x240, not {text!r}") from None
-    if w < 16 or h < 16:
-        raise UserError(f"--size {text} is too small (16x16 at least)")
+    lo, hi = SYNTH_SIDE
+    if w < lo or h < lo:
+        raise UserError(f"--size {text} is too small ({lo}x{lo} at least)")
+    if w > hi or h > hi:
+        raise UserError(f"--size {text} is too large ({hi}x{hi} at most)")
     return w, h
+
+
+_SYNTH_CLASS = re.compile(r"brand_[a-z]+")
+
+
+def _check_synth_folder(out: str) -> None:
+    """``synth -o`` may write into a missing or empty folder, or over an earlier synth output only."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"output folder {out} is a file")
+    if not p.is_dir() or not any(p.iterdir()):
+        return
+    try:
+        names = [n.strip() for n in read_limited(p / "classes.txt", 1 << 20).decode("utf-8").splitlines() if n.strip()]
+    except (UnsafeFile, UnicodeDecodeError):
+        names = []
+    if not names or not all(_SYNTH_CLASS.fullmatch(n) for n in names):
+        raise UserError(f"refusing to write into {out}: it is not empty and not an earlier synth output "
+                        "(no classes.txt of brand_* names); choose a new folder")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     size = _parse_size(args.size)
-    if args.images < 1 or args.classes < 1:
-        raise UserError("--images and --classes must be at least 1")
+    if not 1 <= args.images <= SYNTH_MAX_IMAGES:
+        raise UserError(f"--images must be between 1 and {SYNTH_MAX_IMAGES:,}, not {args.images}")
+    if not 1 <= args.classes <= SYNTH_MAX_CLASSES:
+        raise UserError(f"--classes must be between 1 and {SYNTH_MAX_CLASSES}, not {args.classes}")
+    _check_synth_folder(args.output)
     try:
         from data_tools.synth import generate
     except ImportError as e:
         raise UserError(f"the synthetic generator is not available ({e})") from None
+    for folder in (args.output, os.path.join(args.output, "images"), os.path.join(args.output, "annotations")):
+        _prepare_folder(folder)  # the generator creates them
     result = generate(args.output, args.images, args.classes, args.seed, size)
     print(f"wrote {args.images} synthetic images ({args.classes} classes, {size[0]}x{size[1]}) to {args.output}")
     if isinstance(result, dict) and "per_class" in result:
-        per_class = ", ".join(f"{k} {v}" for k, v in result["per_class"].items())
-        print(f"boxes: {result['boxes']} ({result['truncated']} cut by the border); per class: {per_class}")
+        print(f"boxes: {result['boxes']} ({result['truncated']} cut by the border); "
+              f"per class: {_per_class(result['per_class'])}")
     print(f"next: retail-data convert {args.output} -o {os.path.join(args.output, 'dataset.pkl')}")
     return 0

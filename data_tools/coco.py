@@ -16,6 +16,9 @@ import datetime
 import json
 import math
 import os
+import reprlib
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,14 @@ from data_tools.atomic import atomic_write_bytes
 from data_tools.images import ImageError, orient_boxes, probe_image, resolve_size
 from data_tools.locate import is_absolute_name, within
 from data_tools.records import ClassMap, Problem, Record, RecordSet, check_box
+from data_tools.userfiles import UnsafeFile, first_usable, read_limited
+
+MAX_JSON_BYTES = 1 << 30
+"""Largest COCO JSON read (1 GiB; COCO 2017's train instances file is 448 MB)."""
+REMAP_SHOWN = 10
+"""Category remaps listed in the ``category_remap`` problem; the rest are counted."""
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 40, 40, 3, 5, 4
 
 
 class CocoFormatError(ValueError):
@@ -75,39 +86,83 @@ def read_coco(json_path: str | os.PathLike, class_names: list[str] | None = None
 
     The image root is the JSON's folder, or its parent when the JSON sits in an ``annotations/`` folder
     (COCO / CVAT layout); ``file_name`` is looked up there, in ``images/``, or in a first-level subfolder.
-    Raises :class:`CocoFormatError` when the file as a whole is unusable.
+    One image file listed under several ids becomes one record with the boxes of all of them (exact
+    repeats dropped), reported as ``duplicate_image``. Raises :class:`CocoFormatError` when the file as
+    a whole is unusable (not JSON, no ``images`` list, no usable category).
     """
     file = os.fspath(json_path)
     data = _load_json(file)
     json_dir = os.path.dirname(os.path.abspath(file))
-    root = os.path.dirname(json_dir) if os.path.basename(json_dir).lower() == "annotations" else json_dir
+    root = image_root_of(file)
     problems: list[Problem] = []
     cmap, cat_label = _categories(file, data, class_names, problems)
-    records: dict = {}
+    entries: dict = {}  # image id -> _Entry (ids of one image file share its box list)
     order: list = []
-    subdirs = sorted(e.path for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    by_file: dict[str, object] = {}  # resolved image path -> first image id
+    subdirs = _subdirs(root)
     for i, img in enumerate(data["images"]):
-        rec = _image_record(file, i, img, json_dir, root, subdirs, records, problems)
-        if rec is not None:
-            records[img["id"]] = rec
-            order.append(img["id"])
-    declared = {img.get("id") for img in data["images"] if isinstance(img, dict) and isinstance(img.get("id"), (int, str))}
-    _add_annotations(file, data.get("annotations") or [], records, declared, cat_label, problems)
-    out = [_finish_record(file, *records[img_id], problems) for img_id in order]
+        entry = _image_entry(file, i, img, json_dir, root, subdirs, entries, problems)
+        if entry is None:
+            continue
+        key = os.path.realpath(os.path.join(root, entry.rec.image))
+        first = by_file.setdefault(key, img["id"])
+        if first == img["id"]:
+            order.append(first)
+        else:
+            head = entries[first]
+            head.merged = True
+            entry = _Entry(head.rec, entry.orient, entry.raw, head.parts)
+            problems.append(Problem(file, f"image {head.rec.image} is already listed as image id {_short(first)}; "
+                                    "the boxes of both ids go to one record", field=f"images[{i}]/file_name",
+                                    action="fixed", kind="duplicate_image"))
+        entries[img["id"]] = entry
+    declared = {img.get("id") for img in data["images"] if isinstance(img, dict) and _is_id(img.get("id"))}
+    _add_annotations(file, data.get("annotations") or [], entries, declared, cat_label, problems)
+    out = [_finish_record(file, entries[img_id], problems) for img_id in order]
     return RecordSet(cmap.names, root, out, {"source": os.path.abspath(file), "format": "coco",
                                                   "inputs": len(data["images"])}), problems
 
 
+def image_root_of(json_path: str | os.PathLike) -> str:
+    """The folder a COCO file's images are relative to: its folder, or the parent of an ``annotations/`` one."""
+    json_dir = os.path.dirname(os.path.abspath(json_path))
+    return os.path.dirname(json_dir) if os.path.basename(json_dir).lower() == "annotations" else json_dir
+
+
+def _subdirs(root: str) -> list[str]:
+    """First-level folders of ``root`` (hidden ones and unreadable entries, such as symlink loops, left out)."""
+    out = []
+    for e in os.scandir(root):
+        try:
+            if e.is_dir() and not e.name.startswith("."):
+                out.append(e.path)
+        except OSError:
+            continue
+    return sorted(out)
+
+
+def _is_id(v) -> bool:
+    """COCO ids are integers or strings (never lists, dicts, floats or booleans)."""
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
+def _short(v) -> str:
+    """A bounded ``repr`` of a value from the file, for messages (deep or huge values are elided)."""
+    return _REPR.repr(v)
+
+
 def _load_json(file: str) -> dict:
     try:
-        with open(file, "rb") as f:
-            data = json.loads(f.read().decode("utf-8-sig"))
+        raw = read_limited(file, MAX_JSON_BYTES)
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnsafeFile as e:
+        raise CocoFormatError(str(e)) from None
     except json.JSONDecodeError as e:
         raise CocoFormatError(f"{file}:{e.lineno}: invalid JSON: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise CocoFormatError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise CocoFormatError(f"{file}: cannot read: {e.strerror}") from None
+    except RecursionError:
+        raise CocoFormatError(f"{file}: JSON nested too deeply to be a COCO file") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CocoFormatError(f"{file}: not a COCO detection file (no 'images' list)")
     if not isinstance(data.get("categories", []), list) or not isinstance(data.get("annotations", []), list):
@@ -117,18 +172,27 @@ def _load_json(file: str) -> dict:
 
 def _categories(file: str, data: dict, class_names, problems: list[Problem]) -> tuple[ClassMap, dict]:
     """Category id -> label. Drops bad/duplicate categories and Roboflow's unused parent category."""
-    used = {a.get("category_id") for a in data.get("annotations") or [] if isinstance(a, dict)}
+    entries = data.get("categories") or []
+    used = {a.get("category_id") for a in data.get("annotations") or [] if isinstance(a, dict)
+            and _is_id(a.get("category_id"))}
     cats: dict[int, str] = {}
-    for i, c in enumerate(data.get("categories") or []):
+    parents: set[str] = set()
+    for i, c in enumerate(entries):
         cid, name = (c.get("id"), c.get("name")) if isinstance(c, dict) else (None, None)
         if not isinstance(cid, int) or isinstance(cid, bool) or not isinstance(name, str) or not name.strip():
-            problems.append(Problem(file, f"category {c!r} needs an integer id and a name", field=f"categories[{i}]",
-                                    kind="bad_category"))
-        elif cid in cats:
+            problems.append(Problem(file, f"category {_short(c)} needs an integer id and a name",
+                                    field=f"categories[{i}]", kind="bad_category"))
+            continue
+        parent = c.get("supercategory")
+        if isinstance(parent, str):
+            parents.add(parent)
+        elif parent is not None:
+            problems.append(Problem(file, f"supercategory {_short(parent)} is not a string; ignored",
+                                    field=f"categories[{i}]/supercategory", action="ignored", kind="bad_category"))
+        if cid in cats:
             problems.append(Problem(file, f"duplicate category id {cid}", field=f"categories[{i}]", kind="bad_category"))
         else:
             cats[cid] = name
-    parents = {c.get("supercategory") for c in data.get("categories") or [] if isinstance(c, dict)}
     for cid in [cid for cid, n in cats.items() if n in parents and cid not in used and len(cats) > 1]:
         problems.append(Problem(file, f"category {cid} {cats.pop(cid)!r} is only a parent of other categories "
                                 "and has no boxes; dropped", field="categories", action="ignored", kind="category_remap"))
@@ -141,45 +205,79 @@ def _categories(file: str, data: dict, class_names, problems: list[Problem]) -> 
         cmap = ClassMap(seen)
     cat_label = {cid: cmap.lookup(cats[cid])[0] for cid in ids}
     cat_label = {cid: lab for cid, lab in cat_label.items() if lab is not None}
+    if not cat_label:
+        raise CocoFormatError(_no_category_message(file, entries, cats, class_names))
     if any(cid != lab for cid, lab in cat_label.items()):
-        pairs = ", ".join(f"{cid}->{lab}" for cid, lab in sorted(cat_label.items()))
-        problems.append(Problem(file, f"category ids remapped to labels 1..{len(cmap)}: {pairs}", field="categories",
+        pairs = [f"{cid}->{lab}" for cid, lab in sorted(cat_label.items())]
+        more = f", ... ({len(pairs) - REMAP_SHOWN:,} more)" if len(pairs) > REMAP_SHOWN else ""
+        problems.append(Problem(file, f"category ids remapped to labels 1..{len(cmap)}: "
+                                + ", ".join(pairs[:REMAP_SHOWN]) + more, field="categories",
                                 action="fixed", kind="category_remap"))
     return cmap, cat_label
 
 
-def _find(fn: str, json_dir: str, root: str, subdirs: list[str]) -> str | None:
-    for d in (json_dir, root, os.path.join(root, "images"), *subdirs):
-        p = os.path.normpath(os.path.join(d, fn))
-        if within(p, root) and os.path.isfile(p):
-            return p
-    return None
+def _no_category_message(file: str, entries: list, cats: dict, class_names) -> str:
+    if not entries:
+        return f"{file}: no categories: a COCO file needs a 'categories' list naming its classes"
+    if not cats:
+        return f"{file}: no usable categories (each needs an integer 'id' and a 'name')"
+    names = ", ".join(repr(n) for n in list(cats.values())[:5]) + (", ..." if len(cats) > 5 else "")
+    return f"{file}: none of its {len(cats):,} categories ({names}) is in the class list {_short(class_names)}"
 
 
-def _image_record(file, i, img, json_dir, root, subdirs, records, problems) -> tuple | None:
-    """One ``images[i]`` entry -> ``(Record without boxes, orientation, raw size, [])`` or None."""
+def _find(fn: str, json_dir: str, root: str, subdirs: list[str]) -> tuple[str | None, UnsafeFile | None]:
+    """The first usable ``fn`` next to the JSON, in the root, in ``images/`` or in a first-level folder."""
+    cands = [os.path.normpath(os.path.join(d, fn)) for d in (json_dir, root, os.path.join(root, "images"), *subdirs)]
+    return first_usable([p for p in cands if within(p, root)], root)
+
+
+@dataclass
+class _Entry:
+    """One usable ``images[i]``: its record (no boxes yet), EXIF orientation, raw size and box parts.
+
+    A part is ``(xyxy, label, iscrowd, "annotations[j]", orientation)``; ``merged`` marks a record that
+    received boxes from several image ids.
+    """
+
+    rec: Record
+    orient: int
+    raw: tuple[int, int]
+    parts: list = dc_field(default_factory=list)
+    merged: bool = False
+
+
+def _image_entry(file, i, img, json_dir, root, subdirs, entries, problems) -> _Entry | None:
+    """One ``images[i]`` entry -> :class:`_Entry`, or None (problem appended)."""
     where = f"images[{i}]"
     if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
         problems.append(Problem(file, "image entry needs 'id' and 'file_name'", field=where, kind="bad_image_entry"))
         return None
-    if not isinstance(img["id"], (int, str)) or img["id"] in records:
-        problems.append(Problem(file, f"duplicate or invalid image id {img['id']!r}", field=where, kind="bad_image_entry"))
+    if not _is_id(img["id"]):
+        problems.append(Problem(file, f"image id {_short(img['id'])} is not an integer or string",
+                                field=f"{where}/id", kind="bad_id"))
+        return None
+    if img["id"] in entries:
+        problems.append(Problem(file, f"duplicate image id {_short(img['id'])}", field=f"{where}/id",
+                                kind="bad_image_entry"))
         return None
     fn = img["file_name"].strip().replace("\\", "/")
-    path = None
     if is_absolute_name(fn) or not within(os.path.normpath(os.path.join(json_dir, fn)), root):
-        path = _find(Path(fn).name, json_dir, root, subdirs)
+        path, refused = _find(Path(fn).name, json_dir, root, subdirs)
         action = "fixed" if path else "skipped"
-        problems.append(Problem(file, f"file_name {img['file_name']!r} is absolute or leaves the dataset root; "
+        problems.append(Problem(file, f"file_name {_short(img['file_name'])} is absolute or leaves the dataset root; "
                                 + ("used " + os.path.relpath(path, root) if path else "no image of that name inside it"),
                                 field=f"{where}/file_name", action=action, kind="unsafe_path"))
         if path is None:
             return None
     else:
-        path = _find(fn, json_dir, root, subdirs)
+        path, refused = _find(fn, json_dir, root, subdirs)
+    if path is None and refused is not None:
+        problems.append(Problem(file, f"image {os.path.relpath(refused.path, root)} {refused.reason}",
+                                field=f"{where}/file_name", kind=refused.kind))
+        return None
     if path is None:
-        problems.append(Problem(file, f"image {fn!r} not found under {root} (looked next to the JSON, in images/ "
-                                "and in its first-level folders)", field=f"{where}/file_name", kind="missing_image"))
+        problems.append(Problem(file, f"image {_short(fn)} not found under {root} (looked next to the JSON, in "
+                                "images/ and in its first-level folders)", field=f"{where}/file_name", kind="missing_image"))
         return None
     try:
         info = probe_image(path)
@@ -193,62 +291,86 @@ def _image_record(file, i, img, json_dir, root, subdirs, records, problems) -> t
         problems.append(Problem(file, reason, field=where, action="ignored" if kind == "exif_orientation" else "fixed",
                                 kind=kind))
     rec = Record(os.path.relpath(path, root).replace(os.sep, "/"), width, height, source=file)
-    return rec, orient, (info.raw_width, info.raw_height), []
+    return _Entry(rec, orient, (info.raw_width, info.raw_height))
 
 
-def _add_annotations(file, anns, records, declared, cat_label, problems) -> None:
+def _add_annotations(file, anns, entries, declared, cat_label, problems) -> None:
     """Attach boxes to their images; boxes of skipped images go with them (their image was reported)."""
     for i, a in enumerate(anns):
         where = f"annotations[{i}]"
         if not isinstance(a, dict):
             problems.append(Problem(file, "annotation is not an object", field=where, kind="bad_annotation"))
             continue
-        image_id = a.get("image_id")
-        target = records.get(image_id) if isinstance(image_id, (int, str)) else None
+        aid, image_id, cid = _short(a.get("id")), a.get("image_id"), a.get("category_id")
+        if not _is_id(image_id):
+            problems.append(Problem(file, f"annotation id {aid}: image_id {_short(image_id)} is not an integer or "
+                                    "string", field=f"{where}/image_id", kind="bad_id"))
+            continue
+        target = entries.get(image_id)
         if target is None:
-            if image_id not in declared or not isinstance(image_id, (int, str)):
-                problems.append(Problem(file, f"annotation id {a.get('id')!r}: no image with id {image_id!r}",
+            if image_id not in declared:
+                problems.append(Problem(file, f"annotation id {aid}: no image with id {_short(image_id)}",
                                         field=f"{where}/image_id", kind="orphan_annotation"))
             continue
-        label = cat_label.get(a.get("category_id"))
+        if not _is_id(cid):
+            problems.append(Problem(file, f"annotation id {aid}: category_id {_short(cid)} is not an integer",
+                                    field=f"{where}/category_id", kind="bad_id"))
+            continue
+        label = cat_label.get(cid)
         if label is None:
-            problems.append(Problem(file, f"annotation id {a.get('id')!r}: unknown class (category_id "
-                                    f"{a.get('category_id')!r})", field=f"{where}/category_id", kind="unknown_class"))
+            problems.append(Problem(file, f"annotation id {aid}: unknown class (category_id {_short(cid)})",
+                                    field=f"{where}/category_id", kind="unknown_class"))
             continue
         bbox = a.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
-            problems.append(Problem(file, f"annotation id {a.get('id')!r}: bbox {bbox!r} is not 4 numbers",
+            problems.append(Problem(file, f"annotation id {aid}: bbox {_short(bbox)} is not 4 numbers",
                                     field=f"{where}/bbox", kind="bad_coordinate"))
             continue
-        x, y, w, h = (float(v) for v in bbox)
+        try:
+            x, y, w, h = (float(v) for v in bbox)
+        except OverflowError:  # an integer too big for a float
+            x = y = w = h = math.inf
         if not all(math.isfinite(v) for v in (x, y, w, h)):
-            problems.append(Problem(file, f"annotation id {a.get('id')!r}: non-finite bbox {bbox!r}",
+            problems.append(Problem(file, f"annotation id {aid}: non-finite bbox {_short(bbox)}",
                                     field=f"{where}/bbox", kind="bad_coordinate"))
             continue
         if w <= 0 or h <= 0:
             kind = "zero_area_box" if w == 0 or h == 0 else "swapped_box"
-            problems.append(Problem(file, f"annotation id {a.get('id')!r}: bbox width/height {w:g}x{h:g}",
+            problems.append(Problem(file, f"annotation id {aid}: bbox width/height {w:g}x{h:g}",
                                     field=f"{where}/bbox", kind=kind))
             continue
-        target[3].append(((x, y, x + w, y + h), label, bool(a.get("iscrowd", 0)), where))
+        target.parts.append(((x, y, x + w, y + h), label, bool(a.get("iscrowd", 0)), where, target.orient))
 
 
-def _finish_record(file: str, rec: Record, orient: int, raw: tuple[int, int], parts: list,
-                   problems: list[Problem]) -> Record:
-    """Rotate raw-pixel boxes if needed, then clip / drop them with the shared ``check_box``."""
+def _finish_record(file: str, entry: _Entry, problems: list[Problem]) -> Record:
+    """Rotate raw-pixel boxes if needed, then clip / drop them with the shared ``check_box``.
+
+    On a record that got boxes from several image ids, a box repeating an earlier one (same class and
+    coordinates) is dropped and reported.
+    """
+    rec, parts = entry.rec, entry.parts
     boxes = np.array([p[0] for p in parts], np.float64).reshape(-1, 4)
-    if orient != 1:
-        boxes = orient_boxes(boxes, orient, *raw)
+    orients = np.array([p[4] for p in parts], np.int64)
+    for o in set(orients.tolist()) - {1}:
+        boxes[orients == o] = orient_boxes(boxes[orients == o], o, *entry.raw)
     keep_boxes, keep = [], []
+    seen: dict[tuple, str] = {}
     for j, (box, part) in enumerate(zip(boxes, parts)):
         checked, reason, action = check_box(tuple(box), rec.width, rec.height)
         if reason:
             kind = "box_clipped" if action == "fixed" else ("box_outside" if "outside" in reason else "zero_area_box")
             problems.append(Problem(file, f"{rec.image}: {reason}", field=f"{part[3]}/bbox", action=action, kind=kind))
-        if checked is not None:
-            keep_boxes.append(checked)
-            keep.append(j)
+        if checked is None:
+            continue
+        key = (part[1], *(round(v, 3) for v in checked))
+        if entry.merged and key in seen:
+            problems.append(Problem(file, f"{rec.image}: same class and box as {seen[key]} (the image is listed "
+                                    "under several ids); dropped", field=f"{part[3]}/bbox", kind="duplicate_box"))
+            continue
+        seen.setdefault(key, part[3])
+        keep_boxes.append(checked)
+        keep.append(j)
     return Record(rec.image, rec.width, rec.height, np.array(keep_boxes, np.float32).reshape(-1, 4),
                   np.array([parts[j][1] for j in keep], np.int64), np.array([parts[j][2] for j in keep], bool),
                   source=file)

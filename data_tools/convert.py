@@ -19,9 +19,11 @@ from data_tools import __version__
 from data_tools.atomic import atomic_write_text
 from data_tools.coco import read_coco
 from data_tools.records import ClassMap, Problem, RecordSet
+from data_tools.userfiles import UnsafeFile, check_file, read_limited, real_path
 from data_tools.voc import parse_voc, to_record
 
 PROGRESS_MIN_FILES = 500
+MAX_CLASSES_BYTES = 16 << 20
 
 
 class ConvertError(ValueError):
@@ -31,11 +33,12 @@ class ConvertError(ValueError):
 def read_class_file(path: str | os.PathLike) -> list[str]:
     """Class names, one per line (blank lines and ``#`` comments skipped), in label order 1..K."""
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        raise ConvertError(f"classes file {os.fspath(path)} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
+        lines = read_limited(path, MAX_CLASSES_BYTES).decode("utf-8-sig").splitlines()
+    except UnsafeFile as e:
+        if e.kind == "missing_file":
+            raise ConvertError(f"classes file {os.fspath(path)} not found") from None
+        raise ConvertError(f"classes file {e}") from None
+    except UnicodeDecodeError as e:
         raise ConvertError(f"cannot read classes file {os.fspath(path)}: {e}") from None
     names = [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
     if not names:
@@ -57,11 +60,20 @@ def find_xml_files(src: str) -> list[str]:
 
 def detect_format(src: str) -> str:
     """``"coco"`` for a ``.json`` file, ``"voc"`` for a folder."""
-    if os.path.isfile(src):
-        if src.lower().endswith(".json"):
-            return "coco"
-        raise ConvertError(f"{src} is a file but not a COCO .json; give a folder of VOC .xml files or a COCO .json")
-    return "voc"
+    if os.path.isdir(src):
+        return "voc"
+    _check_source_file(src)
+    if src.lower().endswith(".json"):
+        return "coco"
+    raise ConvertError(f"{src} is a file but not a COCO .json; give a folder of VOC .xml files or a COCO .json")
+
+
+def _check_source_file(src: str) -> None:
+    """A source that is not a folder must be a regular file (not a FIFO, a device or a symlink loop)."""
+    try:
+        check_file(src)
+    except UnsafeFile as e:
+        raise ConvertError(f"source {e}") from None
 
 
 def convert(
@@ -79,15 +91,16 @@ def convert(
     """
     t0 = time.perf_counter()
     src = os.fspath(src)
-    if not os.path.exists(src):
+    if not os.path.lexists(src):
         raise ConvertError(f"source {src} does not exist")
     if fmt not in ("auto", "voc", "coco"):
         raise ConvertError(f"unknown format {fmt!r} (use auto, voc or coco)")
     fmt = detect_format(src) if fmt == "auto" else fmt
     class_names = read_class_file(classes_file) if classes_file else None
     if fmt == "coco":
-        if not os.path.isfile(src):
+        if os.path.isdir(src):
             raise ConvertError(f"--format coco needs a .json file, and {src} is a folder")
+        _check_source_file(src)
         rs, problems = read_coco(src, class_names)
     else:
         if not os.path.isdir(src):
@@ -121,16 +134,17 @@ def _convert_voc(src: str, class_names: list[str] | None, progress: bool) -> tup
     cmap = ClassMap(class_names) if class_names is not None else ClassMap.collect(
         o.name for a in anns for o in a.objects
     )
-    # Two annotation files for one image: keep the one named like the image (else the first by path).
-    owner: dict[str, str] = {}
-    for ann in anns:
-        rank = (_stem(ann.xml_path) != _stem(ann.image), ann.xml_path)
-        if ann.image not in owner or rank < (_stem(owner[ann.image]) != _stem(ann.image), owner[ann.image]):
-            owner[ann.image] = ann.xml_path
+    # Two annotation files for one image file (symlinks resolved): keep the one named like the image,
+    # else the first by path.
+    real = [real_path(os.path.join(root, a.image), cache) for a in anns]
+    owner: dict = {}
+    for key, ann in zip(real, anns):
+        if key not in owner or _owner_rank(ann) < _owner_rank(owner[key]):
+            owner[key] = ann
     records = []
-    for ann in anns:
-        if owner[ann.image] != ann.xml_path:
-            problems.append(Problem(ann.xml_path, f"image {ann.image} is already annotated by {owner[ann.image]}",
+    for key, ann in zip(real, anns):
+        if owner[key] is not ann:
+            problems.append(Problem(ann.xml_path, f"image {ann.image} is already annotated by {owner[key].xml_path}",
                                     field="filename", kind="duplicate_image"))
             continue
         rec, probs = to_record(ann, cmap)
@@ -141,6 +155,11 @@ def _convert_voc(src: str, class_names: list[str] | None, progress: bool) -> tup
 
 def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
+
+
+def _owner_rank(ann) -> tuple[bool, str]:
+    """Which of several annotations of one image wins: the one named like the image, then the first path."""
+    return _stem(ann.xml_path) != _stem(ann.image), ann.xml_path
 
 
 def summarize(rs: RecordSet, problems: list[Problem], inputs: int, seconds: float) -> dict:

@@ -24,8 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from data_tools.userfiles import UnsafeFile, open_regular
+
 MAX_PIXELS = 100_000_000
 """Largest accepted image (width x height); bigger ones are skipped (decoding one takes > 300 MB)."""
+MAX_IMAGE_BYTES = 1 << 30
+"""Largest accepted image file (1 GiB): a 100-megapixel 16-bit RGBA TIFF fits."""
 
 _JPEG_EOI = b"\xff\xd9"
 _PNG_IEND = b"IEND\xaeB`\x82"
@@ -55,21 +59,32 @@ class ImageInfo:
 
 
 def probe_image(path: str | os.PathLike) -> ImageInfo:
-    """Read an image's header and check it is complete (see the module policy). Raises :class:`ImageError`."""
+    """Read an image's header and check it is complete (see the module policy). Raises :class:`ImageError`.
+
+    Only a regular file of at most :data:`MAX_IMAGE_BYTES` is opened (a FIFO or ``/dev/zero`` named
+    ``x.jpg`` is refused, not read).
+    """
     try:
-        size = os.stat(path).st_size
-    except OSError as e:
-        raise ImageError("missing_image", f"cannot read image {os.fspath(path)}: {e.strerror}") from None
-    if size == 0:
+        f = open_regular(path, MAX_IMAGE_BYTES)
+    except UnsafeFile as e:
+        kind = "missing_image" if e.kind in ("missing_file", "unreadable_file") else e.kind
+        raise ImageError(kind, f"image {os.fspath(path)} {e.reason}") from None
+    with f:
+        return _probe_open(path, f)
+
+
+def _probe_open(path, f) -> ImageInfo:
+    """:func:`probe_image` on the already opened regular file ``f``."""
+    if os.fstat(f.fileno()).st_size == 0:
         raise ImageError("empty_image", f"image file {os.fspath(path)} is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(f) as img:
                 info = _header_info(img)
                 if info.raw_width * info.raw_height > MAX_PIXELS:
                     raise ImageError("huge_image", _huge_msg(path, info.raw_width, info.raw_height))
-                _check_complete(path, img, info.format)
+                _check_complete(path, f, img, info.format)
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -102,18 +117,19 @@ def _header_info(img: Image.Image) -> ImageInfo:
     return ImageInfo(w, h, raw_w, raw_h, orientation, img.mode, img.format or "")
 
 
-def _check_complete(path, img: Image.Image, fmt: str) -> None:
-    """Tail check for JPEG/PNG; decode only when the tail is wrong (module policy)."""
+def _check_complete(path, f, img: Image.Image, fmt: str) -> None:
+    """Tail check for JPEG/PNG on the open file ``f``; decode only when the tail is wrong (module policy)."""
     if fmt == "JPEG":
         marker = _JPEG_EOI
     elif fmt == "PNG":
         marker = _PNG_IEND
     else:
         return
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 64))
-        tail = f.read().rstrip(b"\x00 \t\r\n")
+    pos = f.tell()
+    f.seek(0, os.SEEK_END)
+    f.seek(max(0, f.tell() - 64))
+    tail = f.read(64).rstrip(b"\x00 \t\r\n")
+    f.seek(pos)
     if tail.endswith(marker):
         return
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone told PIL to pad truncated images: decoding proves nothing

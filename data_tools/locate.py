@@ -12,6 +12,10 @@ Search order for ``root/annotations/beans/X.xml`` with ``<filename>X.jpg</filena
 ``<filename>``, or one whose ``..`` climbs out of the root, is reported and ignored; the image is then
 looked up by the XML's stem inside the root only. Names are tried in NFC and NFD Unicode forms (macOS
 stores NFD) and with Windows ``\\`` separators converted.
+
+Only regular files count (:func:`data_tools.userfiles.check_file`): a FIFO, a device, a symlink loop or
+a symlink that resolves outside the root is not used; when nothing usable is found, the refused file
+and the reason are reported.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ import os
 import posixpath
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+from data_tools.userfiles import UnsafeFile, first_usable, within
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 IMAGE_DIR_NAMES = ("images", "JPEGImages", "Images")
@@ -34,12 +41,6 @@ class Issue:
     kind: str
     reason: str
     action: str
-
-
-def within(path: str, root: str) -> bool:
-    """True if the normalised absolute ``path`` lies inside ``root`` (lexically; both absolute)."""
-    path, root = os.path.normpath(path), os.path.normpath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def is_absolute_name(name: str) -> bool:
@@ -60,14 +61,17 @@ def find_image(
     xml_stem = os.path.splitext(os.path.basename(xml_path))[0]
     fn = (filename or "").strip().replace("\\", "/")
     unsafe = None
+    refused: UnsafeFile | None = None
     if fn and is_absolute_name(fn):
         unsafe = f"absolute <filename> {filename!r}"
     elif fn:
         direct = os.path.normpath(os.path.join(xml_dir, fn))
         if not within(direct, root):
             unsafe = f"<filename> {filename!r} points outside the dataset root"
-        elif os.path.isfile(direct):
-            return direct, None
+        else:
+            found, refused = first_usable([direct], root, dir_cache)
+            if found:
+                return found, None
 
     if dir_cache is None:
         dirs = _candidate_dirs(xml_dir, root)
@@ -82,7 +86,8 @@ def find_image(
         names.append(base)
         stems.append(os.path.splitext(base)[0])
     stems.append(xml_stem)
-    found = _search(dirs, names, stems)
+    found, refused_here = first_usable(_candidates(dirs, names, stems), root, dir_cache)
+    refused = refused or refused_here
 
     if unsafe:
         if found:
@@ -91,6 +96,8 @@ def find_image(
         return None, Issue(
             "unsafe_path", f"{unsafe}: ignored it, and no image named {xml_stem}.* was found inside the root", "skipped"
         )
+    if found is None and refused is not None:
+        return None, Issue(refused.kind, f"image {_rel(refused.path, root)} {refused.reason}", "skipped")
     if found is None:
         wanted = posixpath.basename(fn) if fn else f"{xml_stem}.*"
         return None, Issue(
@@ -122,22 +129,18 @@ def _candidate_dirs(xml_dir: str, root: str) -> list[str]:
     return dirs
 
 
-def _search(dirs: list[str], names: list[str], stems: list[str]) -> str | None:
+def _candidates(dirs: list[str], names: list[str], stems: list[str]) -> Iterator[str]:
+    """Paths to try, in search order: each name in each folder, then each stem with any image extension."""
     for name in names:
         for d in dirs:
             for variant in _forms(name):
-                p = os.path.join(d, variant)
-                if os.path.isfile(p):
-                    return p
+                yield os.path.join(d, variant)
     exts = IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS)
     for stem in dict.fromkeys(stems):
         for d in dirs:
             for variant in _forms(stem):
                 for ext in exts:
-                    p = os.path.join(d, variant + ext)
-                    if os.path.isfile(p):
-                        return p
-    return None
+                    yield os.path.join(d, variant + ext)
 
 
 def _forms(name: str) -> list[str]:

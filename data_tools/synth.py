@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data_tools.atomic import atomic_write_bytes, atomic_write_text
 from data_tools.records import Record, RecordSet
 
 SHAPES = ("box", "bottle", "can", "jar", "pouch", "carton")
@@ -37,6 +38,7 @@ _SHAPE_GEOMETRY = {"box": (0.72, 0.86), "bottle": (0.36, 0.95), "can": (0.58, 0.
                    "jar": (0.85, 0.55), "pouch": (0.68, 0.74), "carton": (0.46, 0.9)}
 _GOLDEN = 0.381966
 MIN_VISIBLE = 0.4
+MIN_SIDE, MAX_SIDE = 16, 4096  # image size bounds (4096x4096: about 200 MB while drawing); the CLI checks the same
 
 
 @dataclass(frozen=True)
@@ -254,8 +256,10 @@ def _lighting(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 
 def _size(size: tuple[int, int] | int) -> tuple[int, int]:
     w, h = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if w < 16 or h < 16:
-        raise ValueError(f"image size {w}x{h} is too small (16x16 at least)")
+    if w < MIN_SIDE or h < MIN_SIDE:
+        raise ValueError(f"image size {w}x{h} is too small ({MIN_SIDE}x{MIN_SIDE} at least)")
+    if w > MAX_SIDE or h > MAX_SIDE:
+        raise ValueError(f"image size {w}x{h} is too large ({MAX_SIDE}x{MAX_SIDE} at most)")
     return w, h
 
 
@@ -276,9 +280,7 @@ def _render_all(out_dir: str | os.PathLike, images: int, classes: int, seed: int
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:
             raise OSError(f"cannot encode {name}")
-        tmp = img_dir / f".{name}.tmp"
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, img_dir / name)
+        atomic_write_bytes(img_dir / name, buf.tobytes())
         records.append(Record(image=f"images/{name}", width=W, height=H, boxes=boxes, labels=labels,
                               truncated=trunc, source=f"synth(seed={seed}, index={i})"))
     return [b.name for b in brands], records
@@ -300,7 +302,7 @@ def generate(out_dir: str | os.PathLike, images: int = 64, classes: int = 5, see
     names, records = _render_all(out, images, classes, seed, size)
     for rec in records:
         write_voc(rec, names, out / "annotations" / (Path(rec.image).stem + ".xml"))
-    (out / "classes.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
+    atomic_write_text(out / "classes.txt", "".join(n + "\n" for n in names))
     counts = Counter(int(v) for rec in records for v in rec.labels)
     W, H = _size(size)
     return {

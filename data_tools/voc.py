@@ -1,6 +1,7 @@
 """One Pascal VOC / labelImg XML file <-> one :class:`~data_tools.records.Record`.
 
-Reading is hardened: files over :data:`MAX_XML_BYTES`, empty files, DOCTYPE / entity declarations (XXE,
+Reading is hardened: anything but a regular file (FIFO, device, symlink loop, symlink leaving the
+dataset root), files over :data:`MAX_XML_BYTES`, empty files, DOCTYPE / entity declarations (XXE,
 billion laughs), malformed XML and undecodable text are refused with a :class:`Problem` naming the
 file and line. Inside a good file each bad object is dropped or repaired on its own and reported with
 its line and field (``object[2]/bndbox/xmax``, objects counted from 1), so the good objects still load.
@@ -27,6 +28,7 @@ from data_tools.atomic import atomic_write_bytes
 from data_tools.images import ImageError, orient_boxes, probe_image, resolve_size
 from data_tools.locate import find_image
 from data_tools.records import ClassMap, Problem, Record, check_box
+from data_tools.userfiles import UnsafeFile, read_limited
 
 MAX_XML_BYTES = 10 * 1024 * 1024
 _DTD_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
@@ -65,17 +67,20 @@ def _parser() -> etree.XMLParser:
     )
 
 
-def load_xml(path: str | os.PathLike) -> tuple[etree._Element | None, Problem | None]:
-    """Parse one XML file safely. Returns ``(root element, None)`` or ``(None, problem)``."""
+def load_xml(
+    path: str | os.PathLike, root: str | os.PathLike | None = None, cache: dict | None = None
+) -> tuple[etree._Element | None, Problem | None]:
+    """Parse one XML file safely. Returns ``(root element, None)`` or ``(None, problem)``.
+
+    ``root``: the dataset folder; an XML that is a symlink resolving outside it is refused. FIFOs,
+    devices, symlink loops and files over :data:`MAX_XML_BYTES` are refused without being read.
+    ``cache``: a dict kept for one pass over a dataset (see ``userfiles.real_path``).
+    """
     file = os.fspath(path)
     try:
-        size = os.stat(file).st_size
-        if size > MAX_XML_BYTES:
-            return None, Problem(file, f"file is {size:,} bytes, over the {MAX_XML_BYTES:,}-byte limit", kind="huge_file")
-        with open(file, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        return None, Problem(file, f"cannot read: {e.strerror}", kind="unreadable_file")
+        data = read_limited(file, MAX_XML_BYTES, root, cache)
+    except UnsafeFile as e:
+        return None, Problem(file, e.reason, kind=e.kind)
     if not data.lstrip(b"\xef\xbb\xbf \t\r\n"):
         return None, Problem(file, "empty file", kind="empty_file")
     scan = data.decode("utf-16", "replace").encode("utf-8") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else data
@@ -145,7 +150,7 @@ def parse_voc(
     """
     file = os.fspath(xml_path)
     root_dir = os.path.abspath(root if root is not None else os.path.dirname(os.path.dirname(os.path.abspath(file))))
-    el, problem = load_xml(file)
+    el, problem = load_xml(file, root_dir if root is not None else None, dir_cache)
     if el is None:
         return None, [problem]
     if el.tag != "annotation":

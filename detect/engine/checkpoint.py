@@ -7,7 +7,6 @@ never advice to load it unsafely.
 
 from __future__ import annotations
 
-import errno
 import pickle
 import re
 import zipfile
@@ -32,19 +31,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a crash or a full disk mid-write leaves the previous file intact.
 
     Raises:
-        OSError: with the user's path in the message (``no space left writing runs/x/last.pt (previous
-        last.pt kept)``), never the temp file's name.
+        OSError: :class:`data_tools.atomic.OutputError` naming the user's path (``no space left writing
+        runs/x/last.pt (previous last.pt kept)``), never the temp file's name.
     """
     path = Path(path)
-    try:
-        with atomic_open(path, "wb") as f:
-            torch.save(state, f)
-    except OSError as exc:
-        kept = f" (previous {path.name} kept)" if path.exists() else ""
-        what = "no space left" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
-        err = OSError(f"{what} writing {path}{kept}")
-        err.errno = exc.errno
-        raise err from None
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
     return path
 
 

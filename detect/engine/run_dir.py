@@ -10,17 +10,15 @@ taken over. Temp files of an atomic save that a killed run left behind are remov
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-import re
 import socket
 import time
 from pathlib import Path
 
+from data_tools.atomic import TEMP_RE, check_writable_dir, remove_stale_temps
+
 LOCK_NAME = ".lock"
-# what data_tools.atomic / checkpoint saves name their temp files: ".<name>.<random>.tmp"
-_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 
 
 class RunDirError(ValueError):
@@ -30,7 +28,7 @@ class RunDirError(ValueError):
 def _holds_files(folder: Path) -> bool:
     """True when ``folder`` holds anything besides a lock and stale temp files."""
     try:
-        return any(not (e.name == LOCK_NAME or _TEMP.match(e.name)) for e in os.scandir(folder))
+        return any(not (e.name == LOCK_NAME or TEMP_RE.match(e.name)) for e in os.scandir(folder))
     except FileNotFoundError:
         return False
 
@@ -102,45 +100,6 @@ class RunLock:
         self.release()
 
 
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete the atomic writers' temp files (``.NAME.*.tmp``) a killed run left in ``folder``.
-
-    Only call while holding the folder's :class:`RunLock` (no live writer is using them then).
-    """
-    removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for e in os.scandir(folder):
-            if e.is_file(follow_symlinks=False) and _TEMP.match(e.name):
-                with contextlib.suppress(OSError):
-                    os.unlink(e.path)
-                    removed.append(Path(e.path))
-    return removed
-
-
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` and write + delete a probe file in it; a clear :class:`RunDirError` otherwise."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe-{os.getpid()}.tmp"
-        with open(probe, "wb") as f:
-            f.write(b"0" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
-    except FileExistsError:
-        raise RunDirError(f"cannot write into {folder}: a file of that name exists") from None
-    except OSError as exc:
-        raise RunDirError(f"cannot write into {folder}: {describe_os_error(exc)}") from None
-
-
-def describe_os_error(exc: OSError) -> str:
-    """A short reason for an OSError, without the internal temp file name it may carry."""
-    reasons = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
-               errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-               errno.EDQUOT: "disk quota exceeded", errno.ENOTDIR: "a path component is a file"}
-    return reasons.get(exc.errno, exc.strerror or type(exc).__name__)
-
-
 def _candidates(base: Path):
     yield base
     k = 2
@@ -158,8 +117,8 @@ def claim_run_dir(base: str | Path, exist_ok: bool = False, resume: bool = False
         resume: ``base`` is the run being resumed: use it, refusing only a live writer.
 
     Raises:
-        RunDirError: ``base`` (with ``exist_ok`` / ``resume``) is held by a live process, or a folder is
-        not writable.
+        RunDirError: ``base`` is a file, or (with ``exist_ok`` / ``resume``) is held by a live process.
+        OutputError: a folder is not writable or its disk is full (:func:`data_tools.atomic.check_writable_dir`).
     """
     base = Path(base)
     if base.exists() and not base.is_dir():
@@ -170,13 +129,13 @@ def claim_run_dir(base: str | Path, exist_ok: bool = False, resume: bool = False
             continue
         if not fixed and _holds_files(folder):
             continue
-        check_writable(folder)
+        check_writable_dir(folder)  # before any expensive work: a clear error naming the folder
         lock = RunLock(folder)
         if lock.try_acquire():
             if not fixed and _holds_files(folder):  # another run claimed and wrote it meanwhile
                 lock.release()
                 continue
-            remove_stale_temps(folder)
+            remove_stale_temps(folder, older_than_s=0)  # we hold the lock: no live writer uses them
             return folder, lock
         if fixed:
             who = lock.holder() or {}

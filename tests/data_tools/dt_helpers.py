@@ -110,3 +110,26 @@ def line_of(path: Path, needle: str, nth: int = 1) -> int:
     """1-based line number of the ``nth`` line of ``path`` that contains ``needle``."""
     hits = [i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if needle in line]
     return hits[nth - 1]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, timeout: float = 60, mem_mb: int = 2048):
+    """Run ``python -m data_tools ARGS`` in a child process with a wall-clock and an address-space limit.
+
+    For inputs that could hang (a FIFO) or eat memory (``/dev/zero``) on broken code: the child is killed
+    after ``timeout`` seconds (``subprocess.TimeoutExpired``) or fails its allocations past ``mem_mb``.
+    Returns the ``subprocess.CompletedProcess`` (text stdout/stderr).
+    """
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (mem_mb << 20, mem_mb << 20))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "data_tools", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=limit, env=env)

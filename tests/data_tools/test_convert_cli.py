@@ -99,7 +99,7 @@ def test_split_errors_are_user_errors(dataset, tmp_path, capsys):
     ds = tmp_path / "d.pkl"
     main(["convert", str(dataset), "-o", str(ds), "--quiet"])
     assert main(["split", str(ds), "-o", str(tmp_path / "k"), "--folds", "5"]) == 2
-    assert "k-fold needs" in capsys.readouterr().err
+    assert "k-fold needs" in capsys.readouterr().err and not (tmp_path / "k").exists()
     assert main(["split", str(ds), "-o", str(tmp_path), "--val", "1.5"]) == 2
     assert main(["stats", str(tmp_path / "missing.pkl")]) == 2
 

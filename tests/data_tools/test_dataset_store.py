@@ -141,3 +141,102 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         save_dataset(_rs(), path)
     assert path.read_bytes() == before and not temp_leftovers(tmp_path)
+
+
+def _doc_with(**record_changes) -> dict:
+    rs = _rs()
+    doc = {"format": "retail-detect-dataset", "format_version": 1, "tool_version": "0",
+           "class_names": rs.class_names, "image_root": rs.image_root, "meta": {},
+           "records": [r.to_dict() for r in rs.records]}
+    doc["records"][0].update(record_changes)
+    return doc
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"width": -32}, r"records\[0\]\.width: -32 is not a positive integer"),
+    ({"height": 0}, r"records\[0\]\.height: 0 is not a positive integer"),
+    ({"width": 1.5}, r"records\[0\]\.width: 1.5 is not a positive integer"),
+    ({"boxes": np.array([[0, 0, 10, 10], [np.nan, 2, 30, 24]], np.float32)}, r"records\[0\]\.boxes\[1\]: NaN coordinate"),
+    ({"boxes": np.array([[0, 0, 10, 10], [1, 2, np.inf, 24]], np.float32)}, r"records\[0\]\.boxes\[1\]: infinite"),
+    ({"boxes": np.array([[10, 0, 1, 10], [1, 2, 3, 4]], np.float32)}, r"records\[0\]\.boxes\[0\]: x2 <= x1"),
+    ({"boxes": np.array([[0, 0, 10, 10], [1, 2, 300, 24]], np.float32)}, r"records\[0\]\.boxes\[1\]: .*outside the 32x24"),
+    ({"boxes": np.zeros((2, 3), np.float32)}, r"records\[0\]\.boxes: shape \(2, 3\)"),
+    ({"labels": np.array([1, 7])}, r"records\[0\]\.labels\[1\]: 7 outside 1\.\.2"),
+    ({"labels": np.array([1.0, 2.0])}, r"records\[0\]\.labels: float32|records\[0\]\.labels: float64"),
+    ({"difficult": np.array([True])}, r"records\[0\]\.difficult: 1 values for 2 boxes"),
+    ({"image": "/etc/passwd"}, r"records\[0\]\.image: '/etc/passwd' is an absolute path"),
+    ({"image": "../../x.jpg"}, r"records\[0\]\.image: '\.\./\.\./x\.jpg' leaves the image root"),
+    ({"image": 7}, r"records\[0\]\.image: 7 is not a path"),
+    ({"source": None}, r"records\[0\]\.source: None is not a string"),
+])
+def test_out_of_range_values_are_refused_with_the_field(tmp_path, change, message, capsys):
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(pickle.dumps(_doc_with(**change), protocol=4))
+    with pytest.raises(DatasetFileError, match=message):
+        load_dataset(path)
+    assert main(["stats", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.pkl" in err
+
+
+def test_duplicate_class_names_are_refused(tmp_path):
+    doc = _doc_with()
+    doc["class_names"] = ["beans", "beans"]
+    path = tmp_path / "dup.pkl"
+    path.write_bytes(pickle.dumps(doc, protocol=4))
+    with pytest.raises(DatasetFileError, match="class_names"):
+        load_dataset(path)
+
+
+def _reconstruct_pickle(shape: tuple, code: bytes = b"<f8") -> bytes:
+    """A pickle calling numpy's allowed ``_reconstruct(ndarray, shape, dtype)`` with ``shape`` (no data)."""
+    mod = store._NUMPY_MULTIARRAY.encode()
+    return (b"\x80\x04c" + mod + b"\n_reconstruct\ncnumpy\nndarray\n"
+            + pickle.dumps(shape, protocol=2)[2:-1] + b"C" + bytes([len(code)]) + code + b"\x87R.")
+
+
+@pytest.mark.parametrize("shape", [(10**6, 10**6), (2**62,), (-1,)])
+def test_huge_shapes_in_allowed_constructors_are_refused(tmp_path, shape, capsys):
+    path = tmp_path / "huge.pkl"
+    path.write_bytes(_reconstruct_pickle(shape))
+    with pytest.raises(DatasetFileError, match="array shape"):
+        load_dataset(path)
+    assert main(["stats", str(path)]) == 2
+    assert "array shape" in capsys.readouterr().err
+
+
+def test_huge_shape_in_array_state_is_refused(tmp_path):
+    """numpy itself refuses a state whose data does not fill the shape (no allocation): a guard."""
+    good = pickle.dumps(np.zeros(3, np.float64), protocol=3)  # no frames: bytes can be swapped in place
+    bad = good.replace(b"K\x01K\x03\x85", b"K\x01" + pickle.dumps((10**6, 10**6), protocol=2)[2:-1], 1)
+    assert bad != good
+    path = tmp_path / "state.pkl"
+    path.write_bytes(bad)
+    with pytest.raises(DatasetFileError, match="buffer size does not match"):
+        load_dataset(path)
+
+
+def test_direct_ndarray_call_is_refused(tmp_path):
+    path = tmp_path / "call.pkl"
+    path.write_bytes(b"\x80\x04cnumpy\nndarray\n" + pickle.dumps((10**6, 10**6), protocol=2)[2:-1] + b"\x85R.")
+    with pytest.raises(DatasetFileError):
+        load_dataset(path)
+
+
+def test_deeply_nested_meta_is_refused(tmp_path):
+    doc = _doc_with()
+    deep: list = []
+    for _ in range(200):
+        deep = [deep]
+    doc["meta"] = {"x": deep}
+    path = tmp_path / "deep.pkl"
+    path.write_bytes(pickle.dumps(doc, protocol=4))
+    with pytest.raises(DatasetFileError, match="meta.*nested"):
+        load_dataset(path)
+
+
+def test_dataset_over_the_size_cap_is_refused_unread(tmp_path, monkeypatch):
+    save_dataset(_rs(), tmp_path / "d.pkl")
+    monkeypatch.setattr(store, "MAX_DATASET_BYTES", 100)
+    with pytest.raises(DatasetFileError, match=r"d\.pkl is \d+ bytes, over the 100-byte limit"):
+        load_dataset(tmp_path / "d.pkl")

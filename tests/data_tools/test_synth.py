@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from pycocotools.coco import COCO
 
 from data_tools.cli import main
@@ -58,3 +59,10 @@ def test_synth_convert_export_round_trip_is_exact(tmp_path, capsys):
         x, y, w, h = ann["bbox"]
         row = np.array([x, y, x + w, y + h], np.float32)
         assert any(np.allclose(row, b, atol=1e-4) and lab == ann["category_id"] for b, lab in zip(rec.boxes, rec.labels))
+
+
+def test_generate_refuses_sizes_out_of_bounds(tmp_path):
+    for size, word in (((5000, 64), "too large"), ((64, 8), "too small")):
+        with pytest.raises(ValueError, match=word):
+            generate(tmp_path / "s", images=1, classes=1, size=size)
+    assert not (tmp_path / "s").exists()

@@ -162,3 +162,16 @@ def test_probe_reads_exif_orientation(tmp_path):
 
     info = probe_image(make_image(tmp_path / "a.jpg", (40, 20), exif_orientation=8))
     assert (info.width, info.height, info.raw_width, info.raw_height, info.orientation) == (20, 40, 40, 20, 8)
+
+
+def test_image_file_over_the_size_cap_is_skipped(dataset, tmp_path, monkeypatch):
+    import data_tools.images as images
+
+    add_pair(dataset, "big", [("beans", 1, 1, 5, 5)], size=(400, 300))
+    small, big = (dataset / "images" / "good1.jpg").stat().st_size, (dataset / "images" / "big.jpg").stat().st_size
+    assert big > small
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", small)
+    _, rs, rep = cli_convert(dataset, tmp_path / "out")
+    [p] = problems_of(rep, "big.xml")
+    assert p["kind"] == "huge_file" and f"over the {small:,}-byte limit" in p["reason"]
+    assert images_of(rs) == {"good1", "good2"}

@@ -52,11 +52,11 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     import socket
 
     (base / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
-    (base / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # a killed save
+    (base / ".last.pt.abc12345.tmp").write_bytes(b"half a checkpoint")  # a killed save
     (base / "last.pt").write_bytes(b"kept")
     folder, lock = claim_run_dir(base, resume=True)
     assert folder == base and lock.held
-    assert not (base / ".last.pt.abc123.tmp").exists() and (base / "last.pt").read_bytes() == b"kept"
+    assert not (base / ".last.pt.abc12345.tmp").exists() and (base / "last.pt").read_bytes() == b"kept"
     lock.release()
 
 
@@ -71,13 +71,16 @@ def test_file_in_the_way_and_unwritable_folders(tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("user data")
     with pytest.raises(RunDirError, match="is a file"):
         claim_run_dir(tmp_path / "afile")
-    from detect.engine import run_dir
+    import tempfile
 
-    for code, words in ((errno.EROFS, "read-only file system"), (errno.ENOSPC, "no space left on the device")):
+    from data_tools.atomic import OutputError
+
+    for code, words in ((errno.EROFS, "read-only file system"), (errno.ENOSPC, "no space left")):
         def refuse(*args, code=code, **kwargs):
-            raise OSError(code, os.strerror(code), str(args[0]))
+            raise OSError(code, os.strerror(code))
 
-        monkeypatch.setattr(run_dir, "open", refuse, raising=False)  # the probe write fails as on such a disk
-        with pytest.raises(RunDirError) as err:
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)  # the probe write fails as on such a disk
+        with pytest.raises(OutputError) as err:
             claim_run_dir(tmp_path / "runs" / "x")
-        assert str(err.value) == f"cannot write into {tmp_path / 'runs' / 'x'}: {words}"
+        assert str(err.value) == f"cannot write to {tmp_path / 'runs' / 'x'}: {words}"
+        monkeypatch.undo()
