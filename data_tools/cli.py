@@ -323,3 +323,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
               f"per class: {_per_class(result['per_class'])}")
     print(f"next: retail-data convert {args.output} -o {os.path.join(args.output, 'dataset.pkl')}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
