@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--classes", type=int, default=5)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--size", default="320x320", metavar="WxH")
+    g.add_argument("--planogram", metavar="PLAN.yaml", help="draw the shelves of this plan and write truth.json")
+    g.add_argument("--out-of-stock", type=float, default=0.0, metavar="F",
+                   help="with --planogram: fraction of planned facings left out (a gap)")
+    g.add_argument("--misplace", type=float, default=0.0, metavar="F",
+                   help="with --planogram: fraction of planned facings replaced by another SKU")
     g.set_defaults(func=cmd_synth)
     return p
 
@@ -214,6 +219,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
     size = _parse_size(args.size)
     if args.images < 1 or args.classes < 1:
         raise UserError("--images and --classes must be at least 1")
+    if args.planogram:
+        from data_tools.synth_planogram import run_synth_planogram
+
+        return run_synth_planogram(args.output, args.planogram, args.images, args.classes, args.seed, size,
+                                   args.out_of_stock, args.misplace)
+    if args.out_of_stock or args.misplace:
+        raise UserError("--out-of-stock and --misplace need --planogram PLAN.yaml")
     try:
         from data_tools.synth import generate
     except ImportError as e:
