@@ -1,5 +1,7 @@
 """Audit one photo: its detections (+ the bay's plan) -> shelf rows, facing statuses, gaps, share of shelf.
 
+0. Facings: a product is one SKU, so overlapping detections (class-aware NMS keeps one box per class)
+   are reduced to the best-scoring one (:func:`distinct_facings`); empty boxes are dropped.
 1. Rows: :func:`detect.engine.shelf_rows.assign_rows` (the same grouping ``predict`` reports), each
    row's products sorted left to right by centre.
 2. Gaps: :func:`detect.audit.gaps.find_gaps` on every row (the shelf ends are the image borders).
@@ -35,6 +37,8 @@ class AuditOptions:
     min_gap: float = DEFAULT_MIN_GAP  # a gap is wider than this x the row's median product width
     row_gap: float = 0.5  # row split: gap between box centres > this x the median box height
     brand_sep: str = "_"  # brand = class name up to this separator (unless the plan maps it)
+    same_iou: float = 0.5  # two detections overlapping this much (IoU) are one product ...
+    same_inside: float = 0.8  # ... as is one lying this much (share of its area) inside a better one
     costs: AlignCosts = field(default_factory=AlignCosts)
 
 
@@ -102,6 +106,33 @@ def _class_widths(names: list[str], widths: np.ndarray) -> dict[str, float]:
     for n, w in zip(names, widths.tolist()):
         by[n].append(w)
     return {n: float(np.median(v)) for n, v in by.items()}
+
+
+def distinct_facings(boxes: np.ndarray, scores: np.ndarray, same_iou: float = 0.5, same_inside: float = 0.8) -> np.ndarray:
+    """Indices of the detections that are distinct products, best score first kept (class-agnostic).
+
+    Args:
+        boxes: float ``[N, 4]`` xyxy; scores: ``[N]``.
+        same_iou: a box with IoU above this with a kept box is the same product.
+        same_inside: so is a box with more than this share of its area inside a kept box.
+
+    Returns:
+        int64 ``[K]`` ascending indices; boxes of zero width or height are never kept.
+    """
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)  # [N]
+    order = [int(i) for i in np.argsort(-np.asarray(scores, np.float64), kind="stable") if area[i] > 0]
+    kept: list[int] = []
+    for i in order:
+        if kept:
+            k = np.array(kept)
+            wh = np.clip(np.minimum(b[k, 2:], b[i, 2:]) - np.maximum(b[k, :2], b[i, :2]), 0, None)  # [K, 2]
+            inter = wh[:, 0] * wh[:, 1]  # [K]
+            iou = inter / (area[k] + area[i] - inter)
+            if (iou > same_iou).any() or (inter / area[i] > same_inside).any():
+                continue
+        kept.append(i)
+    return np.array(sorted(kept), dtype=np.int64)
 
 
 def _gap_dict(gap: Gap, n_products: int, expected: list[str] | None) -> dict:
@@ -189,7 +220,7 @@ def audit_photo(
 
     Returns:
         ``{"bay", "planned", "present", "misplaced", "missing", "out_of_stock", "extra", "gaps",
-        "compliance", "rows": [{"row", "planned_row", "detected_row", "planned", "detected", "compliance",
+        "compliance", "overlapping" (detections dropped as a second box on a product), "rows": [{"row", "planned_row", "detected_row", "planned", "detected", "compliance",
         "facings": [{"status", "planned", "found", "box", "score", "slot", "gap"}], "gaps": [{"box", "ratio",
         "facings", "position", "expected"}]}], "share": {"classes", "brands"}}``. ``missing`` counts every
         planned facing not found (``out_of_stock``: those of them that fall in a gap).
@@ -198,6 +229,9 @@ def audit_photo(
     b = _np(boxes, np.float64, (-1, 4))
     lab = _np(labels, np.int64, (-1,))
     sc = np.ones(len(b)) if scores is None else _np(scores, np.float64, (-1,))
+    keep = distinct_facings(b, sc, opts.same_iou, opts.same_inside)
+    suppressed = len(b) - len(keep)
+    b, lab, sc = b[keep], lab[keep], sc[keep]
     names = [class_names[k - 1] if 1 <= k <= len(class_names) else f"class_{k}" for k in lab.tolist()]
     drows = _detected_rows(b, names, width, opts)
 
@@ -242,7 +276,7 @@ def audit_photo(
                 gaps = []
             rows.append(_row_dict(len(rows), p, d, plans[p] if p is not None else [], facings, gaps))
 
-    out = {"bay": bay.name if bay is not None else None, **_totals(rows, bay is not None)}
+    out = {"bay": bay.name if bay is not None else None, **_totals(rows, bay is not None), "overlapping": suppressed}
     out["rows"] = rows
     def brand(name: str) -> str:
         return brands[name] if brands and name in brands else brand_prefix(name, opts.brand_sep)
@@ -277,4 +311,4 @@ def _totals(rows: list[dict], planned: bool) -> dict:
     }
 
 
-__all__ = ["AuditOptions", "STATUSES", "audit_photo", "share_of_shelf"]
+__all__ = ["AuditOptions", "STATUSES", "audit_photo", "distinct_facings", "share_of_shelf"]

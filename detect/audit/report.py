@@ -112,6 +112,12 @@ def write_json(out_dir: Path, photos: list[dict], errors: list[dict], meta: dict
     return atomic_write_text(Path(out_dir) / JSON_NAME, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
+def _rel(path: str) -> str:
+    """``path`` relative to the working folder when it lies inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(Path.cwd().resolve())) if p.is_relative_to(Path.cwd().resolve()) else str(p)
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -144,7 +150,7 @@ def format_summary(result: dict) -> list[str]:
                      f"{f(acc['gap_precision'])} ({acc['removed']} removed facings, {acc['gaps']} gaps); misplaced recall "
                      f"{f(acc['misplaced_recall'])} precision {f(acc['misplaced_precision'])}; compliance error "
                      f"mean {acc['compliance_error_mean']} max {acc['compliance_error_max']} points")
-    out = result["out_dir"]
+    out = _rel(result["out_dir"])
     lines.append(f"wrote {out}/{JSON_NAME}, {CSV_NAME}, {result['html_name']}"
                  + (f" and {result['drawn']} drawn photos in {out}/images/" if result["drawn"] else ""))
     return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detect.audit.photo import audit_photo
+from detect.audit.photo import audit_photo, distinct_facings
 from detect.audit.planogram import Bay, Facing
 
 NAMES = ["acme_cola", "acme_lime", "zest_chips"]
@@ -90,3 +90,16 @@ def test_no_detections():
     a = audit_photo(np.zeros((0, 4)), np.zeros(0, np.int64), None, NAMES, 100, 100, BAY)
     assert a["compliance"] == 0.0 and a["out_of_stock"] == 10 and len(a["rows"]) == 2
     assert audit_photo(np.zeros((0, 4)), np.zeros(0, np.int64), None, NAMES, 100, 100)["rows"] == []
+
+
+def test_overlapping_detections_of_one_product_count_once():
+    boxes, labels = _shelf([(90, "cccll"), (190, "ppppp")])
+    dup = boxes[1] + np.array([2, 1, 2, 1], np.float32)  # the same cola found again as chips, lower score
+    inside = np.array([boxes[3, 0] + 5, 40, boxes[3, 2] - 5, 60], np.float32)  # a label patch inside a lime
+    flat = np.array([150, 190, 170, 190], np.float32)  # zero height
+    boxes2 = np.concatenate([boxes, [dup, inside, flat]])
+    labels2 = np.concatenate([labels, [3, 1, 2]])
+    scores = np.concatenate([np.full(len(labels), 0.9), [0.5, 0.4, 0.95]])
+    assert distinct_facings(boxes2, scores).tolist() == list(range(len(labels)))
+    a = audit_photo(boxes2, labels2, scores, NAMES, 222, 200, BAY)
+    assert a["compliance"] == 1.0 and a["extra"] == 0 and a["overlapping"] == 3
