@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--planogram", default=None, help="plan YAML/JSON (configs/planogram_example.yaml); "
                    "without it: rows, gaps and share of shelf only")
     p.add_argument("--out", default="runs/audit", help="output folder (a new or empty one; never a photo folder)")
-    p.add_argument("--conf", type=float, default=0.25, help="score threshold")
+    p.add_argument("--conf", type=float, default=0.15,
+                   help="score threshold (lower than predict's: a missed product reads as an empty slot)")
     p.add_argument("--truth", default=None, help="truth.json of `retail-data synth --planogram`: measure the audit")
     p.add_argument("--min-gap", type=float, default=0.4, help="gap: wider than this x the row's median product width")
     p.add_argument("--brand-sep", default="_", help="brand = class name up to this separator (unless the plan maps it)")

@@ -81,7 +81,7 @@ def draw_audit(image: np.ndarray, photo: dict, class_names: list[str]) -> np.nda
             cv2.rectangle(canvas, (x1, y1), (x2, y2), RED, thick)
             text = f"OOS: {_short(g['expected'])}" if g["expected"] else "gap"
             _caption(canvas, text, x1, y2 - 1 if y2 - y1 > 40 else y1, RED, scale)
-    head = f"bay {photo['bay']}: compliance {100 * photo['compliance']:.0f}%" if photo.get("compliance") is not None \
+    head = f"{photo['bay']}: compliance {100 * photo['compliance']:.0f}%" if photo.get("compliance") is not None \
         else f"{photo['detections']} facings, {photo['gaps']} gaps"
     _caption(canvas, head, 0, 0, WHITE, scale * 1.2)
     return canvas

@@ -38,7 +38,7 @@ class AuditOptions:
     row_gap: float = 0.5  # row split: gap between box centres > this x the median box height
     brand_sep: str = "_"  # brand = class name up to this separator (unless the plan maps it)
     same_iou: float = 0.5  # two detections overlapping this much (IoU) are one product ...
-    same_inside: float = 0.8  # ... as is one lying this much (share of its area) inside a better one
+    same_inside: float = 0.6  # ... as is one lying this much (share of its area) inside a better one
     costs: AlignCosts = field(default_factory=AlignCosts)
 
 
@@ -108,7 +108,7 @@ def _class_widths(names: list[str], widths: np.ndarray) -> dict[str, float]:
     return {n: float(np.median(v)) for n, v in by.items()}
 
 
-def distinct_facings(boxes: np.ndarray, scores: np.ndarray, same_iou: float = 0.5, same_inside: float = 0.8) -> np.ndarray:
+def distinct_facings(boxes: np.ndarray, scores: np.ndarray, same_iou: float = 0.5, same_inside: float = 0.6) -> np.ndarray:
     """Indices of the detections that are distinct products, best score first kept (class-agnostic).
 
     Args:

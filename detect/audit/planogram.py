@@ -201,7 +201,10 @@ def _parse(path: str, text: str):
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
-        context = f" ({e.context})" if e.context else ""
+        context = f" ({e.context}" if e.context else ""
+        if context and e.context_mark is not None and e.context_mark is not mark:
+            context += f" that starts at line {e.context_mark.line + 1}"
+        context += ")" if context else ""
         raise PlanogramError([f"{path}{line}: malformed YAML: {e.problem}{context}"]) from None
     except yaml.YAMLError as e:
         raise PlanogramError([f"{path}: malformed YAML: {e}"]) from None

@@ -138,10 +138,11 @@ def format_summary(result: dict) -> list[str]:
     if result.get("without_plan"):
         lines.append(f"warning: {len(result['without_plan'])} photos match no bay of the plan (audited without a plan), "
                      f"e.g. {result['without_plan'][0]}")
-    brands = sorted(s["share"]["brands"].items(), key=lambda kv: -kv[1]["width"])
-    if brands:
-        lines.append("share of shelf (facings / width): " + ", ".join(
-            f"{k} {_pct(v['facings_share'])} / {_pct(v['width_share'])}" for k, v in brands))
+    level = "brands" if len(s["share"]["brands"]) > 1 else "classes"  # one brand: its classes say more
+    shares = sorted(s["share"][level].items(), key=lambda kv: -kv[1]["width"])
+    if shares:
+        lines.append(f"share of shelf by {level[:-2] if level == 'classes' else 'brand'} (facings / width): " + ", ".join(
+            f"{k} {_pct(v['facings_share'])} / {_pct(v['width_share'])}" for k, v in shares))
     acc = result.get("accuracy")
     if acc:
         def f(x):

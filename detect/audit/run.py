@@ -57,7 +57,7 @@ def run_audit(
     sources: list[str],
     out_dir: str | Path = "runs/audit",
     planogram: str | Path | None = None,
-    conf: float = 0.25,
+    conf: float = 0.15,
     device: str = "auto",
     tile: str = "auto",
     truth: str | Path | None = None,
