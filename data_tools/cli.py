@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--size", default="320x320", metavar="WxH",
                    help=f"image size, {SYNTH_SIDE[0]}..{SYNTH_SIDE[1]} pixels a side (default 320x320)")
+    g.add_argument("--planogram", metavar="PLAN.yaml", help="draw the shelves of this plan and write truth.json")
+    g.add_argument("--out-of-stock", type=float, default=0.0, metavar="F",
+                   help="with --planogram: fraction of planned facings left out (a gap)")
+    g.add_argument("--misplace", type=float, default=0.0, metavar="F",
+                   help="with --planogram: fraction of planned facings replaced by another SKU")
     g.set_defaults(func=cmd_synth)
     return p
 
@@ -309,6 +314,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise UserError(f"--images must be between 1 and {SYNTH_MAX_IMAGES:,}, not {args.images}")
     if not 1 <= args.classes <= SYNTH_MAX_CLASSES:
         raise UserError(f"--classes must be between 1 and {SYNTH_MAX_CLASSES}, not {args.classes}")
+    if args.planogram:  # the plan generator writes only into a new or empty folder
+        from data_tools.synth_planogram import run_synth_planogram
+
+        return run_synth_planogram(args.output, args.planogram, args.images, args.classes, args.seed, size,
+                                   args.out_of_stock, args.misplace)
+    if args.out_of_stock or args.misplace:
+        raise UserError("--out-of-stock and --misplace need --planogram PLAN.yaml")
     _check_synth_folder(args.output)
     try:
         from data_tools.synth import generate

@@ -121,6 +121,25 @@ def _names(text: str | None, default: tuple[str, ...]) -> list[str]:
     return list(default) if text is None else [m.strip() for m in text.split(",") if m.strip()]
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from detect.audit.planogram import PlanogramError
+    from detect.audit.report import format_summary
+    from detect.audit.run import run_audit
+
+    try:
+        result = run_audit(
+            args.weights, args.sources, args.out, planogram=args.planogram, conf=args.conf, device=args.device,
+            tile=args.tile, truth=args.truth, min_gap=args.min_gap, brand_sep=args.brand_sep, draw=not args.no_draw,
+            batch_size=args.batch,
+        )
+    except PlanogramError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    print("\n".join(format_summary(result)))
+    return 1 if result["summary"]["photos"] == 0 else 0
+
+
 def _short(path: str) -> str:
     """``path`` relative to the working folder when it lies inside it."""
     p = Path(path).resolve()
@@ -171,6 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proposals", default=None,
                    help="Fast R-CNN: external proposals JSON {image: [[x1, y1, x2, y2], ...]} (skips the RPN)")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("audit", help="shelf audit: planogram compliance, out-of-stock gaps, share of shelf")
+    p.add_argument("--weights", required=True)
+    p.add_argument("sources", nargs="+", help="photos: files, folders (recursive) or globs")
+    p.add_argument("--planogram", default=None, help="plan YAML/JSON (configs/planogram_example.yaml); "
+                   "without it: rows, gaps and share of shelf only")
+    p.add_argument("--out", default="runs/audit", help="output folder (a new or empty one; never a photo folder)")
+    p.add_argument("--conf", type=float, default=0.15,
+                   help="score threshold (lower than predict's: a missed product reads as an empty slot)")
+    p.add_argument("--truth", default=None, help="truth.json of `retail-data synth --planogram`: measure the audit")
+    p.add_argument("--min-gap", type=float, default=0.4, help="gap: wider than this x the row's median product width")
+    p.add_argument("--brand-sep", default="_", help="brand = class name up to this separator (unless the plan maps it)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tile", choices=["auto", "on", "off"], default="auto", help="tiled inference for large photos")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--no-draw", action="store_true", help="do not write the drawn photos")
+    p.set_defaults(func=_audit)
 
     p = sub.add_parser("bench", help="speed of our detectors against torchvision peers, same backbone")
     p.add_argument("--models", default=None, help="comma-separated detector names (default: every registered detector)")

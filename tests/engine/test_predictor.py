@@ -145,7 +145,7 @@ def test_bad_images_reported_good_ones_predicted(tree):
 def checkpoint(tmp_path, monkeypatch):
     import detect.models.build as build
 
-    monkeypatch.setattr(build, "build_model", lambda cfg, num_classes: BlobModel())
+    monkeypatch.setattr(build, "build_model", lambda cfg, num_classes, image_size=320: BlobModel())
     cfg = Config()
     cfg.data.image_size = S
     path = tmp_path / "w.pt"

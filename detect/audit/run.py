@@ -1,0 +1,152 @@
+"""``retail-detect audit``: checkpoint + photos (+ planogram) -> audit.json, audit.csv, report.html, drawn photos.
+
+:func:`run_audit` is the whole verb: read the plan (and the truth) first, so a bad file fails before the
+model loads; pick the output folder (a new or empty one; an earlier audit's folder ``DIR`` moves on to
+``DIR2``, ``DIR3``, ...; any other non-empty folder is refused, as is a folder of the photos); predict
+with :class:`detect.engine.predictor.Predictor` (large photos are tiled); audit each photo
+(:func:`detect.audit.photo.audit_photo`); draw; write the CSV and HTML, then ``audit.json`` last.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from detect.audit import report
+from detect.audit.draw import draw_audit
+from detect.audit.gaps import DEFAULT_MIN_GAP
+from detect.audit.html import HTML_NAME, write_html
+from detect.audit.metrics import load_truth, score_audit
+from detect.audit.photo import AuditOptions, audit_photo
+from detect.audit.planogram import load_planogram
+from detect.engine import predict_output as po
+from detect.engine.predictor import Predictor, expand_sources
+from detect.engine.tiling import TileOptions
+
+log = logging.getLogger(__name__)
+
+
+def _usable(folder: Path) -> bool:
+    return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+
+
+def fresh_out_dir(out_dir: str | Path) -> Path:
+    """The folder to write into: ``out_dir`` if new or empty; after an earlier audit there, ``DIR2``, ``DIR3``, ...
+
+    Raises:
+        OutputError: ``out_dir`` is a file, or a non-empty folder without an earlier ``audit.json``.
+    """
+    out = Path(out_dir)
+    if _usable(out):
+        return out
+    if not out.is_dir():
+        raise po.OutputError(f"--out {out_dir} is a file: give a folder")
+    if not (out / report.JSON_NAME).is_file():
+        raise po.OutputError(f"--out {out_dir} is not empty and holds no earlier audit ({report.JSON_NAME}): "
+                             "choose a new or empty folder")
+    for k in range(2, 10_000):
+        cand = out.with_name(f"{out.name}{k}")
+        if _usable(cand):
+            return cand
+    raise po.OutputError(f"no free folder {out}2 .. {out}9999")
+
+
+def run_audit(
+    weights: str | Path,
+    sources: list[str],
+    out_dir: str | Path = "runs/audit",
+    planogram: str | Path | None = None,
+    conf: float = 0.15,
+    device: str = "auto",
+    tile: str = "auto",
+    truth: str | Path | None = None,
+    min_gap: float = DEFAULT_MIN_GAP,
+    row_gap: float = 0.5,
+    brand_sep: str = "_",
+    draw: bool = True,
+    batch_size: int = 8,
+    workers: int = 2,
+    image_size: int | None = None,
+) -> dict:
+    """Audit every photo of ``sources``.
+
+    Args:
+        weights: checkpoint from ``retail-detect train``.
+        sources: image files, folders (recursive) and globs.
+        out_dir: output folder (see :func:`fresh_out_dir`; never a folder of the photos).
+        planogram: plan file (:mod:`detect.audit.planogram`); None = rows, gaps and share of shelf only.
+        conf: detection score threshold.
+        tile: ``auto`` | ``on`` | ``off``: tiled inference for photos much larger than the model input.
+        truth: ``truth.json`` of ``retail-data synth --planogram``: also measure the audit's accuracy.
+        min_gap: a gap is wider than this x the row's median product width.
+        row_gap: shelf-row split (see :func:`detect.engine.shelf_rows.assign_rows`).
+        brand_sep: brand = class name up to this separator, unless the plan's ``brands`` maps it.
+        draw: write the drawn photos.
+
+    Returns:
+        ``summary`` (:func:`detect.audit.report.summarize`), ``accuracy`` (or None), ``skipped``, ``tiled``,
+        ``drawn``, ``without_plan``, ``out_dir``, ``json``, ``csv``, ``html``, ``seconds``.
+
+    Raises:
+        PlanogramError: bad plan or truth file (one line per problem); OutputError: unusable ``out_dir``.
+    """
+    t0 = time.perf_counter()
+    plan = load_planogram(planogram) if planogram is not None else None
+    truth_doc = load_truth(truth) if truth is not None else None
+    opts = AuditOptions(min_gap=min_gap, row_gap=row_gap, brand_sep=brand_sep)
+    src = expand_sources(sources)
+    out = po.check_out_dir(fresh_out_dir(out_dir), [s.path for s in src.files], src.dirs)
+    protected = {s.path.resolve() for s in src.files}
+    predictor = Predictor(weights, device, conf, image_size, tile=TileOptions(mode=tile), batch_size=batch_size)
+    names = predictor.class_names
+    if plan is not None:
+        plan.check_classes(names)
+
+    photos: list[dict] = []
+    errors: list[dict] = []
+    without_plan: list[str] = []
+    tiled = drawn = 0
+    for p in predictor.iter_predictions(src, keep_images=draw, workers=workers):
+        if p.error is not None:
+            log.warning("skipped %s", p.error)
+            errors.append(p.error.to_dict())
+            continue
+        r = p.result
+        bay = plan.bay_for(p.source.path) if plan is not None else None
+        if plan is not None and bay is None:
+            without_plan.append(str(p.source.path))
+        entry = {"path": str(p.source.path), "width": r["width"], "height": r["height"], "tiles": r["tiles"]}
+        entry.update(audit_photo(r["boxes"], r["labels"], r["scores"], names, r["width"], r["height"], bay,
+                                 plan.brands if plan is not None else None, opts))
+        tiled += r["tiles"] > 0
+        if draw:
+            target = po.drawn_path(out, p.source.rel)
+            try:
+                po.write_drawn(target, draw_audit(p.image, entry, names), protected)
+                entry["drawn"] = target.relative_to(out).as_posix()
+                drawn += 1
+            except (ValueError, OSError) as exc:
+                errors.append({"file": str(p.source.path), "reason": f"drawing failed: {exc}", "kind": "draw_failed"})
+            p.image = None
+        photos.append(entry)
+
+    result = {
+        "weights": str(weights), "planogram": str(planogram) if planogram is not None else None,
+        "truth": str(truth) if truth is not None else None, "class_names": names, "conf": conf,
+        "options": {"min_gap": min_gap, "row_gap": row_gap, "brand_sep": brand_sep, "tile": tile,
+                    "image_size": predictor.image_size},
+        "summary": report.summarize(photos),
+        "accuracy": score_audit(photos, truth_doc) if truth_doc is not None else None,
+        "skipped": len(errors), "tiled": tiled, "drawn": drawn, "without_plan": without_plan,
+        "out_dir": str(out), "html_name": HTML_NAME,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    result["csv"] = str(report.write_csv(out, photos))
+    result["html"] = str(write_html(out, result, photos, errors))
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    result["json"] = str(report.write_json(out, photos, errors, {k: v for k, v in result.items() if k != "html_name"}))
+    return result
+
+
+__all__ = ["fresh_out_dir", "run_audit"]
