@@ -83,8 +83,9 @@ def run_demo(out: str | Path = "demo_out", images: int = 120, minutes: float = 1
     log(f"done in {seconds:.0f} s: val mAP (AP) {metrics['AP']:.3f}, AP50 {metrics['AP50']:.3f}; "
         f"weights {weights}; drawn images in {drawn}/; detections in {out / 'predict' / 'predictions.json'}")
     if result["stopped_by"]:
-        log(f"note: the {minutes:g}-minute limit ended training after {result['epochs']}/{DEMO_EPOCHS} epochs, so this "
-            f"AP is below what the full run reaches; rerun with a larger --minutes (0 = no limit)")
+        log(f"note: the {minutes:g}-minute limit ended training after {result['epochs']}/{DEMO_EPOCHS} epochs "
+            f"({result['steps']} steps), so this AP is below what the full run reaches; rerun with a larger "
+            f"--minutes (0 = no limit)")
     return {"AP": metrics["AP"], "AP50": metrics["AP50"], "weights": str(weights), "drawn": str(drawn),
             "predictions": str(out / "predict" / "predictions.json"), "seconds": seconds, "predict": pred,
             "stopped_by": result["stopped_by"]}

@@ -34,8 +34,8 @@ def test_free_cores_subtract_the_machine_load():
 
 
 def test_auto_workers_on_cpu_leave_the_cores_to_the_model():
-    assert plan_threads(-1, "cpu", cores=2, load=0.0, environ={}) == ThreadPlan(2, 0.0, 0, 2, "plan")
-    assert plan_threads(-1, "cpu", cores=2, load=1.2, environ={}) == ThreadPlan(2, 1.2, 0, 1, "plan")
+    assert plan_threads(-1, "cpu", cores=2, load=0.0, environ={}) == ThreadPlan(2, 0.0, False, 0, 2, "plan")
+    assert plan_threads(-1, "cpu", cores=2, load=1.2, environ={}) == ThreadPlan(2, 1.2, False, 0, 1, "plan")
     assert plan_threads(-1, "cpu", cores=8, load=0.0, environ={}).workers == 2
     p = plan_threads(-1, "cpu", cores=16, load=0.0, environ={})
     assert (p.workers, p.intra_op) == (4, 12)
@@ -47,6 +47,15 @@ def test_auto_workers_feeding_a_gpu():
     p = plan_threads(-1, "cuda", cores=4, load=1.0, environ={})
     assert (p.workers, p.intra_op) == (2, 1)
     assert plan_threads(-1, "cuda", cores=1, load=0.0, environ={}).workers == 1
+
+
+def test_sleeping_threads_use_every_core_whatever_the_load():
+    p = plan_threads(-1, "cpu", cores=2, load=3.0, environ={"OMP_WAIT_POLICY": "passive"})
+    assert (p.passive, p.workers, p.intra_op) == (True, 0, 2)
+    assert p.describe() == "threads: 2 intra-op, 0 loader workers (2 cores, idle threads sleep)"
+    p = plan_threads(-1, "cpu", cores=2, load=3.0, environ={"OMP_WAIT_POLICY": "ACTIVE"})
+    assert (p.passive, p.intra_op) == (False, 1)
+    assert p.describe() == "threads: 1 intra-op, 0 loader workers (2 cores, load 3.0, idle threads spin)"
 
 
 def test_explicit_workers_are_kept_and_take_their_cores():
@@ -88,12 +97,13 @@ def test_openmp_env_defaults_keep_the_users_choice():
 
 
 def test_apply_plan_sets_intra_op_threads(keep_torch_threads):
-    apply_plan(ThreadPlan(4, 0.0, 0, 1, "plan"))
+    apply_plan(ThreadPlan(4, 0.0, True, 0, 1, "plan"))
     assert torch.get_num_threads() == 1
 
 
 def test_training_setup_uses_the_plan(tiny_split, monkeypatch, keep_torch_threads):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
     monkeypatch.setattr(threads, "machine_load", lambda: 1.0)
     cfg = config_from_dict({"data": {"train": str(tiny_split["train"]), "val": str(tiny_split["val"]),
@@ -103,4 +113,4 @@ def test_training_setup_uses_the_plan(tiny_split, monkeypatch, keep_torch_thread
     _, train_loader, _, val_loader, _ = build_datasets(cfg, Dist(), log=lines.append)
     assert (train_loader.num_workers, val_loader.num_workers) == (1, 1)  # 7 free cores: 7 // 4 workers
     assert torch.get_num_threads() == 6
-    assert "threads: 6 intra-op, 1 loader worker (8 cores, load 1.0)" in lines
+    assert "threads: 6 intra-op, 1 loader worker (8 cores, load 1.0, idle threads spin)" in lines
