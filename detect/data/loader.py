@@ -8,9 +8,9 @@ batch size and number of workers sees the same batches. Under DDP, call
 
 Workers and OpenCV: OpenCV's thread pool does not survive ``fork``. A worker forked after this process
 ran a parallel OpenCV call (``cv2.resize`` of a 640x640 image is one, e.g. while building the image
-cache) hangs forever in its first ``cv2.setNumThreads`` call. So before workers start, the loader sets
-OpenCV to one thread *in this process* (which shuts its pool down; forked workers inherit the setting)
-and the workers make no OpenCV thread call of their own. A stalled worker can still never hang a run
+cache) and the pool's threads went idle hangs forever in its first ``cv2.setNumThreads`` call. So each
+time workers start, the loader first sets OpenCV to one thread *in this process* (which shuts its pool
+down and stays so; forked workers inherit the setting), and the workers make no OpenCV thread call. A stalled worker can still never hang a run
 silently: a batch that takes longer than ``timeout_s`` raises :class:`LoaderStalled`, one line that
 names ``data.workers=0`` (load in the main process) as the way out.
 """
