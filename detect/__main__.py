@@ -1,3 +1,7 @@
-from detect.cli import main
+from detect.engine.threads import openmp_env_defaults
+
+openmp_env_defaults()  # before anything imports torch
+
+from detect.cli import main  # noqa: E402
 
 raise SystemExit(main())

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from detect.engine.threads import openmp_env_defaults
+
 
 def _train(args: argparse.Namespace) -> int:
     from detect.config import load_config
@@ -260,13 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="synthetic shelves -> train SSD -> mAP -> annotated images, on the CPU")
     p.add_argument("--out", default="demo_out")
     p.add_argument("--images", type=int, default=120)
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget")
+    p.add_argument("--minutes", type=float, default=10.0,
+                   help="upper bound on training minutes (the demo trains 12 epochs; 0 = no limit)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    openmp_env_defaults()  # idle OpenMP threads sleep (set before torch loads), unless the user chose
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line

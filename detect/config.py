@@ -31,7 +31,8 @@ class DataConfig:
     test: str | None = None
     image_size: int = 320  # square letterbox size S: every batch is [B, 3, S, S]
     cache_images: bool = True  # decode each image once (resized to S) and keep it in RAM
-    workers: int = 2  # DataLoader workers; 0 = load in the main process
+    workers: int = -1  # DataLoader worker processes; 0 = load in the main process; -1 = automatic from the
+    # cores free on this machine: on the CPU one per 4 free cores (0 below 4), on a GPU all free cores but one (max 8)
     pin_memory: bool = True  # only used on CUDA
 
 

@@ -38,18 +38,18 @@ class LRSchedule:
     def factor(self, step: int, progress: float | None = None) -> float:
         """Multiplier of the base lr at optimizer step ``step`` (0-based).
 
-        ``progress``: fraction of a time budget used so far; when given, cosine and step decay follow it
-        instead of the step count, so a time-budgeted run anneals fully by the end of its budget.
+        ``progress``: fraction of a time budget used so far; when given, cosine and step decay follow
+        whichever of the time budget and the step count is nearer its end, so a run anneals fully by the
+        end of its time budget or of its epochs, whichever comes first.
         """
         warm = 1.0
         if step < self.warmup:
             warm = WARMUP_START + (1 - WARMUP_START) * step / self.warmup
+        t = min(1.0, max(0.0, (step - self.warmup) / max(1, self.total - self.warmup)))
+        step_equiv = step
         if progress is not None:
             done = min(1.0, max(0.0, progress))
-            t, step_equiv = done, done * self.total
-        else:
-            t = min(1.0, max(0.0, (step - self.warmup) / max(1, self.total - self.warmup)))
-            step_equiv = step
+            t, step_equiv = max(t, done), max(step, done * self.total)
         if self.kind == "cosine":
             decay = COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * t))
         elif self.kind == "step":

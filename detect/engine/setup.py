@@ -13,6 +13,7 @@ from data_tools.records import RecordSet
 from data_tools.store import load_dataset
 from detect.config import Config
 from detect.data import DetectionDataset, build_loader
+from detect.engine.threads import apply_plan, plan_threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,7 +88,11 @@ def drop_unreadable(ds: DetectionDataset, log=print) -> DetectionDataset:
 
 
 def build_datasets(cfg: Config, d: Dist, log=print):
-    """``(train_ds, train_loader, val_ds | None, val_loader | None, class_names)`` for ``cfg``."""
+    """``(train_ds, train_loader, val_ds | None, val_loader | None, class_names)`` for ``cfg``.
+
+    Also sets this process's threads: ``data.workers`` (-1 = automatic) and PyTorch's intra-op threads
+    come from :func:`~detect.engine.threads.plan_threads` (the cores free on this machine), logged in one line.
+    """
     train_rs = load_split(cfg.data.train, "train", required=True)
     val_rs = load_split(cfg.data.val, "val", required=False)
     if val_rs is not None and list(val_rs.class_names) != list(train_rs.class_names):
@@ -95,13 +100,18 @@ def build_datasets(cfg: Config, d: Dist, log=print):
     if not train_rs.records:
         raise ValueError(f"{cfg.data.train}: the training set has no images")
     pin = cfg.data.pin_memory and torch.cuda.is_available()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if d.enabled else 1
+    plan = plan_threads(cfg.data.workers, resolve_device(cfg.train.device).type, processes=local_world)
+    apply_plan(plan)
+    if d.main:
+        log(plan.describe())
     train_ds = drop_unreadable(DetectionDataset(train_rs, cfg.data.image_size, cfg.augment, True,
                                                 cfg.data.cache_images, seed=cfg.train.seed), log)
-    train_loader = build_loader(train_ds, cfg.train.batch_size, True, cfg.data.workers, pin, d.enabled, cfg.train.seed)
+    train_loader = build_loader(train_ds, cfg.train.batch_size, True, plan.workers, pin, d.enabled, cfg.train.seed)
     val_ds = val_loader = None
     if val_rs is not None and val_rs.records:
         val_ds = drop_unreadable(DetectionDataset(val_rs, cfg.data.image_size, None, False, cfg.data.cache_images), log)
-        val_loader = build_loader(val_ds, cfg.eval.batch_size, False, min(cfg.data.workers, 2), pin, False, 0)
+        val_loader = build_loader(val_ds, cfg.eval.batch_size, False, min(plan.workers, 2), pin, False, 0)
     return train_ds, train_loader, val_ds, val_loader, list(train_rs.class_names)
 
 

@@ -56,7 +56,7 @@ def _seed_epoch(cfg: Config, epoch: int, loader, dataset) -> None:
         loader.generator.manual_seed(seed)
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
-    if cfg.data.workers == 0:
+    if loader.num_workers == 0:
         dataset.set_seed(seed)
 
 
@@ -293,7 +293,7 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
         f"{device}{f' x{d.world}' if d.enabled else ''}; val: {len(val_ds) if val_ds else 0} images")
     metrics: dict = {}
     train_seconds = 0.0
-    stop = False
+    stop = budget_hit = False
     while state["epoch"] < t.epochs and not stop:
         epoch = state["epoch"]
         if t.unfreeze_epoch >= 0 and epoch >= t.unfreeze_epoch and unwrap(model).backbone.frozen_stages:
@@ -346,13 +346,19 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
         if stop and state["bad_evals"] and t.early_stop_patience and state["bad_evals"] >= t.early_stop_patience:
             log(f"early stop: no better val AP for {state['bad_evals']} evaluations (best {state['best_map']:.4f} "
                 f"at epoch {state['best_epoch']})")
+    planned = len(train_loader) * t.epochs
+    stopped_by = None if not budget_hit or state["step"] >= planned else (
+        f"train.max_steps={t.max_steps}" if t.max_steps and state["step"] >= t.max_steps
+        else f"train.time_budget_s={t.time_budget_s:g}")
+    if stopped_by and d.main:
+        log(f"stopped early by {stopped_by}: {state['step']}/{planned} steps ({state['epoch']}/{t.epochs} epochs)")
     if metrics and d.main:
         log(format_metrics(metrics, cfg.eval.max_detections))
     summary = {"metrics": metrics, "best_map": state["best_map"], "best_epoch": state["best_epoch"],
                "epochs": state["epoch"], "steps": state["step"], "seconds": train_seconds,
                "images_per_s": sum(h.get("images", 0) for h in state["history"]) / max(train_seconds, 1e-9),
                "out_dir": str(out), "last": _if_exists(out / "last.pt"), "best": _if_exists(out / "best.pt"),
-               "class_names": class_names}
+               "class_names": class_names, "stopped_by": stopped_by}
     if d.main:
         atomic_write_text(out / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "metrics"}
                                                            | {"metrics": _floats(metrics)}, indent=1))
