@@ -237,6 +237,7 @@ def browse(rs: RecordSet, out_dir: str | Path, classes: list[str] | None = None,
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             done = list(progress(pool.map(work, entries), len(entries), "browse"))
+        done.sort(key=lambda d: (*d[0].rank, sub.records[d[0].index].image))  # unreadable ones are known now
         for e, files in done:
             if not files:
                 unreadable.append(sub.records[e.index].image)

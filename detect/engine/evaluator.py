@@ -19,6 +19,7 @@ from torch import nn
 from data_tools.atomic import atomic_write_bytes, atomic_write_text
 from data_tools.coco import to_coco
 from data_tools.records import RecordSet
+from detect.engine.progress import progress_bar
 
 AREAS = ("all", "small", "medium", "large")
 
@@ -45,8 +46,6 @@ def predict_dataset(model: nn.Module, loader, device: torch.device, amp: bool = 
     Returns:
         ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``.
     """
-    from detect.engine.progress import progress_bar
-
     model.eval()
     results = []
     bar = progress_bar(len(loader.dataset), "eval", "img", enabled=progress)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +87,21 @@ def test_cli(planted, tmp_path, capsys):
     assert (tmp_path / "page" / "index.html").is_file()
     assert data_main(["browse", str(pkl), "-o", str(tmp_path / "x"), "--classes", "zzz"]) == 2
     assert "unknown class zzz" in capsys.readouterr().err
+    proc = subprocess.run([sys.executable, "-m", "data_tools.cli", "browse", "--help"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert proc.returncode == 0 and "--augment" in proc.stdout  # `python -m data_tools.cli` runs the CLI
+
+
+def test_unreadable_image_is_listed_and_the_rest_drawn(planted, tmp_path):
+    bad = Path(planted.image_root) / "images" / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    rs = RecordSet(planted.class_names, planted.image_root,
+                   [*planted.records[:2], Record("images/broken.jpg", 96, 80, planted.records[0].boxes,
+                                                 planted.records[0].labels)])
+    said: list[str] = []
+    r = browse(rs, tmp_path / "u", log=said.append)
+    assert r["unreadable"] == ["images/broken.jpg"] and r["shown"] == 3
+    assert len(said) == 1 and "broken.jpg" in said[0]
+    html = (Path(r["out_dir"]) / "index.html").read_text()
+    assert re.findall(r'<div class="cap">([^<]+) - ', html)[0] == "images/broken.jpg"  # first on the page
+    assert len(list((Path(r["out_dir"]) / "images").iterdir())) == 2
