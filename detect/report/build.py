@@ -83,7 +83,7 @@ def compute_report(results: list[dict], rs: RecordSet, metrics: dict | None = No
     metrics = metrics if metrics is not None else coco_evaluate(rs, results, max_dets)
     dets = detections_per_image(results, len(rs.records))
     sweep = confidence_sweep(rs, dets, thresholds, iou)
-    best = recommend_conf(sweep)
+    best, best_total = recommend_conf(sweep), recommend_conf(sweep, "total_mae")
     recommended = best["conf"] if best is not None and results else None
     used = float(conf) if conf is not None else recommended if recommended is not None else DEFAULT_CONF
     dm = match_dataset(rs, dets, used, iou)
@@ -102,6 +102,7 @@ def compute_report(results: list[dict], rs: RecordSet, metrics: dict | None = No
                      "detections": metrics.get("detections", len(results)), "max_detections": max_dets},
         "conf": used, "conf_source": "given" if conf is not None else "recommended", "iou": iou,
         "recommended_conf": recommended,
+        "recommended_conf_total": best_total["conf"] if best_total is not None and results else None,
         "at_conf": {"tp": tp, "fp": det - tp, "fn": gt - tp, "precision": p, "recall": r,
                     "f1": 2 * p * r / (p + r) if p + r else 0.0, "wrong_class": int(o["wrong_class"].sum()),
                     "background": int(o["background"].sum()), "missed": int(o["missed"].sum())},

@@ -128,8 +128,9 @@ def confidence_sweep(rs: RecordSet, dets: list[Detections], thresholds=SWEEP, io
     return out
 
 
-def recommend_conf(sweep: list[dict]) -> dict | None:
-    """The sweep row with the lowest ``class_mae``; ties go to the higher F1, then the lower threshold."""
+def recommend_conf(sweep: list[dict], key: str = "class_mae") -> dict | None:
+    """The sweep row with the lowest ``key`` (``class_mae``: miscounted facings per product, or ``total_mae``:
+    miscounted products whatever their class); ties go to the higher F1, then the lower threshold."""
     if not sweep:
         return None
-    return min(sweep, key=lambda s: (round(s["class_mae"], 12), -round(s["f1"], 12), s["conf"]))
+    return min(sweep, key=lambda s: (round(s[key], 12), -round(s["f1"], 12), s["conf"]))

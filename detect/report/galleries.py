@@ -2,7 +2,8 @@
 context, and the worst images drawn whole with ground truth and detections in different styles.
 
 Full drawings (``images/img_NNNNN.jpg``, one per image that appears in a gallery): ground-truth boxes dashed,
-detections solid, coloured by outcome (:data:`OUTCOME_COLORS`). Crops (``crops/<kind>_NNN.jpg``): the box and
+detections solid, coloured by outcome (:data:`OUTCOME_COLORS`; a box taken by a wrong-class detection is
+dashed in the wrong-class colour). Crops (``crops/<kind>_NNN.jpg``): the box and
 half its size of context on each side, from the same scaled image, with only that error drawn. Every crop
 links to its image's full drawing.
 """
@@ -20,7 +21,7 @@ from data_tools.records import RecordSet
 from detect.data.images import read_image
 from detect.engine.predict_output import write_drawn
 from detect.report.draw import draw_boxes
-from detect.report.matching import BACKGROUND, DUPLICATE, MISSED, TP, WRONG_CLASS, DatasetMatch
+from detect.report.matching import BACKGROUND, CONFUSED, DUPLICATE, MISSED, TP, WRONG_CLASS, DatasetMatch
 
 # BGR colours of the outcomes (the page's legend repeats them)
 OUTCOME_COLORS = {
@@ -94,10 +95,10 @@ def draw_full(image: np.ndarray, rec, dets, match, names: list[str]) -> tuple[np
         short.append(f"{dets.scores[p]:.2f}")
         dashed.append(False)
     for g in range(rec.num_boxes):
-        kind = "missed" if match.gt_kind[g] == MISSED else "found"
+        kind = {MISSED: "missed", CONFUSED: "wrong_class"}.get(int(match.gt_kind[g]), "found")
         boxes.append(rec.boxes[g] * s)
         colors.append(OUTCOME_COLORS[kind])
-        texts.append(f"GT {_name(int(rec.labels[g]), names)}" if kind == "missed" else "")
+        texts.append(f"GT {_name(int(rec.labels[g]), names)}" if kind != "found" else "")
         short.append("")
         dashed.append(True)
     draw_boxes(canvas, np.asarray(boxes, np.float32).reshape(-1, 4), colors, texts, short, dashed)
@@ -187,7 +188,7 @@ def build_galleries(rs: RecordSet, dm: DatasetMatch, out_dir: str | Path, per_ga
         g = int(m.pred_gt[p])
         rec = rs.records[i]
         cap = f"{_name(int(d.labels[p]), names)} {-neg:.2f}, is {_name(int(rec.labels[g]), names)}"
-        gal["wrong_class"].append(crop_item("wrong", n, i, [(rec.boxes[g], OUTCOME_COLORS["found"], "", True),
+        gal["wrong_class"].append(crop_item("wrong", n, i, [(rec.boxes[g], OUTCOME_COLORS["wrong_class"], "", True),
                                                              (d.boxes[p], OUTCOME_COLORS["wrong_class"], "", False)],
                                             cap))
     for n, (_, i, g) in enumerate(missed):

@@ -30,7 +30,7 @@ font-size:12px;max-width:260px}.card img{display:block;max-width:100%;height:aut
 border-radius:3px;padding:0 4px;margin:1px 2px 0 0;font-size:11px}.swatch{display:inline-block;width:14px;
 height:10px;margin:0 4px 0 10px;border:1px solid #999}.rec{background:#e6f4e6;border:1px solid #9c9;
 padding:8px 12px;display:inline-block}code{background:#eef2f6;padding:1px 4px}
-#broken{display:none;background:#b3261e;color:#fff;padding:8px 24px}
+span.legend{white-space:nowrap}#broken{display:none;background:#b3261e;color:#fff;padding:8px 24px}
 """
 
 SCRIPT = """
@@ -106,8 +106,8 @@ def gallery(items: Sequence[dict], big: bool = False, empty: str = "none", lazy:
 
 def swatches(entries: Iterable[tuple[str, tuple[int, int, int]]]) -> str:
     """A legend: ``(label, BGR colour)`` per entry."""
-    return "".join(f'<span class="swatch" style="background:rgb({c[2]},{c[1]},{c[0]})"></span>{esc(n)}'
-                   for n, c in entries)
+    return "".join(f'<span class="legend"><span class="swatch" style="background:rgb({c[2]},{c[1]},{c[0]})">'
+                   f"</span>{esc(n)}</span>" for n, c in entries)
 
 
 def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]], extra_script: str = "") -> str:

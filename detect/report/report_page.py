@@ -10,7 +10,8 @@ FACT_LABELS = (("checkpoint", "checkpoint"), ("recipe", "recipe"), ("model", "mo
                ("eval_seconds", "eval time (s)"), ("ms_per_image", "ms / image"), ("epoch", "epoch"),
                ("report_seconds", "report time (s)"), ("created", "created"))
 LEGEND = (("correct", "tp"), ("false positive (background)", "background"), ("duplicate", "duplicate"),
-          ("wrong class", "wrong_class"), ("missed (dashed)", "missed"), ("ground truth found (dashed)", "found"))
+          ("wrong class (its true box dashed)", "wrong_class"), ("missed (dashed)", "missed"),
+          ("ground truth found (dashed)", "found"))
 
 
 def _headline(r: dict) -> str:
@@ -86,7 +87,13 @@ def _counts(r: dict) -> str:
         box = (f'<p class="rec">Recommended: <code>retail-detect predict --conf {esc(rec)}</code> - the confidence '
                f"with the fewest miscounted facings: {fmt(best['class_mae'])} per image per class "
                f"({fmt(best['class_exact'] * 100, 1)} % of images counted exactly), total count MAE "
-               f"{fmt(best['total_mae'])}, F1 {fmt(best['f1'])}.</p>")
+               f"{fmt(best['total_mae'])}, F1 {fmt(best['f1'])}.")
+        total = next((s for s in r["sweep"] if s["conf"] == r.get("recommended_conf_total")), None)
+        if total is not None and total["conf"] != rec:
+            box += (f"<br>If only the number of products matters, whatever their class: <code>--conf "
+                    f"{esc(total['conf'])}</code> (total count MAE {fmt(total['total_mae'])}, "
+                    f"{fmt(total['total_exact'] * 100, 1)} % of images exact).")
+        box += "</p>"
     else:
         box = '<p class="note">no detections: nothing to recommend</p>'
     at = table(["at confidence " + str(r["conf"]), "MAE", "exact"], [

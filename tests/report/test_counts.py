@@ -53,7 +53,9 @@ def test_sweep_finds_the_threshold_that_miscounts_least():
 
 
 def test_recommend_prefers_f1_on_equal_count_error():
-    rows = [{"conf": 0.1, "class_mae": 1.0, "f1": 0.5}, {"conf": 0.5, "class_mae": 1.0, "f1": 0.7},
-            {"conf": 0.9, "class_mae": 2.0, "f1": 0.9}]
+    rows = [{"conf": 0.1, "class_mae": 1.0, "total_mae": 0.2, "f1": 0.5},
+            {"conf": 0.5, "class_mae": 1.0, "total_mae": 0.9, "f1": 0.7},
+            {"conf": 0.9, "class_mae": 2.0, "total_mae": 2.0, "f1": 0.9}]
     assert recommend_conf(rows)["conf"] == 0.5
+    assert recommend_conf(rows, "total_mae")["conf"] == 0.1  # products counted, classes ignored
     assert recommend_conf([]) is None
