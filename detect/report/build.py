@@ -30,7 +30,7 @@ from detect.report.counts import (
     row_errors,
 )
 from detect.report.galleries import build_galleries, image_errors
-from detect.report.matching import detections_per_image, match_dataset, per_class_outcomes
+from detect.report.matching import DatasetMatch, detections_per_image, match_dataset, per_class_outcomes
 from detect.report.plots import plot_confusion, plot_pr_per_class, plot_sweep
 
 FORMAT = "retail-detect-report"
@@ -59,6 +59,7 @@ def per_class_rows(names: list[str], metrics: dict, confusion, count: dict) -> l
 
 
 def per_class_csv(rows: list[dict]) -> str:
+    """``per_class.csv``: one row per class, :data:`CSV_COLUMNS` (empty cells for n/a)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -68,7 +69,7 @@ def per_class_csv(rows: list[dict]) -> str:
 
 
 def compute_report(results: list[dict], rs: RecordSet, metrics: dict | None = None, conf: float | None = None,
-                   iou: float = 0.5, max_dets: int = 300, thresholds=SWEEP) -> tuple[dict, object]:
+                   iou: float = 0.5, max_dets: int = 300, thresholds=SWEEP) -> tuple[dict, DatasetMatch]:
     """Every number of the report (what ``metrics.json`` holds, less ``facts`` / ``galleries`` / ``files``).
 
     Args:
@@ -100,7 +101,8 @@ def compute_report(results: list[dict], rs: RecordSet, metrics: dict | None = No
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "headline": {**{k: metrics.get(k, 0.0) for k in HEADLINE}, ar_key: metrics.get(ar_key, 0.0),
                      "detections": metrics.get("detections", len(results)), "max_detections": max_dets},
-        "conf": used, "conf_source": "given" if conf is not None else "recommended", "iou": iou,
+        "conf": used, "iou": iou,
+        "conf_source": "given" if conf is not None else "recommended" if recommended is not None else "default",
         "recommended_conf": recommended,
         "recommended_conf_total": best_total["conf"] if best_total is not None and results else None,
         "at_conf": {"tp": tp, "fp": det - tp, "fn": gt - tp, "precision": p, "recall": r,
