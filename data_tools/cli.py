@@ -99,6 +99,17 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--misplace", type=float, default=0.0, metavar="F",
                    help="with --planogram: fraction of planned facings replaced by another SKU")
     g.set_defaults(func=cmd_synth)
+
+    b = sub.add_parser("browse", help="static HTML page of a dataset: boxes drawn, problems first, filter by class")
+    b.add_argument("dataset")
+    b.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="folder for index.html and the drawings (DIR2, ... when DIR holds files)")
+    b.add_argument("--classes", default=None, help="only images holding these classes: a,b")
+    b.add_argument("--max", type=int, default=None, metavar="N", help="at most N images (problems first)")
+    b.add_argument("--augment", default=None, metavar="RECIPE.yaml",
+                   help="also draw augmented training samples of each image (e.g. configs/yolo.yaml)")
+    b.add_argument("--samples", type=int, default=3, help="augmented samples per image (default 3)")
+    b.set_defaults(func=cmd_browse)
     return p
 
 
@@ -337,5 +348,19 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cmd_browse(args: argparse.Namespace) -> int:
+    from data_tools.browse import browse
+
+    if args.max is not None and args.max < 1 or args.samples < 1:
+        raise UserError("--max and --samples must be at least 1")
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    rs = load_dataset(args.dataset)
+    r = browse(rs, args.output, classes, args.max, args.augment, args.samples, source=args.dataset)
+    probs = ", ".join(f"{k} {v}" for k, v in r["problems"].items()) or "none"
+    print(f"{r['shown']} of {r['images']} images drawn; images with problems: {probs}")
+    print(f"wrote {r['index']}")
+    return 0
+
+
+if __name__ == "__main__":  # python -m data_tools.cli
     raise SystemExit(main())

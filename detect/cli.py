@@ -50,7 +50,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     evaluate_weights(
         args.weights, args.data, out_json=args.json, device=args.device, batch_size=args.batch,
-        proposals=args.proposals,
+        proposals=args.proposals, report=args.report, conf=args.conf,
     )
     return 0
 
@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--proposals", default=None, help="Fast R-CNN: external proposals JSON (skips the RPN)")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write an HTML report (DIR/index.html, metrics.json, per_class.csv); DIR2, ... when DIR holds files")
+    p.add_argument("--conf", type=float, default=None,
+                   help="confidence of the report's counts and galleries (default: the one that miscounts least)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="detect products in images, folders or globs")

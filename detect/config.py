@@ -161,6 +161,7 @@ class TrainConfig:
     exist_ok: bool = False  # write into out_dir even when it holds a run (default: runs/x -> runs/x2, ...)
     tensorboard: bool = False
     log_every: int = 20
+    report: bool = True  # at the end, write report/index.html (detect.report) for best.pt on the val set
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from data_tools.atomic import atomic_write_text
@@ -22,17 +23,32 @@ from detect.engine.setup import drop_unreadable, resolve_device
 
 def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path | None = None, device: str = "auto",
                      batch_size: int = 32, proposals: str | Path | None = None, max_dets: int | None = None,
-                     log=print) -> dict:
+                     log=print, report: str | Path | None = None, conf: float | None = None) -> dict:
     """Evaluate checkpoint ``weights`` on dataset ``data`` (the training letterbox size and eval settings).
 
     Writes, when ``out_json`` is given: the metrics JSON there, the COCO results beside it
-    (``<stem>_results.json``) and a PR-curve PNG (``<stem>_pr.png``). Returns the metrics dict.
+    (``<stem>_results.json``) and a PR-curve PNG (``<stem>_pr.png``). With ``report``: the evaluation page
+    (:func:`detect.report.build.write_report`) in that folder, or in ``report2``, ... when it holds files;
+    ``conf`` is its confidence (None: the one that minimises count errors). Returns the metrics dict.
     """
+    if conf is not None and not 0.0 <= conf <= 1.0:  # also refuses NaN
+        raise ValueError(f"--conf must be in [0, 1], got {conf}")
     if out_json is not None:  # refused before any work when it would replace an input or another kind of file
         inputs = [weights, data, proposals]
         out = check_output_file(out_json, inputs, (".json",), "--json")
         check_output_file(out.with_name(out.stem + "_results.json"), inputs, (".json",), "--json (results)")
         check_output_file(out.with_name(out.stem + "_pr.png"), inputs, (".png",), "--json (PR plot)")
+    if report is None:
+        return _evaluate(weights, data, out_json, device, batch_size, proposals, max_dets, log)
+    from detect.engine.run_dir import claim_run_dir
+
+    folder, lock = claim_run_dir(report)  # before any work: a fresh folder (DIR -> DIR2 when it holds files)
+    with lock:
+        return _evaluate(weights, data, out_json, device, batch_size, proposals, max_dets, log, folder, conf)
+
+
+def _evaluate(weights, data, out_json, device, batch_size, proposals, max_dets, log, report: Path | None = None,
+              conf: float | None = None) -> dict:
     dev = resolve_device(device)
     model, class_names, cfg = load_model(weights)
     model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections)
@@ -47,7 +63,9 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
 
         table = load_proposals(proposals, ds.rs, cfg.data.image_size)
     model = model.to(dev)
-    results = predict_dataset(model, loader, dev, cfg.train.amp, table)
+    t0 = time.perf_counter()
+    results = predict_dataset(model, loader, dev, cfg.train.amp, table, progress=None)
+    seconds = time.perf_counter() - t0
     limit = max_dets or cfg.eval.max_detections
     metrics = coco_evaluate(ds.rs, results, limit)
     log(f"{weights} on {data} ({len(ds)} images, {len(results)} detections)")
@@ -58,4 +76,17 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
         write_results(results, out.with_name(out.stem + "_results.json"))
         plot_pr_curves(metrics, out.with_name(out.stem + "_pr.png"))
         log(f"wrote {out}, {out.stem}_results.json and {out.stem}_pr.png")
+    if report is not None:
+        from detect.report.build import write_report
+
+        recipe = Path(weights).with_name("config.yaml")  # the run folder's copy of the recipe
+        facts = {"checkpoint": str(weights), "recipe": str(recipe) if recipe.is_file() else None,
+                 "model": f"{cfg.model.name} ({cfg.model.backbone})", "dataset": str(data), "image_size": cfg.data.image_size, "device": str(dev),
+                 "eval_seconds": round(seconds, 2), "ms_per_image": round(1000 * seconds / max(len(ds), 1), 1)}
+        r = write_report(results, ds.rs, report, metrics, facts, conf, max_dets=limit, log=log)
+        at = r["counts"]
+        log(f"report {report / 'index.html'} at confidence {r['conf']} ({r['conf_source']}): count MAE "
+            f"{at['class_mae']:.3f} per image (per class), {at['total_mae']:.3f} (total), "
+            f"{100 * at['class_exact']:.1f} % of images counted exactly"
+            + (f"; recommended predict --conf {r['recommended_conf']}" if r["recommended_conf"] is not None else ""))
     return metrics

@@ -19,6 +19,7 @@ from torch import nn
 from data_tools.atomic import atomic_write_bytes, atomic_write_text
 from data_tools.coco import to_coco
 from data_tools.records import RecordSet
+from detect.engine.progress import progress_bar
 
 
 def _coco_gt(rs: RecordSet):
@@ -33,17 +34,19 @@ def _coco_gt(rs: RecordSet):
 
 @torch.no_grad()
 def predict_dataset(model: nn.Module, loader, device: torch.device, amp: bool = False,
-                    proposals: dict | None = None) -> list[dict]:
+                    proposals: dict | None = None, progress: bool | None = False) -> list[dict]:
     """Run ``model`` (eval mode) over ``loader``; detections in original image pixels as COCO results.
 
     ``proposals``: external proposals table (``detect.models.proposals_io.load_proposals``) handed to a
-    Fast R-CNN model per batch instead of its RPN.
+    Fast R-CNN model per batch instead of its RPN. ``progress``: a progress bar (images) on stderr; None =
+    on a terminal for long inputs (:func:`detect.engine.progress.show_progress`).
 
     Returns:
         ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``.
     """
     model.eval()
     results = []
+    bar = progress_bar(len(loader.dataset), "eval", "img", enabled=progress)
     for images, targets in loader:
         images = images.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
@@ -63,6 +66,8 @@ def predict_dataset(model: nn.Module, loader, device: torch.device, amp: bool = 
                 results.append({"image_id": int(t["image_id"]), "category_id": int(c),
                                 "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
                                 "score": float(s)})
+        bar.update(len(targets))
+    bar.close()
     return results
 
 

@@ -164,7 +164,9 @@ def class_colors(num_classes: int) -> list[tuple[int, int, int]]:
 
 
 def draw_detections(image: np.ndarray, result: dict, class_names: list[str]) -> np.ndarray:
-    """Draw boxes with ``class score`` captions.
+    """Draw boxes with ``class score`` captions that never overprint each other (placed by
+    :func:`detect.report.draw.draw_boxes`; a caption with no room shrinks to the score or is left out, and
+    a class-colour legend is added then).
 
     Args:
         image: ``H x W x 3`` uint8 RGB (not modified).
@@ -173,25 +175,20 @@ def draw_detections(image: np.ndarray, result: dict, class_names: list[str]) -> 
     Returns:
         ``H x W x 3`` uint8 BGR, ready for ``cv2.imencode``.
     """
+    from detect.report.draw import draw_boxes, draw_legend
+
     canvas = np.ascontiguousarray(image[..., ::-1])
-    h, w = canvas.shape[:2]
-    thick = max(1, round(max(h, w) / 640))
-    font_scale = max(0.4, max(h, w) / 1600)
     colors = class_colors(len(class_names))
-    boxes = np.round(_np(result.get("boxes"), np.float64, (-1, 4))).astype(int).tolist()
+    boxes = _np(result.get("boxes"), np.float64, (-1, 4))
     scores = _np(result.get("scores"), np.float64).tolist()
     labels = _np(result.get("labels"), np.int64).tolist()
-    for (x1, y1, x2, y2), s, k in zip(boxes, scores, labels):
-        color = colors[k % len(colors)]
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thick)
-        name = class_names[k - 1] if 1 <= k <= len(class_names) else f"class_{k}"
-        text = f"{name} {s:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y1 + th + base + 2)
-        cv2.rectangle(canvas, (x1, ty - th - base), (x1 + tw, ty + base - 1), color, -1)
-        cv2.putText(
-            canvas, text, (x1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA
-        )
+    names = [class_names[k - 1] if 1 <= k <= len(class_names) else f"class_{k}" for k in labels]
+    box_colors = [colors[k % len(colors)] for k in labels]
+    full = draw_boxes(canvas, boxes, box_colors, [f"{n} {s:.2f}" for n, s in zip(names, scores)],
+                      short=[f"{s:.2f}" for s in scores])
+    if not all(full):
+        legend = dict(zip(names, box_colors))
+        draw_legend(canvas, sorted(legend.items()), boxes)
     return canvas
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from data_tools.records import Problem
 from detect.engine import predict_output as po
 from detect.engine.predictor import Predictor, expand_sources
+from detect.engine.progress import progress
 from detect.engine.run_dir import claim_run_dir
 from detect.engine.shelf_rows import class_counts, group_rows
 from detect.engine.tiling import TileOptions
@@ -98,7 +99,8 @@ def run_predict(
         tiled = drawn = 0
         pending: list[tuple[str, Future]] = []
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for p in predictor.iter_predictions(src, keep_images=draw, workers=workers):
+            predictions = predictor.iter_predictions(src, keep_images=draw, workers=workers)
+            for p in progress(predictions, len(src.files) + len(src.problems), "predict"):
                 if p.error is not None:
                     log.warning("skipped %s", p.error)
                     errors.append(p.error.to_dict())

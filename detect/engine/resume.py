@@ -17,7 +17,7 @@ SAFE_KEYS = frozenset({
     "train.epochs", "train.max_steps", "train.time_budget_s", "train.device", "train.log_every",
     "train.tensorboard", "train.eval_every", "train.early_stop_patience", "train.compile", "train.amp",
     "train.channels_last", "train.max_nonfinite", "data.workers", "data.pin_memory", "data.cache_images",
-    "eval.batch_size",
+    "eval.batch_size", "train.report",
 })
 # keys that are set by the resume itself
 _IGNORED = frozenset({"train.resume", "train.out_dir", "train.exist_ok"})

@@ -33,7 +33,7 @@ from detect.engine.checkpoint import (
     save_checkpoint,
 )
 from detect.engine.ema import ModelEMA
-from detect.engine.evaluator import evaluate_coco, format_metrics, plot_pr_curves
+from detect.engine.evaluator import evaluate_coco, plot_pr_curves
 from detect.engine.optim import build_optimizer, l1_penalty
 from detect.engine.run_dir import RunLock, claim_run_dir
 from detect.engine.schedule import LRSchedule
@@ -41,6 +41,7 @@ from detect.engine.setup import Dist, build_datasets, init_distributed, is_tty
 from detect.models.build import build_model
 from detect.models.detector import postprocess_settings
 from detect.models.proposals_io import batch_proposals
+from detect.report.train_report import best_checkpoint_report
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -292,6 +293,7 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
     log(f"training {cfg.model.name} ({cfg.model.backbone}) on {len(train_ds)} images, {len(class_names)} classes, "
         f"{device}{f' x{d.world}' if d.enabled else ''}; val: {len(val_ds) if val_ds else 0} images")
     metrics: dict = {}
+    best_eval = None  # (metrics, results) of the best epoch evaluated in this session
     train_seconds = 0.0
     stop = budget_hit = False
     while state["epoch"] < t.epochs and not stop:
@@ -323,6 +325,7 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
             state["bad_evals"] = 0 if improved else state["bad_evals"] + 1
             if improved:
                 state["best_map"], state["best_epoch"] = metrics["AP"], epoch + 1
+                best_eval = (metrics, results)
             log(f"epoch {epoch + 1}/{t.epochs}: loss {row.get('loss', math.nan):.4f}  val AP {metrics['AP']:.4f}  "
                 f"AP50 {metrics['AP50']:.4f}  ({row['images_per_s']:.1f} img/s)")
             stop = bool(t.early_stop_patience and state["bad_evals"] >= t.early_stop_patience)
@@ -352,8 +355,8 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
         else f"train.time_budget_s={t.time_budget_s:g}")
     if stopped_by and d.main:
         log(f"stopped early by {stopped_by}: {state['step']}/{planned} steps ({state['epoch']}/{t.epochs} epochs)")
-    if metrics and d.main:
-        log(format_metrics(metrics, cfg.eval.max_detections))
+    if d.main:  # best.pt's table (not the last epoch's) and its report/index.html
+        best_checkpoint_report(out, cfg, val_ds, best_eval, state["best_epoch"], device, log, val_props)
     summary = {"metrics": metrics, "best_map": state["best_map"], "best_epoch": state["best_epoch"],
                "epochs": state["epoch"], "steps": state["step"], "seconds": train_seconds,
                "images_per_s": sum(h.get("images", 0) for h in state["history"]) / max(train_seconds, 1e-9),

@@ -19,7 +19,7 @@ from detect.engine.trainer import fit
 
 def tiny_config(split: dict, out, **train) -> object:
     t = {"epochs": 2, "batch_size": 3, "optimizer": "sgd", "lr": 0.01, "warmup_epochs": 0, "scheduler": "none",
-         "ema": True, "out_dir": str(out), **train}
+         "ema": True, "out_dir": str(out), "report": False, **train}
     return config_from_dict({
         "data": {"train": str(split["train"]), "val": str(split["val"]), "image_size": 64, "workers": 0},
         "model": {"name": "ssd", "dropout": 0.1},
