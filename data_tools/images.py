@@ -1,6 +1,6 @@
 """Cheap image checks: size, EXIF orientation and integrity, without decoding the whole image.
 
-Policy (GUIDE §4, "Images"):
+Policy (ARCHITECTURE.md, "Bad inputs"):
 
 - ``PIL.Image.open`` reads only the header: format, raw size, mode, EXIF. Files PIL cannot identify
   (text or HTML saved as ``.jpg``), zero-byte files and images over :data:`MAX_PIXELS` are rejected.

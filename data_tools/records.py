@@ -1,6 +1,6 @@
 """Records: the plain-data form of one annotated image, and a dataset of them.
 
-Conventions (GUIDE §2):
+Conventions (ARCHITECTURE.md, "Conventions"):
 - boxes are ``xyxy`` float32 ``[N, 4]`` in absolute pixels of the original image; a VOC box
   (1-based, inclusive) ``xmin..xmax`` becomes ``xmin - 1 .. xmax`` so the whole image is ``[0, 0, W, H]``;
 - labels are int64 ``[N]`` in ``1..K``; 0 is background and never stored;

@@ -6,7 +6,7 @@ billion laughs), malformed XML and undecodable text are refused with a :class:`P
 file and line. Inside a good file each bad object is dropped or repaired on its own and reported with
 its line and field (``object[2]/bndbox/xmax``, objects counted from 1), so the good objects still load.
 
-VOC pixel rule (GUIDE §2): VOC coordinates are 1-based inclusive; a record box is
+VOC pixel rule (ARCHITECTURE.md, "Conventions"): VOC coordinates are 1-based inclusive; a record box is
 ``(xmin - 1, ymin - 1, xmax, ymax)``. :func:`write_voc` inverts it, so write -> read is exact. A VOC
 box with ``xmin == xmax`` (labelImg's click without a drag) is a zero-area box and is dropped.
 """

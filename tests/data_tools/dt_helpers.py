@@ -77,7 +77,7 @@ def temp_leftovers(folder: Path) -> list[Path]:
 
 
 def cli_convert(root: Path, out_dir: Path, *extra: str) -> tuple[int, object, dict]:
-    """Run ``retail-data convert`` on ``root`` through ``main``; check the GUIDE §4 invariants.
+    """Run ``retail-data convert`` on ``root`` through ``main``; check the bad-input invariants (ARCHITECTURE.md, "Bad inputs").
 
     Checks: the inputs under ``root`` are byte-identical afterwards, the report is written, and no
     temporary file is left in ``out_dir``. Returns ``(exit code, RecordSet or None, report dict)``.

@@ -1,4 +1,4 @@
-"""GUIDE §4 XML cases inside a good file: coordinates, boxes, flags, class names, object counts;
+"""Bad-input XML cases inside a good file: coordinates, boxes, flags, class names, object counts;
 and the exact VOC write -> read round trip."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GUIDE §4 image cases: <size> missing or wrong, EXIF rotation, truncated / empty / fake images,
+"""Bad-input image cases: <size> missing or wrong, EXIF rotation, truncated / empty / fake images,
 unusual modes, huge dimensions."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GUIDE §4 path cases: ``../`` and absolute ``<filename>``, missing images, non-ASCII names, and the
+"""Bad-input path cases: ``../`` and absolute ``<filename>``, missing images, non-ASCII names, and the
 image search order (next to the XML, sibling images/ or JPEGImages/ tree, by stem)."""
 
 from __future__ import annotations

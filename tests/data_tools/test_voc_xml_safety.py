@@ -1,4 +1,4 @@
-"""GUIDE §4 XML cases at the file level: XXE, entity bombs, huge, malformed, empty, wrong encodings.
+"""Bad-input XML cases at the file level: XXE, entity bombs, huge, malformed, empty, wrong encodings.
 
 Each test drops one bad file into a good dataset and converts through the CLI: the bad file is reported
 with file and line, the good images still convert, the inputs are unchanged, no temp file is left.
