@@ -87,13 +87,14 @@ def _demo_into(out: Path, images: int, minutes: float, device: str, log, start: 
     val_images = [str(Path(val_rs.image_root) / r.image) for r in val_rs.records[:8]]
     pred = run_predict(weights, val_images, out / "predict", conf=0.4, device=device)
     seconds = time.perf_counter() - start
-    drawn = Path(pred["out_dir"]) / "images"
+    pred_dir = out / Path(pred["out_dir"]).name  # out/predict, as the user named out (not resolved)
+    drawn, predictions = pred_dir / "images", pred_dir / Path(pred["json"]).name
     log(f"done in {seconds:.0f} s: val mAP (AP) {metrics['AP']:.3f}, AP50 {metrics['AP50']:.3f}; "
-        f"weights {weights}; drawn images in {drawn}/; detections in {pred['json']}")
+        f"weights {weights}; drawn images in {drawn}/; detections in {predictions}")
     if result["stopped_by"]:
         log(f"note: the {minutes:g}-minute limit ended training after {result['epochs']}/{DEMO_EPOCHS} epochs "
             f"({result['steps']} steps), so this AP is below what the full run reaches; rerun with a larger "
             f"--minutes (0 = no limit)")
     return {"AP": metrics["AP"], "AP50": metrics["AP50"], "weights": str(weights), "drawn": str(drawn),
-            "predictions": pred["json"], "seconds": seconds, "predict": pred,
+            "predictions": str(predictions), "seconds": seconds, "predict": pred,
             "stopped_by": result["stopped_by"], "out": str(out)}
