@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", action="store_true",
                    help="also train each detector's torchvision peer (FCOS, Faster R-CNN, SSD) at equal work")
     p.add_argument("--peers-recipe", choices=["torchvision", "ours"], default="torchvision",
-                   help="peers train with torchvision's reference recipe (SGD 0.02, warmup + cosine, flip) or ours")
+                   help="peers train with torchvision's reference recipe (SGD, warmup + cosine, flip only) or ours")
     p.add_argument("--models", default=None, help="comma-separated detector names (default: every registered detector)")
     p.add_argument("--configs", default=None, help="folder of the recipes (default: ./configs)")
     p.add_argument("--out", default="runs/compare")

@@ -60,12 +60,16 @@ def batch1_latency_ms(weights: Path, device: torch.device, image_size: int, iter
     return time_inference(model, images, iters, warmup, device, cfg.train.amp)["ms_per_image"]
 
 
-# torchvision's reference detection recipe (references/detection): SGD 0.02, momentum 0.9, wd 1e-4,
-# warmup + cosine, horizontal flip only. ``--peers-recipe torchvision`` trains the peers with it.
-TORCHVISION_RECIPE = ["train.optimizer=sgd", "train.lr=0.02", "train.momentum=0.9", "train.weight_decay=1e-4",
-                      "train.scheduler=cosine", "train.warmup_epochs=1", "augment.affine_p=0", "augment.crop=0",
-                      "augment.mosaic=0", "augment.color_jitter=0", "augment.noise=0", "augment.blur=0",
-                      "augment.vflip=0", "augment.hflip=0.5"]
+# torchvision's reference detection recipes (references/detection): SGD, momentum 0.9, warmup + cosine,
+# horizontal flip only; lr 0.02 / wd 1e-4 for the FCOS, RetinaNet and Faster R-CNN recipes, lr 0.002 /
+# wd 5e-4 for SSD300's. ``--peers-recipe torchvision`` trains each peer with its own.
+_FLIP_ONLY = ["augment.affine_p=0", "augment.crop=0", "augment.mosaic=0", "augment.color_jitter=0", "augment.noise=0",
+              "augment.blur=0", "augment.vflip=0", "augment.hflip=0.5"]
+_SGD = ["train.optimizer=sgd", "train.momentum=0.9", "train.scheduler=cosine", "train.warmup_epochs=1"]
+TORCHVISION_RECIPES: dict[str, list[str]] = {
+    "ssd": _SGD + ["train.lr=0.002", "train.weight_decay=5e-4"] + _FLIP_ONLY,
+    **{p: _SGD + ["train.lr=0.02", "train.weight_decay=1e-4"] + _FLIP_ONLY for p in ("fcos", "retinanet", "faster_rcnn")},
+}
 
 
 def _budget(steps: int | None, budget_minutes: float | None, train_images: int, batch: int) -> list[str]:
@@ -89,7 +93,7 @@ def run_compare(data: str | None = None, train: str | None = None, val: str | No
         budget_minutes: equal work by training time instead (measures the machine as much as the model).
         peers: also train each detector's default torchvision peer (``DETECTORS[name].peers[0]``) on the same
             split, size, batch and budget, and add ours/peer ratios.
-        peers_recipe: ``torchvision`` (SGD 0.02 + warmup + cosine, flip only) or ``ours`` (the peer trains with
+        peers_recipe: ``torchvision`` (:data:`TORCHVISION_RECIPES`: the peer's reference SGD recipe) or ``ours`` (it trains with
             our recipe's optimizer, schedule and augmentation): the difference splits a gap into recipe and
             architecture.
     """
@@ -129,7 +133,7 @@ def _compare_into(out: Path, data, train, val, budget_minutes: float | None, mod
         jobs = [(name, "ours", base + [f"train.out_dir={out / name}"])]
         if peers:
             peer = DETECTORS[name].peers[0]
-            extra = TORCHVISION_RECIPE if peers_recipe == "torchvision" else []
+            extra = TORCHVISION_RECIPES[peer] if peers_recipe == "torchvision" else []
             jobs.append((PEER_PREFIX + peer, name, base + extra + [f"model.name={PEER_PREFIX + peer}",
                                                                    f"train.out_dir={out / (PEER_PREFIX + peer)}"]))
         for label, family, over in jobs:
@@ -193,10 +197,17 @@ def format_table(rows: list[dict]) -> str:
     ratios = [r for r in rows if r.get("peer")]
     if ratios:
         head = ["ours / peer", "AP", "AP50", "train speed", "latency (peer/ours)"]
-        body = [[f"{r['model']} / {r['peer']}", *(f"{r[k]:.2f}x" if r[k] != "" else "n/a" for k in
+        body = [[f"{r['model']} / {r['peer']}", *(_ratio_cell(r[k]) for k in
                  ("ap_ratio", "ap50_ratio", "train_speed_ratio", "latency_ratio"))] for r in ratios]
         text += "\n\n" + aligned([head, *body], left=1)
     return text
+
+
+def _ratio_cell(value: float | str) -> str:
+    """``1.66x``; ``n/a`` without a peer value; ``>100x`` when the peer's value is near zero."""
+    if value == "":
+        return "n/a"
+    return ">100x" if value > 100 else f"{value:.2f}x"
 
 
 def plot_ap_latency(rows: list[dict], path: Path, title: str) -> None:
