@@ -101,7 +101,8 @@ def draw_full(image: np.ndarray, rec, dets, match, names: list[str]) -> tuple[np
         texts.append(f"GT {_name(int(rec.labels[g]), names)}" if kind != "found" else "")
         short.append("")
         dashed.append(True)
-    draw_boxes(canvas, np.asarray(boxes, np.float32).reshape(-1, 4), colors, texts, short, dashed)
+    draw_boxes(canvas, np.asarray(boxes, np.float32).reshape(-1, 4), colors, texts, short, dashed,
+               thick=max(2, round(max(canvas.shape[:2]) / 320)))
     return canvas, s
 
 
