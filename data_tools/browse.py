@@ -37,10 +37,10 @@ from torchvision.ops import box_iou
 from data_tools.atomic import atomic_write_text
 from data_tools.records import Record, RecordSet
 from detect.data.images import read_image
-from detect.engine.predict_output import check_out_dir, class_colors, write_drawn
+from detect.engine.predict_output import check_out_dir, class_colors
 from detect.engine.progress import progress
 from detect.engine.run_dir import claim_run_dir
-from detect.report.draw import draw_boxes
+from detect.report.draw import draw_boxes, write_jpeg
 from detect.report.html import esc, page, table
 
 SEVERITY = {"unreadable": 5, "duplicate_box": 4, "duplicate_image": 4, "tiny_box": 3, "thin_box": 2,
@@ -136,20 +136,21 @@ def sort_entries(entries: list[Entry], rs: RecordSet) -> list[Entry]:
     return sorted(entries, key=lambda e: (*e.rank, rs.records[e.index].image))
 
 
-def _scaled(image: np.ndarray) -> tuple[np.ndarray, float]:
-    """BGR copy of an RGB image with its longer side in [DRAW_MIN_SIDE, DRAW_MAX_SIDE]."""
+def _scaled(image: np.ndarray, enlarge: bool = True) -> tuple[np.ndarray, float]:
+    """BGR copy of an RGB image with its longer side in [DRAW_MIN_SIDE (when ``enlarge``), DRAW_MAX_SIDE]."""
     side = max(image.shape[:2])
-    s = min(max(side, DRAW_MIN_SIDE), DRAW_MAX_SIDE) / side
+    s = min(max(side, DRAW_MIN_SIDE if enlarge else 1), DRAW_MAX_SIDE) / side
     size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s)))
     return cv2.resize(np.ascontiguousarray(image[..., ::-1]), size,
                       interpolation=cv2.INTER_LINEAR if s >= 1 else cv2.INTER_AREA), s
 
 
 def draw_record(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, names: list[str],
-                flagged: set[int] = frozenset()) -> np.ndarray:
-    """Boxes (xyxy in ``image`` pixels) with class captions, scaled for reading; ``flagged`` boxes get a red
-    dashed outline. ``image`` is ``H x W x 3`` uint8 RGB; returns BGR."""
-    canvas, s = _scaled(image)
+                flagged: set[int] = frozenset(), enlarge: bool = True) -> np.ndarray:
+    """Boxes (xyxy in ``image`` pixels) with class captions, scaled for reading (small images enlarged unless
+    ``enlarge`` is False); ``flagged`` boxes get a red dashed outline. ``image`` is ``H x W x 3`` uint8 RGB;
+    returns BGR."""
+    canvas, s = _scaled(image, enlarge)
     colors = class_colors(len(names))
     b = np.asarray(boxes, np.float32).reshape(-1, 4) * s
     lab = np.asarray(labels, np.int64).reshape(-1).tolist()
@@ -177,7 +178,7 @@ def _augmented(rs: RecordSet, recipe: str | Path, samples: int, seed: int) -> Ca
         for _ in range(samples):
             img, target = ds[i]
             out.append(draw_record(img.permute(1, 2, 0).numpy(), target["boxes"].numpy(), target["labels"].numpy(),
-                                   rs.class_names))
+                                   rs.class_names, enlarge=False))  # shown small: the recipe's size is plenty
         return out
 
     return make
@@ -226,13 +227,13 @@ def browse(rs: RecordSet, out_dir: str | Path, classes: list[str] | None = None,
                 return e, []
             flagged = {i.box for i in e.issues if i.box is not None}
             files = [f"images/{e.index:05d}.jpg"]
-            write_drawn(folder / files[0], draw_record(image, rec.boxes, rec.labels, sub.class_names, flagged))
+            write_jpeg(folder / files[0], draw_record(image, rec.boxes, rec.labels, sub.class_names, flagged))
             if aug is not None:
                 with aug_lock:  # one augmentation pipeline, its RNG seeded per image: one thread at a time
                     drawings = aug(e.index)
                 for k, drawing in enumerate(drawings):
                     files.append(f"augment/{e.index:05d}_{k}.jpg")
-                    write_drawn(folder / files[-1], drawing)
+                    write_jpeg(folder / files[-1], drawing)
             return e, files
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

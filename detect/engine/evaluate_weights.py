@@ -38,17 +38,6 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
         out = check_output_file(out_json, inputs, (".json",), "--json")
         check_output_file(out.with_name(out.stem + "_results.json"), inputs, (".json",), "--json (results)")
         check_output_file(out.with_name(out.stem + "_pr.png"), inputs, (".png",), "--json (PR plot)")
-    if report is None:
-        return _evaluate(weights, data, out_json, device, batch_size, proposals, max_dets, log)
-    from detect.engine.run_dir import claim_run_dir
-
-    folder, lock = claim_run_dir(report)  # before any work: a fresh folder (DIR -> DIR2 when it holds files)
-    with lock:
-        return _evaluate(weights, data, out_json, device, batch_size, proposals, max_dets, log, folder, conf)
-
-
-def _evaluate(weights, data, out_json, device, batch_size, proposals, max_dets, log, report: Path | None = None,
-              conf: float | None = None) -> dict:
     dev = resolve_device(device)
     model, class_names, cfg = load_model(weights)
     model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections)
@@ -62,31 +51,47 @@ def _evaluate(weights, data, out_json, device, batch_size, proposals, max_dets, 
         from detect.models.proposals_io import load_proposals
 
         table = load_proposals(proposals, ds.rs, cfg.data.image_size)
-    model = model.to(dev)
-    t0 = time.perf_counter()
-    results = predict_dataset(model, loader, dev, cfg.train.amp, table, progress=None)
-    seconds = time.perf_counter() - t0
-    limit = max_dets or cfg.eval.max_detections
-    metrics = coco_evaluate(ds.rs, results, limit)
-    log(f"{weights} on {data} ({len(ds)} images, {len(results)} detections)")
-    log(format_metrics(metrics, limit))
-    if out_json is not None:
-        out = Path(out_json)
-        atomic_write_text(out, json.dumps({k: v for k, v in metrics.items() if k != "pr_curve"}, indent=1))
-        write_results(results, out.with_name(out.stem + "_results.json"))
-        plot_pr_curves(metrics, out.with_name(out.stem + "_pr.png"))
-        log(f"wrote {out}, {out.stem}_results.json and {out.stem}_pr.png")
-    if report is not None:
-        from detect.report.build import write_report
+    lock = None
+    if report is not None:  # claimed before the long part: a fresh folder (DIR -> DIR2 when it holds files)
+        from detect.engine.run_dir import claim_run_dir
 
-        recipe = Path(weights).with_name("config.yaml")  # the run folder's copy of the recipe
-        facts = {"checkpoint": str(weights), "recipe": str(recipe) if recipe.is_file() else None,
-                 "model": f"{cfg.model.name} ({cfg.model.backbone})", "dataset": str(data), "image_size": cfg.data.image_size, "device": str(dev),
-                 "eval_seconds": round(seconds, 2), "ms_per_image": round(1000 * seconds / max(len(ds), 1), 1)}
-        r = write_report(results, ds.rs, report, metrics, facts, conf, max_dets=limit, log=log)
-        at = r["counts"]
-        log(f"report {report / 'index.html'} at confidence {r['conf']} ({r['conf_source']}): count MAE "
-            f"{at['class_mae']:.3f} per image (per class), {at['total_mae']:.3f} (total), "
-            f"{100 * at['class_exact']:.1f} % of images counted exactly"
-            + (f"; recommended predict --conf {r['recommended_conf']}" if r["recommended_conf"] is not None else ""))
+        report, lock = claim_run_dir(report)
+    try:
+        model = model.to(dev)
+        t0 = time.perf_counter()
+        results = predict_dataset(model, loader, dev, cfg.train.amp, table, progress=None)
+        seconds = time.perf_counter() - t0
+        limit = max_dets or cfg.eval.max_detections
+        metrics = coco_evaluate(ds.rs, results, limit)
+        log(f"{weights} on {data} ({len(ds)} images, {len(results)} detections)")
+        log(format_metrics(metrics, limit))
+        if out_json is not None:
+            out = Path(out_json)
+            atomic_write_text(out, json.dumps({k: v for k, v in metrics.items() if k != "pr_curve"}, indent=1))
+            write_results(results, out.with_name(out.stem + "_results.json"))
+            plot_pr_curves(metrics, out.with_name(out.stem + "_pr.png"))
+            log(f"wrote {out}, {out.stem}_results.json and {out.stem}_pr.png")
+        if report is not None:
+            recipe = Path(weights).with_name("config.yaml")  # the run folder's copy of the recipe
+            facts = {"checkpoint": str(weights), "recipe": str(recipe) if recipe.is_file() else None,
+                     "model": f"{cfg.model.name} ({cfg.model.backbone})", "dataset": str(data),
+                     "image_size": cfg.data.image_size, "device": str(dev), "eval_seconds": round(seconds, 2),
+                     "ms_per_image": round(1000 * seconds / max(len(ds), 1), 1)}
+            _report(report, results, ds.rs, metrics, facts, conf, limit, log)
+    finally:
+        if lock is not None:
+            lock.release()
     return metrics
+
+
+def _report(folder: Path, results: list[dict], rs, metrics: dict, facts: dict, conf: float | None, limit: int,
+            log) -> None:
+    """Write the evaluation report into ``folder`` and say where, at which confidence, with which count MAE."""
+    from detect.report.build import write_report
+
+    r = write_report(results, rs, folder, metrics, facts, conf, max_dets=limit, log=log)
+    c = r["counts"]
+    log(f"report {folder / 'index.html'} at confidence {r['conf']} ({r['conf_source']}): count MAE "
+        f"{c['class_mae']:.3f} per image (per class), {c['total_mae']:.3f} (total), "
+        f"{100 * c['class_exact']:.1f} % of images counted exactly"
+        + (f"; recommended predict --conf {r['recommended_conf']}" if r["recommended_conf"] is not None else ""))

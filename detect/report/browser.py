@@ -52,8 +52,8 @@ def dump_dom(page: str | Path, timeout: float = 60.0, budget_ms: int = 3000) -> 
     return _run([f"--virtual-time-budget={budget_ms}", "--dump-dom", Path(page).resolve().as_uri()], timeout).stdout
 
 
-def page_picture(page: str | Path, png: str | Path, width: int = 1280, height: int = 2200, out_width: int = 900,
-                 colors: int = 128) -> Path:
+def page_picture(page: str | Path, png: str | Path, width: int = 1280, height: int = 2600, out_width: int = 900,
+                 colors: int = 256) -> Path:
     """A small screenshot for documentation: rendered at ``width x height``, scaled to ``out_width`` pixels wide,
     reduced to a ``colors``-colour palette PNG (a report page is a few hundred KB at most), written atomically."""
     import io
@@ -67,7 +67,7 @@ def page_picture(page: str | Path, png: str | Path, width: int = 1280, height: i
         with Image.open(raw) as im:
             im = im.convert("RGB")
             im = im.resize((out_width, round(im.height * out_width / im.width)), Image.LANCZOS)
-            small = im.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+            small = im.quantize(colors=colors, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     buf = io.BytesIO()
     small.save(buf, format="PNG", optimize=True)
     return atomic_write_bytes(png, buf.getvalue())
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("page")
     p.add_argument("png")
     p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=2200)
+    p.add_argument("--height", type=int, default=2600)
     p.add_argument("--out-width", type=int, default=900)
     a = p.parse_args(argv)
     out = page_picture(a.page, a.png, a.width, a.height, a.out_width)

@@ -19,8 +19,7 @@ import numpy as np
 
 from data_tools.records import RecordSet
 from detect.data.images import read_image
-from detect.engine.predict_output import write_drawn
-from detect.report.draw import draw_boxes
+from detect.report.draw import draw_boxes, write_jpeg
 from detect.report.matching import BACKGROUND, CONFUSED, DUPLICATE, MISSED, TP, WRONG_CLASS, DatasetMatch
 
 # BGR colours of the outcomes (the page's legend repeats them)
@@ -101,7 +100,8 @@ def draw_full(image: np.ndarray, rec, dets, match, names: list[str]) -> tuple[np
         texts.append(f"GT {_name(int(rec.labels[g]), names)}" if kind != "found" else "")
         short.append("")
         dashed.append(True)
-    draw_boxes(canvas, np.asarray(boxes, np.float32).reshape(-1, 4), colors, texts, short, dashed)
+    draw_boxes(canvas, np.asarray(boxes, np.float32).reshape(-1, 4), colors, texts, short, dashed,
+               thick=max(2, round(max(canvas.shape[:2]) / 320)))
     return canvas, s
 
 
@@ -164,7 +164,7 @@ def build_galleries(rs: RecordSet, dm: DatasetMatch, out_dir: str | Path, per_ga
             continue
         drawing, s = draw_full(image, rec, dm.dets[i], dm.matches[i], names)
         links[i] = f"images/img_{i:05d}.jpg"
-        write_drawn(out / links[i], drawing)
+        write_jpeg(out / links[i], drawing)
         size = (drawing.shape[1], drawing.shape[0])
         clean[i] = (cv2.resize(np.ascontiguousarray(image[..., ::-1]), size,
                                interpolation=cv2.INTER_LINEAR if s >= 1 else cv2.INTER_AREA), s)
@@ -174,7 +174,7 @@ def build_galleries(rs: RecordSet, dm: DatasetMatch, out_dir: str | Path, per_ga
             return None
         img, s = clean[i]
         thumb = f"crops/{kind}_{n:03d}.jpg"
-        write_drawn(out / thumb, _crop(img, [(b * s, c, t, d) for b, c, t, d in boxes]))
+        write_jpeg(out / thumb, _crop(img, [(b * s, c, t, d) for b, c, t, d in boxes]))
         return Item(thumb, links[i], caption, rs.records[i].image)
 
     gal: dict[str, list] = {"false_positives": [], "wrong_class": [], "missed": [], "worst": []}

@@ -82,7 +82,8 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: str | Path, conf: flo
 
 
 def plot_sweep(sweep: list[dict], path: str | Path, recommended: float | None) -> Path | None:
-    """F1, precision and recall (left axis) and count errors per image (right axis) against the confidence."""
+    """F1, precision and recall (left axis) and count errors per image (right axis, log scale, floored at 0.01)
+    against the confidence."""
     if not sweep:
         return None
     plt = _plt()
@@ -93,11 +94,17 @@ def plot_sweep(sweep: list[dict], path: str | Path, recommended: float | None) -
     ax.set_xlabel("confidence threshold")
     ax.set_ylabel("F1 / precision / recall (IoU 0.5)", color="tab:blue")
     ax.set_ylim(0, 1.02)
-    ax2 = ax.twinx()
-    ax2.plot(conf, [s["class_mae"] for s in sweep], "-o", markersize=3, color="tab:red", label="count MAE (per class)")
-    ax2.plot(conf, [s["total_mae"] for s in sweep], "--", color="tab:orange", label="count MAE (total)")
-    ax2.set_ylabel("miscounted facings per image", color="tab:red")
-    ax2.set_ylim(bottom=0)
+    ax2 = ax.twinx()  # log scale: the lowest thresholds can miscount 10x more than the best one
+    floor = 0.01
+    ax2.plot(conf, [max(s["class_mae"], floor) for s in sweep], "-o", markersize=3, color="tab:red",
+             label="count MAE (per class)")
+    ax2.plot(conf, [max(s["total_mae"], floor) for s in sweep], "--", color="tab:orange", label="count MAE (total)")
+    ax2.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    for set_formatter in (ax2.yaxis.set_major_formatter, ax2.yaxis.set_minor_formatter):
+        set_formatter(FormatStrFormatter("%g"))
+    ax2.set_ylabel("miscounted facings per image (log)", color="tab:red")
     if recommended is not None:
         ax.axvline(recommended, color="grey", linewidth=1)
         ax.text(recommended, 0.02, f" --conf {recommended:g}", fontsize=8, color="grey")

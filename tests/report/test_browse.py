@@ -63,7 +63,7 @@ def test_page_problems_first_filters_and_augmentation(planted, tmp_path):
     augmented = sorted((d / "augment").iterdir())
     assert len(augmented) == 12
     with Image.open(augmented[0]) as im:
-        assert max(im.size) >= 320  # drawn at the recipe's image size (or larger)
+        assert im.size == (320, 320)  # the recipe's image size, not enlarged
     assert r["problems"]["duplicate_box"] == 1 and r["problems"]["tiny_box"] == 1
     assert browse(planted, tmp_path / "b", max_images=2, log=lambda s: None)["out_dir"] == str(tmp_path / "b2")
 

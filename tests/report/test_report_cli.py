@@ -95,7 +95,9 @@ def test_eval_report_folders_and_conf(run, tmp_path, capsys):
     assert m2["conf"] == 0.3 and m2["conf_source"] == "given"
     assert main([*base, "--report", str(tmp_path / "rep3"), "--conf", "2"]) == 2
     assert "--conf must be in [0, 1]" in capsys.readouterr().err
-    assert not (tmp_path / "rep3").exists()
+    missing = ["eval", "--weights", str(tmp_path / "nope.pt"), "--data", str(run["val"]), "--report", str(tmp_path / "rep3")]
+    assert main(missing) == 2
+    assert not (tmp_path / "rep3").exists()  # bad input: no report folder left behind
 
 
 def test_eval_and_predict_show_progress(run, tiny_split, tmp_path, capsys, monkeypatch):
