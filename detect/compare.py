@@ -163,7 +163,11 @@ def _train_and_measure(label: str, recipe: Path, overrides: list[str], val_pkl: 
     cfg = load_config(recipe, overrides)
     log(f"[{label}] training for {budget} ({cfg.model.backbone}, {cfg.data.image_size} px, batch "
         f"{cfg.train.batch_size}, {cfg.train.optimizer} lr {cfg.train.lr:g})")
-    summary = fit(cfg, log=lambda *a, tag=f"  [{label}]": log(tag, *a))  # progress of long runs
+    def tagged(*parts) -> None:  # the run's progress, every line (tables too) marked with the detector's name
+        for line in " ".join(map(str, parts)).splitlines():
+            log(f"  [{label}] {line}")
+
+    summary = fit(cfg, log=tagged)
     if summary["best"] is None:
         raise RuntimeError(f"[{label}] trained no epoch: raise --steps or --budget-minutes")
     metrics = evaluate_weights(summary["best"], val_pkl, device=str(dev), log=lambda *a: None)
