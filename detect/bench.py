@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from detect.bench_peers import PEER_TITLES, build_peer
 from detect.config import AugmentConfig, Config, ModelConfig
-from detect.engine.setup import resolve_device
+from detect.engine.prepare import resolve_device
 from detect.models.build import DETECTORS, NAMES
 from detect.tables import aligned
 

@@ -113,7 +113,7 @@ def _compare_into(out: Path, data, train, val, budget_minutes: float | None, mod
                   device: str, overrides: list[str], seed: int, log, steps: int | None, peers: bool,
                   peers_recipe: str) -> list[dict]:
     """:func:`run_compare` once its output folder ``out`` is claimed."""
-    from detect.engine.setup import resolve_device
+    from detect.engine.prepare import resolve_device
     from detect.models.build import DETECTORS, PEER_PREFIX
 
     for name in models:

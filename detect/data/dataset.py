@@ -98,10 +98,6 @@ class DetectionDataset(Dataset):
 
     # ------------------------------------------------------------------ cache
 
-    @property
-    def cache_ready(self) -> bool:
-        return self._pixels is not None
-
     def prepare(self, threads: int | None = None, progress: bool | None = None) -> None:
         """Decode every image into the cache now (no-op without ``cache_images`` or when already built)."""
         if not self.cache_images or self._pixels is not None:

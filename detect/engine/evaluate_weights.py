@@ -18,7 +18,7 @@ from detect.engine.evaluator import (
 )
 from detect.engine.outputs import check_output_file
 from detect.engine.predictor import load_model
-from detect.engine.setup import drop_unreadable, resolve_device
+from detect.engine.prepare import drop_unreadable, resolve_device
 
 
 def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path | None = None, device: str = "auto",

@@ -31,7 +31,7 @@ from data_tools.records import Problem
 from detect.config import Config, config_from_dict
 from detect.data.augment import letterbox
 from detect.data.images import read_image
-from detect.engine.setup import resolve_device
+from detect.engine.prepare import resolve_device
 from detect.engine.tiling import TileOptions, merge_crops, plan_crops, should_tile
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})

@@ -35,9 +35,9 @@ from detect.engine.checkpoint import (
 from detect.engine.ema import ModelEMA
 from detect.engine.evaluator import evaluate_coco, plot_pr_curves
 from detect.engine.optim import build_optimizer, l1_penalty
+from detect.engine.prepare import Dist, build_datasets, init_distributed, is_tty
 from detect.engine.run_dir import RunLock, claim_run_dir
 from detect.engine.schedule import LRSchedule
-from detect.engine.setup import Dist, build_datasets, init_distributed, is_tty
 from detect.models.build import build_model
 from detect.models.detector import postprocess_settings
 from detect.models.proposals_io import batch_proposals

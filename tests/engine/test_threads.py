@@ -7,7 +7,7 @@ import torch
 
 from detect.config import config_from_dict
 from detect.engine import threads
-from detect.engine.setup import Dist, build_datasets
+from detect.engine.prepare import Dist, build_datasets
 from detect.engine.threads import (
     ThreadPlan,
     apply_plan,
