@@ -1,6 +1,7 @@
 """Output files of ``eval`` / ``export``: refused before any work when they would replace a user's file.
 
-An output is refused when it resolves to one of the command's inputs (symlinks and ``..`` resolved), or
+An output is refused when it is one of the command's inputs (:func:`data_tools.atomic.same_file`: symlinks,
+``..`` and hard links resolved), or
 when a file of another kind already sits at that path (``eval --json data.pkl``, ``export --out w.pt``).
 """
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+
+from data_tools.atomic import same_file
 
 
 class OutputClash(ValueError):
@@ -28,9 +31,8 @@ def check_output_file(out: str | Path, inputs: Iterable[str | Path], endings: tu
         OutputClash: naming ``flag``, the path and what it would have replaced.
     """
     p = Path(out)
-    target = p.resolve()
     for inp in inputs:
-        if inp is not None and Path(inp).resolve() == target:
+        if inp is not None and same_file(p, inp):  # resolved paths and hard links
             raise OutputClash(f"{flag} {out} is an input of this command ({inp}): choose another output path")
     if p.is_dir():
         raise OutputClash(f"{flag} {out} is a folder: give a file name")
