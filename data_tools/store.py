@@ -39,6 +39,7 @@ MAX_ARRAY_BYTES = 1 << 30
 """Largest single array a dataset file may rebuild (1 GiB); checked before numpy allocates it."""
 MAX_META_DEPTH = 32
 _RECORD_KEYS = {"image", "width", "height", "boxes", "labels", "difficult", "truncated", "source"}
+_OPTIONAL_KEYS = {"split"}
 _DTYPE_KINDS = "biuf"
 
 _NUMPY_MULTIARRAY = "numpy.core.multiarray" if int(np.__version__.split(".")[0]) < 2 else "numpy._core.multiarray"
@@ -203,7 +204,7 @@ def _to_recordset(path: Path, payload: dict) -> RecordSet:
     if _depth(meta) > MAX_META_DEPTH:
         raise DatasetFileError(f"{path}: meta is nested deeper than {MAX_META_DEPTH} levels")
     for i, d in enumerate(records):
-        if not isinstance(d, dict) or set(d) != _RECORD_KEYS:
+        if not isinstance(d, dict) or not _RECORD_KEYS <= set(d) <= _RECORD_KEYS | _OPTIONAL_KEYS:
             keys = sorted(map(str, d)) if isinstance(d, dict) else type(d).__name__
             raise DatasetFileError(f"{path}: records[{i}] is damaged (keys {keys})")
         bad = _check_fields(d)
@@ -230,6 +231,8 @@ def _check_fields(d: dict) -> str | None:
         return f"image: {image!r} leaves the image root"
     if not isinstance(d["source"], str):
         return f"source: {d['source']!r} is not a string"
+    if not isinstance(d.get("split", ""), str):
+        return f"split: {d['split']!r} is not a string"
     for key in ("width", "height"):
         v = d[key]
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
