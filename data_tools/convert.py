@@ -121,7 +121,8 @@ def summarize(rs: RecordSet, problems: list[Problem], inputs: int, seconds: floa
     Keys: ``source``, ``format``, ``detected`` (why the format was chosen, None when given), ``inputs``
     (VOC files, COCO / CVAT image entries, Label Studio tasks, YOLO / CSV images), ``images`` (kept),
     ``images_skipped``, ``empty_images``, ``boxes``, ``boxes_skipped``, ``classes``, ``per_class``
-    (name -> boxes), ``problems``, ``problems_by_kind``, ``problems_by_action``, ``seconds``.
+    (name -> boxes), ``splits`` (split -> images; empty when the source has none), ``problems``,
+    ``problems_by_kind``, ``problems_by_action``, ``seconds``.
     """
     counts = Counter()
     for r in rs.records:
@@ -140,6 +141,7 @@ def summarize(rs: RecordSet, problems: list[Problem], inputs: int, seconds: floa
                              and ((p.field or "").startswith(box_level) or p.kind in BOX_KINDS)),
         "classes": rs.num_classes,
         "per_class": {n: counts.get(k, 0) for k, n in enumerate(rs.class_names, 1)},
+        "splits": dict(sorted(Counter(r.split for r in rs.records if r.split).items())),
         "problems": len(problems),
         "problems_by_kind": dict(sorted(Counter(p.kind for p in problems).items())),
         "problems_by_action": dict(sorted(Counter(p.action for p in problems).items())),

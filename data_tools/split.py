@@ -80,6 +80,15 @@ def kfold(rs: RecordSet, k: int = 5, seed: int = 0, by: str = "rarest") -> list[
     return folds
 
 
+def split_by_field(rs: RecordSet) -> dict[str, RecordSet]:
+    """The splits the source came with (``Record.split``: a YOLO export's folders, CVAT subsets), by name
+    (``train``, ``val``, ``test``, others sorted); records without one go to ``unassigned``."""
+    order = {"train": 0, "val": 1, "test": 2}
+    names = sorted({r.split or "unassigned" for r in rs.records}, key=lambda n: (order.get(n, 3), n))
+    return {n: _part(rs, np.array([i for i, r in enumerate(rs.records) if (r.split or "unassigned") == n], np.int64),
+                     {"split": n, "from": "source"}) for n in names}
+
+
 def _part(rs: RecordSet, idx: np.ndarray, meta: dict) -> RecordSet:
     part = rs.subset(idx.tolist())
     part.meta.update(meta)

@@ -111,7 +111,7 @@ def _task(file: str, i: int, task, finder: ImageFinder, json_dir: str, problems:
     if path is None:
         return None
     declared = _declared_size(results)
-    item = image_item(file, finder, path, declared, problems, field=where, sized=declared is not None or not results)
+    item = image_item(file, finder, path, declared, problems, field=where, sized=declared is not None)
     if item is None:
         return None
     base = item.raw if item.orientation != 1 else (item.width, item.height)
