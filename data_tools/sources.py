@@ -136,7 +136,7 @@ def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
             return rs
         except DatasetFileError as e:
             log(f"note: cached dataset unusable ({e}); converting again")
-    rs, problems, summary = convert(src, fmt, class_names=class_names, progress=False)
+    rs, problems, summary = convert(src, "auto", class_names=class_names, progress=False)
     for line in summary_lines(summary, problems, f"retail-data convert {src} -o X.pkl --report R.json lists all"):
         log(line)
     if not rs.records:
@@ -179,9 +179,11 @@ def class_mismatch(name: str, names: list[str], wanted: list[str], wanted_from: 
     def show(ns: list[str]) -> str:
         return ", ".join(ns[:8]) + (f", ... ({len(ns)})" if len(ns) > 8 else "")
 
-    same_set = sorted(names) == sorted(wanted)
-    what = "the same classes in another order" if same_set else "other classes"
+    if sorted(names) == sorted(wanted):
+        what = f"{name} lists the same classes as {wanted_from} in another order ({show(names)}, not {show(wanted)})"
+    else:
+        what = f"{name} has other classes ({show(names)}) than {wanted_from} ({show(wanted)})"
     src = source or "LABELS"
-    return (f"{name} has {what} ({show(names)}) than {wanted_from} ({show(wanted)}). Rebuild it in that order: "
+    return (f"{what}. Rebuild it in that order: "
             f"retail-data convert {src} -o {name} --classes-from TRAIN.pkl (or --classes CLASSES.txt, one name per "
             "line in label order); or give the label folder or file itself, which is then converted in that order")

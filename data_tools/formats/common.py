@@ -34,6 +34,9 @@ MAX_TXT_BYTES = 10 << 20
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}
 """Folder / subset names that mark a split, and the name the record keeps."""
+ROUNDING_SLACK = 1e-5
+"""Normalised formats (YOLO fractions, Label Studio percent) write a few decimals: an edge past the border by
+this fraction of the image side is rounding, not a box outside the image."""
 _NUM_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _REPR = reprlib.Repr()
 _REPR.maxstring, _REPR.maxother, _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 40, 40, 3, 5, 4
@@ -210,14 +213,22 @@ def image_item(file: str, finder: ImageFinder, path: str, declared: tuple[int, i
 
 
 def add_box(item: Item, name: str, box: tuple[float, float, float, float], problems: list[Problem], *,
-            line: int | None = None, field: str | None = None, difficult: bool = False, truncated: bool = False) -> bool:
+            line: int | None = None, field: str | None = None, difficult: bool = False, truncated: bool = False,
+            slack: float = 0.0) -> bool:
     """Validate one xyxy box (in the annotation's pixels) and keep it on ``item``; False when it is dropped.
 
     The box is rotated to the displayed image when the annotation was drawn on the raw EXIF pixels, then
-    clipped or dropped by the shared :func:`data_tools.records.check_box`.
+    clipped or dropped by the shared :func:`data_tools.records.check_box`. ``slack`` (normalised formats:
+    the rounding of their fractions, in pixels): an edge past the image border by at most this much is
+    put on the border without a report.
     """
     if item.orientation != 1:
         box = tuple(float(v) for v in orient_boxes(np.array([box]), item.orientation, *item.raw)[0])
+    if slack:
+        x1, y1, x2, y2 = box
+        w, h = float(item.width), float(item.height)
+        box = (0.0 if -slack <= x1 < 0 else x1, 0.0 if -slack <= y1 < 0 else y1,
+               w if w < x2 <= w + slack else x2, h if h < y2 <= h + slack else y2)
     checked, reason, action = check_box(box, item.width, item.height)
     if reason:
         kind = "box_clipped" if action == "fixed" else box_kind(reason)

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from data_tools.atomic import atomic_write_bytes
 from data_tools.formats.common import (
     MAX_LABEL_BYTES,
+    ROUNDING_SLACK,
     ImageFinder,
     Item,
     ReadOptions,
@@ -227,7 +228,7 @@ def _rectangle(file: str, r, where: str, item: Item, base: tuple[int, int], mini
         box = _rotated_about_corner(x1, y1, w, h, rotation)
         problems.append(Problem(file, f"rectangle rotated by {rotation:g} degrees read as its enclosing upright box",
                                 field=f"{vw}/rotation", action="fixed", kind="rotated_box"))
-    add_box(item, labels[0], box, problems, field=where)
+    add_box(item, labels[0], box, problems, field=where, slack=ROUNDING_SLACK * max(W, H))
 
 
 def _rotated_about_corner(x: float, y: float, w: float, h: float, degrees: float) -> tuple[float, float, float, float]:

@@ -28,6 +28,7 @@ import yaml
 from data_tools.atomic import atomic_write_text
 from data_tools.formats.common import (
     MAX_TXT_BYTES,
+    ROUNDING_SLACK,
     ImageFinder,
     Item,
     ReadOptions,
@@ -139,7 +140,8 @@ def _read_lines(label: str, root: str, finder: ImageFinder, item: Item, ids: dic
                                     action="fixed", kind="polygon_box"))
         box = ((cx - w / 2) * item.width, (cy - h / 2) * item.height, (cx + w / 2) * item.width,
                (cy + h / 2) * item.height)
-        add_box(item, ids[cls] if ids is not None else str(cls), box, problems, line=ln, field="box")
+        add_box(item, ids[cls] if ids is not None else str(cls), box, problems, line=ln, field="box",
+                slack=ROUNDING_SLACK * max(item.width, item.height))
     return True
 
 
