@@ -353,7 +353,8 @@ def _add_annotations(file, anns, entries, declared, cat_label, problems) -> None
             problems.append(Problem(file, f"annotation id {aid}: bbox width/height {w:g}x{h:g}",
                                     field=f"{where}/bbox", kind=kind))
             continue
-        target.parts.append(((x, y, x + w, y + h), label, bool(a.get("iscrowd", 0)), where, target.orient))
+        hard = bool(a.get("iscrowd", 0)) or a.get("difficult") in (1, True)  # export writes VOC's flag as "difficult"
+        target.parts.append(((x, y, x + w, y + h), label, hard, where, target.orient))
 
 
 def _finish_record(file: str, entry: _Entry, problems: list[Problem]) -> Record:

@@ -160,7 +160,7 @@ def detect_format(src: str) -> tuple[str, str, str]:
     if find_xml_files(src):
         return "voc", src, "a folder of .xml files (Pascal VOC)"
     if is_yolo_folder(src):
-        return "yolo", src, "a folder with a labels/ folder or a classes.txt (YOLO)"
+        return "yolo", src, "a folder with a labels/ folder, or images with .txt labels beside them (YOLO)"
     known = [(f, file_format(f)) for f in tops]
     known = [(f, fmt, why) for f, (fmt, why) in known if fmt in ("coco", "labelstudio", "csv")]
     if len(known) == 1:

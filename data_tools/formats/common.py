@@ -247,18 +247,43 @@ def box_kind(reason: str) -> str:
     return "zero_area_box"
 
 
-def class_map(items: list[Item], class_names: list[str] | None, declared: list[str] | None) -> ClassMap:
-    """The label order: the user's list, else the format's declared list (in its order), else the names found, sorted."""
+def class_map(items: list[Item], class_names: list[str] | None, declared: list[str] | None,
+              order: list[str] | None = None) -> ClassMap:
+    """The label order: the user's list, else the format's declared list (in its order), else the names found,
+    sorted; ``order`` (a ``classes.txt`` beside labels that have no class list of their own) puts the names it
+    lists first, in its order, and the other names found after them, sorted."""
     if class_names is not None:
         return ClassMap(class_names)
-    if declared:  # a name declared twice (any spelling) keeps its first place
-        names: dict[str, str] = {}
-        for n in declared:
-            norm = " ".join(unicodedata.normalize("NFC", n).split())
-            if norm:
-                names.setdefault(class_key(norm), norm)
-        return ClassMap(names.values())
-    return ClassMap.collect(o.name for it in items for o in it.objects)
+    if declared:
+        return ClassMap(first_spellings(declared))
+    found = ClassMap.collect(o.name for it in items for o in it.objects)
+    return ClassMap(first_spellings([*order, *found.names])) if order else found
+
+
+def first_spellings(names: list[str]) -> list[str]:
+    """``names`` with each class once (compared as :func:`~data_tools.records.class_key`), at its first place."""
+    out: dict[str, str] = {}
+    for n in names:
+        norm = " ".join(unicodedata.normalize("NFC", n).split())
+        if norm:
+            out.setdefault(class_key(norm), norm)
+    return list(out.values())
+
+
+CLASS_ORDER_FILE = "classes.txt"
+
+
+def class_order(folder: str) -> tuple[list[str] | None, str | None]:
+    """The class order of a ``classes.txt`` in ``folder`` (one name per line, as labelImg and ``retail-data export``
+    write it), or ``(None, None)``; an unreadable one is ignored (the names found are then sorted)."""
+    path = os.path.join(folder, CLASS_ORDER_FILE)
+    if not os.path.isfile(path):
+        return None, None
+    text, problem = read_text(path, 1 << 20)
+    if problem is not None:
+        return None, None
+    names = [s.strip() for s in text.splitlines() if s.strip() and not s.strip().startswith("#")]
+    return (names, path) if names else (None, None)
 
 
 def to_recordset(items: list[Item], cmap: ClassMap, root: str, problems: list[Problem], finder: ImageFinder | None = None,

@@ -7,7 +7,8 @@ with ``--csv-columns image=img,label=sku``. A file whose first row is data, as S
 read in that order: ``image,x1,y1,x2,y2,label,width,height`` (reported once). A row with the image
 and empty coordinates lists an image without boxes. Tabs or semicolons are used instead of commas
 when the header has them (``.tsv`` files always). Each bad row is reported with its line and column;
-rows of an image that cannot be used are skipped with it.
+rows of an image that cannot be used are skipped with it. The classes are the labels found, sorted, or in
+the order of a ``classes.txt`` beside the CSV.
 
 Images are looked up from the CSV's folder (or ``--image-root``): the name as written, then in
 ``images/``, then by base name in the first-level folders.
@@ -28,6 +29,7 @@ from data_tools.formats.common import (
     ReadOptions,
     add_box,
     class_map,
+    class_order,
     fmt_coord,
     image_item,
     number,
@@ -90,8 +92,10 @@ def read_csv_boxes(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Problem
     finder = ImageFinder(root)
     items = [it for name, group in groups.items()
              if (it := _image(file, name, group, cols, finder, csv_dir, problems)) is not None]
-    cmap = class_map(items, opts.class_names, None)
-    return to_recordset(items, cmap, root, problems, finder, {"inputs": len(groups)}), problems
+    order, order_file = class_order(csv_dir)
+    cmap = class_map(items, opts.class_names, None, order)
+    meta = {"inputs": len(groups), "class_order": order_file}
+    return to_recordset(items, cmap, root, problems, finder, meta), problems
 
 
 def _numbered(rows, data_first: list | None):

@@ -4,7 +4,8 @@ Two shapes (:func:`export_records`):
 
 - a file (``-o gt.json`` for coco / labelstudio, ``.xml`` for cvat, ``.csv`` for csv): the annotation file
   alone, its image names relative to the dataset's image root (read it back with ``--image-root ROOT``);
-- a folder (anything else, and always for voc / yolo): the layout the tool opens, with each image copied
+- a folder (anything else, and always for voc / yolo): the layout the tool opens plus ``classes.txt`` (the
+  label order, which VOC, Label Studio and CSV files cannot hold themselves), with each image copied
   (``images="copy"``), hard-linked (``"link"``; copied where the file system cannot link) or left out
   (``"none"``) under ``images/``. The folder must be new or empty and must not lie inside the dataset's
   image root (a later conversion of that root would read the export too).
@@ -20,8 +21,9 @@ import os
 import shutil
 from pathlib import Path
 
-from data_tools.atomic import OutputError, atomic_open
+from data_tools.atomic import OutputError, atomic_open, atomic_write_text
 from data_tools.formats import FORMATS
+from data_tools.formats.common import CLASS_ORDER_FILE
 from data_tools.images import MAX_IMAGE_BYTES
 from data_tools.locate import IMAGE_DIR_NAMES
 from data_tools.outputs import OutputRefused
@@ -98,6 +100,7 @@ def export_records(rs: RecordSet, fmt: str, out: str | os.PathLike, images: str 
     sub_scores = [scores[i] for i in keep] if scores is not None else None
     if f.layout:
         files = f.write(sub, out / f.layout, [f.name_prefix + d for d in dests], sub_scores)
+        files.append(atomic_write_text(out / CLASS_ORDER_FILE, "".join(n + "\n" for n in rs.class_names)))
     else:
         files = f.write(sub, out, dests, sub_scores)
     return _result(out, False, sub, len(keep) if images != "none" else 0, files, problems)

@@ -8,7 +8,8 @@ with none falls back to its first prediction (pre-labels), and a task with neith
 labelled yet (an annotation with an empty result is an image without products). Label Studio rotates a
 rectangle about its top-left corner; a rotated one becomes its enclosing upright box (fixed). Other
 result types (choices, polygons, keypoints, brushes) are reported and ignored. Problems name the task
-and result: ``[3]/annotations[0]/result[2]/value/width``.
+and result: ``[3]/annotations[0]/result[2]/value/width``. The classes are the names found, sorted, or in
+the order of a ``classes.txt`` beside the JSON.
 
 Image URLs: ``/data/local-files/?d=PATH`` is ``PATH`` below the image root; an upload
 (``/data/upload/7/1a2b3c4d-shelf.jpg``) and a web or cloud URL are found by file name (without the
@@ -39,6 +40,7 @@ from data_tools.formats.common import (
     ReadOptions,
     add_box,
     class_map,
+    class_order,
     image_item,
     short,
     to_recordset,
@@ -85,8 +87,10 @@ def read_labelstudio(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Probl
     finder = ImageFinder(root)
     problems: list[Problem] = []
     items = [it for i, task in enumerate(tasks) if (it := _task(file, i, task, finder, json_dir, problems)) is not None]
-    cmap = class_map(items, opts.class_names, None)
-    return to_recordset(items, cmap, root, problems, finder, {"inputs": len(tasks)}), problems
+    order, order_file = class_order(json_dir)
+    cmap = class_map(items, opts.class_names, None, order)
+    meta = {"inputs": len(tasks), "class_order": order_file}
+    return to_recordset(items, cmap, root, problems, finder, meta), problems
 
 
 def _task(file: str, i: int, task, finder: ImageFinder, json_dir: str, problems: list[Problem]) -> Item | None:

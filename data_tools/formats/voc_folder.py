@@ -3,10 +3,11 @@
 Read: every ``*.xml`` under the folder (hidden folders skipped); the folder is the dataset root and
 images are found as :mod:`data_tools.locate` describes. Two annotation files for one image file keep the
 one named like the image (else the first by path). Without a class list the classes are the names
-found, sorted.
+found, sorted; a ``classes.txt`` in the folder (labelImg's, or ``retail-data export``'s) puts the names it
+lists first, in its order.
 
 Write (:func:`write_voc_folder`): ``annotations/[DIR/]STEM.xml`` beside ``images/[DIR/]NAME`` (open the
-images folder in labelImg and set its save folder to ``annotations/``).
+images folder in labelImg and set its save folder to ``annotations/``) and ``classes.txt`` (the label order).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_tools.formats.common import ReadOptions
+from data_tools.atomic import atomic_write_text
+from data_tools.formats.common import CLASS_ORDER_FILE, ReadOptions, class_order, first_spellings
 from data_tools.records import ClassMap, Problem, Record, RecordSet
 from data_tools.userfiles import real_path
 from data_tools.voc import parse_voc, to_record, write_voc
@@ -53,9 +55,13 @@ def read_voc_folder(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Proble
         problems.extend(probs)
         if ann is not None:
             anns.append(ann)
-    cmap = ClassMap(opts.class_names) if opts.class_names is not None else ClassMap.collect(
-        o.name for a in anns for o in a.objects
-    )
+    order, order_file = class_order(root) if opts.class_names is None else (None, None)
+    if opts.class_names is not None:
+        cmap = ClassMap(opts.class_names)
+    elif order:
+        cmap = ClassMap(first_spellings([*order, *ClassMap.collect(o.name for a in anns for o in a.objects).names]))
+    else:
+        cmap = ClassMap.collect(o.name for a in anns for o in a.objects)
     real = [real_path(os.path.join(root, a.image), cache) for a in anns]
     owner: dict = {}
     for key, ann in zip(real, anns):
@@ -70,7 +76,7 @@ def read_voc_folder(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Proble
         rec, probs = to_record(ann, cmap)
         problems.extend(probs)
         records.append(rec)
-    return RecordSet(cmap.names, root, records, {"inputs": len(files)}), problems
+    return RecordSet(cmap.names, root, records, {"inputs": len(files), "class_order": order_file}), problems
 
 
 def _stem(path: str) -> str:
@@ -84,7 +90,7 @@ def _owner_rank(ann) -> tuple[bool, str]:
 
 def write_voc_folder(rs: RecordSet, out: Path, dests: list[str], scores=None) -> list[Path]:
     """One labelImg XML per record at ``out/annotations/DEST.xml`` (``dests``: image paths under ``out/images``)."""
-    written = []
+    written = [atomic_write_text(out / CLASS_ORDER_FILE, "".join(n + "\n" for n in rs.class_names))]
     for rec, dest in zip(rs.records, dests):
         path = out / "annotations" / Path(dest).with_suffix(".xml")
         named = Record(dest, rec.width, rec.height, rec.boxes, rec.labels, rec.difficult, rec.truncated, rec.source)

@@ -40,6 +40,7 @@ from data_tools.formats.common import (
     read_text,
     to_recordset,
 )
+from data_tools.locate import IMAGE_EXTS
 from data_tools.records import Problem, RecordSet
 from data_tools.userfiles import first_usable
 
@@ -50,12 +51,16 @@ _NOT_NORMALISED = 1.5  # a coordinate this far past 1 was written in pixels, not
 
 
 def is_yolo_folder(folder: str) -> bool:
-    """A folder with ``data.yaml`` / a names file, or a ``labels/`` folder holding ``.txt`` files."""
-    if any(os.path.isfile(os.path.join(folder, n)) for n in ("data.yaml", "data.yml", *NAMES_FILES)):
+    """A folder with ``data.yaml``, a ``labels/`` folder holding ``.txt`` files, or images with a ``.txt`` of the
+    same name beside them (labelImg's YOLO mode)."""
+    if any(os.path.isfile(os.path.join(folder, n)) for n in ("data.yaml", "data.yml")):
         return True
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        if os.path.basename(dirpath).lower() == "labels" and any(f.lower().endswith(".txt") for f in filenames):
+        texts = {os.path.splitext(f)[0] for f in filenames if f.lower().endswith(".txt") and f not in NAMES_FILES}
+        if os.path.basename(dirpath).lower() == "labels" and texts:
+            return True
+        if any(os.path.splitext(f)[0] in texts for f in filenames if os.path.splitext(f)[1].lower() in IMAGE_EXTS):
             return True
     return False
 
