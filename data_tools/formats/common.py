@@ -109,6 +109,8 @@ def number(text: str | None) -> tuple[float | None, str | None]:
     if text is None or not text.strip():
         return None, "missing value"
     t = text.strip()
+    if t.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        return None, f"non-finite {t[:40]!r}"
     if not _NUM_RE.match(t):
         return None, f"non-numeric {t[:40]!r}"
     v = float(t)
