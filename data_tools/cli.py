@@ -216,8 +216,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
         write_report(args.report, summary, problems)
         print(f"  report: {args.report}")
     if not rs.records:
+        hint = ""
+        if any(p.kind == "missing_image" for p in problems) and args.image_root is None:
+            hint = f"; images are looked for under {rs.image_root}: give --image-root DIR when they are elsewhere"
         raise UserError(f"no usable images in {args.src}: all {summary['inputs']} inputs were skipped; "
-                        f"{args.output} not written")
+                        f"{args.output} not written{hint}")
     bad = blocking(problems)
     if args.strict and bad:
         print(f"error: --strict: {len(bad)} problems skipped or fixed an item; {args.output} not written",

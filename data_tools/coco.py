@@ -290,7 +290,8 @@ def _image_entry(file, i, img, json_dir, root, subdirs, entries, problems) -> _E
         return None
     if path is None:
         problems.append(Problem(file, f"image {_short(fn)} not found under {root} (looked next to the JSON, in "
-                                "images/ and in its first-level folders)", field=f"{where}/file_name", kind="missing_image"))
+                                "images/ and in its first-level folders; give --image-root DIR when the images are elsewhere)",
+                                field=f"{where}/file_name", kind="missing_image"))
         return None
     try:
         info = probe_image(path)

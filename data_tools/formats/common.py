@@ -184,7 +184,8 @@ class ImageFinder:
             return None, f"image {self.rel(refused.path)} {refused.reason}", refused.kind
         if path is None:
             return None, f"image {fn[:120]!r} not found under {self.root} (looked next to the annotations, in images/ " \
-                         "and in the first-level folders)", "missing_image"
+                         "and in the first-level folders; give --image-root DIR when the images are elsewhere)", \
+                "missing_image"
         return path, None, ""
 
     def rel(self, path: str) -> str:
