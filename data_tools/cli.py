@@ -181,8 +181,8 @@ def _parent(path: str | os.PathLike) -> Path:
     return Path(path).parent
 
 
-def _print_summary(s: dict, problems: list[Problem]) -> None:
-    print("\n".join(summary_lines(s, problems)))
+def _print_summary(s: dict, problems: list[Problem], shown: str | None = None) -> None:
+    print("\n".join(summary_lines(s, problems, shown=shown)))
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -208,7 +208,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     inputs |= {os.path.join(rs.image_root, r.image) for r in rs.records}
     for out in filter(None, (args.output, args.report)):
         refuse_overwrite(out, inputs)
-    _print_summary(summary, problems)
+    _print_summary(summary, problems, args.src)
     if rs.records and summary["boxes"] == 0:
         print(f"warning: no boxes at all in {args.src}: all {summary['images']} images would train as background; "
               "check the annotations and the class list", file=sys.stderr)

@@ -137,7 +137,7 @@ def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
         except DatasetFileError as e:
             log(f"note: cached dataset unusable ({e}); converting again")
     rs, problems, summary = convert(src, "auto", class_names=class_names, progress=False)
-    for line in summary_lines(summary, problems, f"retail-data convert {src} -o X.pkl --report R.json lists all"):
+    for line in summary_lines(summary, problems, f"retail-data convert {src} -o X.pkl --report R.json lists all", src):
         log(line)
     if not rs.records:
         raise ConvertError(f"no usable images in {src}: all {summary['inputs']} inputs were skipped")

@@ -34,10 +34,13 @@ def per_class(counts: dict[str, int]) -> str:
     return ", ".join(parts) + (f", ... and {rest:,} more classes (all in --report)" if rest else "")
 
 
-def summary_lines(s: dict, problems: list[Problem], more_hint: str = "see --report") -> list[str]:
-    """The summary of :func:`data_tools.convert.summarize` and up to :data:`EXAMPLES` problems, as lines."""
+def summary_lines(s: dict, problems: list[Problem], more_hint: str = "see --report", shown: str | None = None) -> list[str]:
+    """The summary of :func:`data_tools.convert.summarize` and up to :data:`EXAMPLES` problems, as lines.
+
+    ``shown``: the source as the user wrote it (default: its absolute path).
+    """
     how = f"{s['format']}, detected: {s['detected']}" if s.get("detected") else s["format"]
-    lines = [f"converted {s['source']} ({how}): {s['inputs']} inputs in {s['seconds']:.2f} s",
+    lines = [f"converted {shown or s['source']} ({how}): {s['inputs']} inputs in {s['seconds']:.2f} s",
              f"  images: {s['images']} ({s['images_skipped']} skipped, {s['empty_images']} without boxes)   "
              f"boxes: {s['boxes']} ({s['boxes_skipped']} skipped)   classes: {s['classes']}",
              "  per class: " + per_class(s["per_class"])]

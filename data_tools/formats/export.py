@@ -12,7 +12,8 @@ Two shapes (:func:`export_records`):
 
 Image names in a folder export are the records' paths without a leading ``images/`` (or ``JPEGImages/``)
 folder, made unique; YOLO puts each image under ``images/<split>/`` when the record has a split. Every
-file is written atomically; an image that cannot be read is reported and its record left out.
+file is written atomically (a temporary file renamed into place); the per-image files are flushed to disk
+together at the end, not one by one. An image that cannot be read is reported and its record left out.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from data_tools.atomic import OutputError, atomic_open, atomic_write_text
+from data_tools.atomic import OutputError, atomic_open, atomic_write_text, flush_to_disk
 from data_tools.formats import FORMATS
 from data_tools.formats.common import CLASS_ORDER_FILE
 from data_tools.images import MAX_IMAGE_BYTES
@@ -103,6 +104,7 @@ def export_records(rs: RecordSet, fmt: str, out: str | os.PathLike, images: str 
         files.append(atomic_write_text(out / CLASS_ORDER_FILE, "".join(n + "\n" for n in rs.class_names)))
     else:
         files = f.write(sub, out, dests, sub_scores)
+    flush_to_disk()  # the per-image files were written without a flush each
     return _result(out, False, sub, len(keep) if images != "none" else 0, files, problems)
 
 
@@ -128,7 +130,7 @@ def _place(src: Path, dst: Path, mode: str, problems: list[Problem]) -> bool:
             except OSError:  # another file system, or links not allowed: copy instead
                 pass
         try:
-            with atomic_open(dst, "wb") as out:
+            with atomic_open(dst, "wb", durable=False) as out:
                 shutil.copyfileobj(f, out, 1 << 20)
         except OutputError:
             raise

@@ -94,6 +94,6 @@ def write_voc_folder(rs: RecordSet, out: Path, dests: list[str], scores=None) ->
     for rec, dest in zip(rs.records, dests):
         path = out / "annotations" / Path(dest).with_suffix(".xml")
         named = Record(dest, rec.width, rec.height, rec.boxes, rec.labels, rec.difficult, rec.truncated, rec.source)
-        write_voc(named, rs.class_names, path)
+        write_voc(named, rs.class_names, path, durable=False)
         written.append(path)
     return written

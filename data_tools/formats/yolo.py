@@ -269,7 +269,7 @@ def write_yolo(rs: RecordSet, out: Path, dests: list[str], scores=None) -> list[
             cx, cy = (x1 + x2) / 2 / rec.width, (y1 + y2) / 2 / rec.height
             lines.append(f"{int(label) - 1} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
         path = out / "labels" / Path(dest).with_suffix(".txt")
-        written.append(atomic_write_text(path, "".join(s + "\n" for s in lines)))
+        written.append(atomic_write_text(path, "".join(s + "\n" for s in lines), durable=False))
     splits = sorted({r.split for r in rs.records if r.split})
     dirs = {s: f"images/{s}" for s in splits} or {"train": "images", "val": "images"}
     doc = {"path": ".", "train": dirs.get("train", next(iter(dirs.values()))), "val": dirs.get("val", dirs.get(
