@@ -62,7 +62,7 @@ def test_bad_boxes_and_images_are_reported_with_line_and_place(tmp_path):
     ("<annotations>\n<image name='a.jpg'>\n</annotations>", r"annotations\.xml:3: malformed XML"),
     ("<annotation><filename>a.jpg</filename></annotation>", "not CVAT's <annotations>"),
     ("<annotations><track id='0' label='cola'/></annotations>", "CVAT for video"),
-])
+], ids=["xxe", "malformed", "voc-not-cvat", "video"])
 def test_unusable_files_are_one_clear_line(tmp_path, doc, match):
     path = tmp_path / "annotations.xml"
     path.write_text(doc)

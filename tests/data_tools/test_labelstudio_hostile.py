@@ -73,7 +73,7 @@ def test_json_min_export(tmp_path):
     ('[{"data": 1,}]', r"export\.json:1: invalid JSON"),
     ('{"images": []}', "not a Label Studio export"),
     ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-])
+], ids=["bad-json", "coco-not-tasks", "deep-nesting"])
 def test_unusable_files_are_one_clear_line(tmp_path, text, match):
     (tmp_path / "export.json").write_text(text)
     with pytest.raises(LabelStudioError, match=match):
