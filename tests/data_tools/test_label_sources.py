@@ -40,15 +40,25 @@ def test_a_label_folder_is_converted_once_and_cached_outside_it(dataset, cache, 
 
 def test_the_cache_follows_the_labels_the_images_and_the_class_order(dataset, cache):
     load_dataset(dataset, log=lambda _: None)
-    (dataset / "annotations" / "good2.xml").write_text(voc_xml("good2.jpg", objects=[("cake", 1, 1, 9, 9),
-                                                                                     ("beans", 2, 2, 8, 8)]))
+    xml = dataset / "annotations" / "good2.xml"
+    st = xml.stat()
+    text = xml.read_text()
+    xml.write_text(text.replace("<xmax>32</xmax>", "<xmax>31</xmax>"))  # same size, same time: only the content
+    os.utime(xml, ns=(st.st_atime_ns, st.st_mtime_ns))
     rs = load_dataset(dataset, log=lambda _: None)
-    assert sum(r.num_boxes for r in rs.records) == 4 and len(list(cache.glob("*.pkl"))) == 2
-    make_image(dataset / "images" / "good1.jpg", (32, 24), mode="L")  # same name, another image
+    assert rs.records[1].boxes.tolist() == [[0, 0, 31, 24]] and len(list(cache.glob("*.pkl"))) == 2
+    xml.write_text(voc_xml("good2.jpg", objects=[("cake", 1, 1, 9, 9), ("beans", 2, 2, 8, 8)]))
+    rs = load_dataset(dataset, log=lambda _: None)
+    assert sum(r.num_boxes for r in rs.records) == 4 and len(list(cache.glob("*.pkl"))) == 3
+    img = dataset / "images" / "good1.jpg"
+    os.utime(img, ns=(img.stat().st_atime_ns, img.stat().st_mtime_ns + 10**9))  # an image saved again
     load_dataset(dataset, log=lambda _: None)
-    assert len(list(cache.glob("*.pkl"))) == 3
+    assert len(list(cache.glob("*.pkl"))) == 4
+    make_image(img, (32, 24), mode="L")  # same name, another image
+    load_dataset(dataset, log=lambda _: None)
+    assert len(list(cache.glob("*.pkl"))) == 5
     rs = load_dataset(dataset, ["cake", "beans"], log=lambda _: None)
-    assert rs.class_names == ["cake", "beans"] and len(list(cache.glob("*.pkl"))) == 4
+    assert rs.class_names == ["cake", "beans"] and len(list(cache.glob("*.pkl"))) == 6
 
 
 def test_a_damaged_or_unwritable_cache_converts_again(dataset, cache, tmp_path):
