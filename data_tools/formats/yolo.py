@@ -76,6 +76,10 @@ def read_yolo(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Problem]]:
     seen_ids: set[int] = set()
     images = image_files(root)
     for img in images:
+        ok, unsafe = first_usable([img], root, finder.cache)
+        if ok is None:  # a symlink leaving the root, a loop, a FIFO named .jpg
+            problems.append(Problem(img, f"image {unsafe.reason}", kind=unsafe.kind))
+            continue
         label, refused = _label_file(img, root, finder)
         if refused is not None:
             problems.append(Problem(refused.path, f"label file {refused.reason}", kind=refused.kind))

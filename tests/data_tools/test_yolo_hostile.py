@@ -128,3 +128,16 @@ def test_splits_from_roboflow_folders(tmp_path):
     rs, problems, summary = convert(root, progress=False)
     assert not problems and summary["splits"] == {"test": 1, "train": 1, "val": 1}
     assert {r.split for r in rs.records} == {"train", "val", "test"}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs and symlinks")
+def test_images_that_are_links_out_of_the_root_loops_or_fifos_are_skipped(tmp_path):
+    root = _yolo(tmp_path / "y", {"a": "0 0.5 0.5 0.5 0.5\n"})
+    make_image(tmp_path / "private" / "secret.jpg", (40, 20))
+    os.symlink(tmp_path / "private" / "secret.jpg", root / "images" / "secret.jpg")
+    os.symlink(root / "images" / "loop.jpg", root / "images" / "loop.jpg")
+    os.mkfifo(root / "images" / "pipe.jpg")
+    rs, problems = read_yolo(str(root), ReadOptions())
+    assert {(Path(p.file).name, p.kind) for p in problems} == {
+        ("secret.jpg", "outside_root"), ("loop.jpg", "symlink_loop"), ("pipe.jpg", "not_regular_file")}
+    assert [Path(r.image).name for r in rs.records] == ["a.jpg"]
