@@ -122,7 +122,9 @@ def test_split_keeps_the_splits_the_labels_came_with(tmp_path, cache, capsys):
     assert "came split (train, val): kept as it is" in capsys.readouterr().out
     assert len(load_dataset(tmp_path / "sp" / "train.pkl")) == 3 and len(load_dataset(tmp_path / "sp" / "val.pkl")) == 1
     assert main(["split", str(root), "-o", str(tmp_path / "sp2"), "--val", "0.5"]) == 0  # --val splits again
-    assert len(load_dataset(tmp_path / "sp2" / "val.pkl")) == 2
+    train, val = load_dataset(tmp_path / "sp2" / "train.pkl"), load_dataset(tmp_path / "sp2" / "val.pkl")
+    assert len(val) == 2 and len(train) == 2
+    assert select_split(train, "train", "t") is train  # the new split is the file: no old split left to filter by
 
 
 def test_classes_from_another_dataset_fixes_the_order(dataset, tmp_path, capsys):
