@@ -1,7 +1,7 @@
 """The one registration of every detector: :data:`DETECTORS`, read by ``build_model``, the config check,
 ``bench``, ``compare`` and the CLI help. Adding a head is one :class:`DetectorSpec` line here.
 
-torchvision's peers (``detect.bench_peers``) can be trained and evaluated like our detectors under the
+torchvision's peers (``detect.models.torchvision_peers``) can be trained and evaluated like our detectors under the
 names ``tv_<peer>`` (``tv_fcos``, ``tv_faster_rcnn``, ``tv_ssd``, ``tv_retinanet``): that is how
 ``compare --peers`` measures them at equal work.
 """
@@ -13,17 +13,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from detect.bench_peers import PEER_BUILDERS, build_peer
 from detect.config import ModelConfig
 from detect.models.fast_rcnn import build_fast_rcnn
 from detect.models.ssd import build_ssd
+from detect.models.torchvision_peers import PEER_BUILDERS, build_peer
 from detect.models.yolo import build_yolo
 
 
 @dataclass(frozen=True)
 class DetectorSpec:
     """A detector family: its factory, display title and the torchvision peers it is measured against
-    (``detect.bench_peers.PEER_BUILDERS`` names; the first is the default peer)."""
+    (``detect.models.torchvision_peers.PEER_BUILDERS`` names; the first is the default peer)."""
 
     build: Callable[[ModelConfig, int], nn.Module]
     title: str
