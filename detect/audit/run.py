@@ -21,7 +21,8 @@ from detect.audit.metrics import load_truth, score_audit
 from detect.audit.photo import AuditOptions, audit_photo
 from detect.audit.planogram import load_planogram
 from detect.engine import predict_output as po
-from detect.engine.predictor import Predictor, expand_sources
+from detect.engine.predictor import Predictor
+from detect.engine.sources import expand_sources
 from detect.engine.tiling import TileOptions
 
 log = logging.getLogger(__name__)

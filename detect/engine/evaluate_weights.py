@@ -9,6 +9,7 @@ from pathlib import Path
 from data_tools.atomic import atomic_write_text
 from data_tools.store import load_dataset
 from detect.data import DetectionDataset, build_loader
+from detect.engine.checkpoint import load_model
 from detect.engine.evaluator import (
     coco_evaluate,
     format_metrics,
@@ -17,7 +18,6 @@ from detect.engine.evaluator import (
     write_results,
 )
 from detect.engine.outputs import check_output_file
-from detect.engine.predictor import load_model
 from detect.engine.prepare import drop_unreadable, resolve_device
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from data_tools.records import Problem
 from detect.engine import predict_output as po
-from detect.engine.predictor import Predictor, expand_sources
+from detect.engine.predictor import Predictor
 from detect.engine.progress import progress
 from detect.engine.run_dir import claim_run_dir
 from detect.engine.shelf_rows import class_counts, group_rows
+from detect.engine.sources import expand_sources
 from detect.engine.tiling import TileOptions
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ from detect.engine.checkpoint import (
     load_state_strict,
     require_keys,
     save_checkpoint,
+    unwrap,
 )
 from detect.engine.ema import ModelEMA
 from detect.engine.evaluator import evaluate_coco, plot_pr_curves
@@ -42,12 +43,6 @@ from detect.models.build import build_model
 from detect.models.detector import postprocess_settings
 from detect.models.proposals_io import batch_proposals
 from detect.report.train_report import best_checkpoint_report
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DDP / torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 def _seed_epoch(cfg: Config, epoch: int, loader, dataset) -> None:

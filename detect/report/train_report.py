@@ -36,7 +36,7 @@ def best_checkpoint_report(out: Path, cfg: Config, val_ds, best_eval: tuple[dict
         return None
     if best_eval is None:
         from detect.data import build_loader
-        from detect.engine.predictor import load_model
+        from detect.engine.checkpoint import load_model
         from detect.engine.trainer import evaluate
 
         model, _, _ = load_model(best)
