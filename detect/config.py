@@ -34,6 +34,8 @@ class DataConfig:
     workers: int = -1  # DataLoader worker processes; 0 = load in the main process; -1 = automatic from the
     # cores free on this machine: on the CPU one per 4 free cores (0 below 4), on a GPU all free cores but one (max 8)
     pin_memory: bool = True  # only used on CUDA
+    proposals: str | None = None  # external region proposals JSON ({image: [[x1, y1, x2, y2], ...]} in original
+    # pixels, or predict's predictions.json) for Fast R-CNN: they replace its RPN and move with augmentation
 
 
 @dataclass
@@ -87,7 +89,7 @@ class FastRCNNConfig:
     fg_iou: float = 0.5
     bg_iou: float = 0.5
     head_dim: int = 512  # width of the two fully connected layers
-    proposals: str | None = None  # JSON file of external proposals per image: skips the RPN
+    rpn: bool = True  # False: no RPN, the proposals come from data.proposals (set automatically with it)
 
 
 @dataclass
@@ -339,7 +341,7 @@ def get_key(cfg: Config, dotted: str) -> Any:
 
 def validate(cfg: Config) -> Config:
     """Refuse out-of-range numbers and unknown enumerated values, naming the key; returns ``cfg``."""
-    from detect.models.build import NAMES, PEER_NAMES  # the registry (imported here: it imports the models)
+    from detect.models.build import NAMES, PEER_NAMES, takes_proposals  # the registry (it imports the models)
 
     for key, allowed in {"model.name": NAMES + PEER_NAMES, **CHOICES}.items():
         value = get_key(cfg, key)
@@ -352,6 +354,12 @@ def validate(cfg: Config) -> Config:
     scale = cfg.augment.scale
     if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
         raise ConfigError(f"augment.scale: must be [low, high] with 0 < low <= high, got {list(cfg.augment.scale)}")
+    if cfg.data.proposals is not None:
+        takers = [n for n in NAMES if takes_proposals(n)]
+        if not takes_proposals(cfg.model.name):
+            raise ConfigError(f"data.proposals: model.name={cfg.model.name} has no use for external proposals "
+                              f"(models that take them: {', '.join(takers)})")
+        cfg.model.fast_rcnn.rpn = False  # the proposals replace the RPN
     return cfg
 
 

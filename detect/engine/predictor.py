@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from data_tools.records import Problem
 from detect.data.augment import letterbox
+from detect.data.proposals import ProposalsError, ProposalsForFiles, check_proposals_arg
 from detect.engine.checkpoint import load_model
 from detect.engine.prepare import resolve_device
 from detect.engine.sources import Source, Sources, expand_sources, read_source
@@ -75,13 +76,8 @@ class Predictor:
             model, class_names, size, device, conf, tile, batch_size, amp, m.nms_thresh, m.max_detections
         )
         self.config = cfg
-        if proposals is not None and m.name != "fast_rcnn":
-            raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {m.name} model")
-        if proposals is None and m.name == "fast_rcnn" and getattr(model, "rpn", True) is None:
-            raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")
+        check_proposals_arg(model, m.name, weights, proposals)
         if proposals is not None:
-            from detect.models.proposals_io import ProposalsForFiles
-
             self.proposals = ProposalsForFiles(proposals)
 
     @classmethod
@@ -257,8 +253,6 @@ class Predictor:
         """Per image of a chunk: its external proposals, a reason string when they are missing or bad, or None."""
         if self.proposals is None:
             return [None] * len(chunk)
-        from detect.models.proposals_io import ProposalsError
-
         out: list[np.ndarray | str | None] = []
         for s, (img, _) in zip(chunk, loaded):
             if img is None:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from data_tools.atomic import atomic_write_bytes, atomic_write_text
 from detect.config import Config
+from detect.data.proposals import model_inputs
 from detect.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -41,7 +42,6 @@ from detect.engine.run_dir import RunLock, claim_run_dir
 from detect.engine.schedule import LRSchedule
 from detect.models.build import build_model
 from detect.models.detector import postprocess_settings
-from detect.models.proposals_io import batch_proposals
 from detect.report.train_report import best_checkpoint_report
 
 
@@ -58,10 +58,8 @@ def _seed_epoch(cfg: Config, epoch: int, loader, dataset) -> None:
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
                     state: dict, cfg: Config, device: torch.device, ema: ModelEMA | None, d: Dist,
-                    log=print, proposals: dict | None = None) -> dict[str, float]:
+                    log=print) -> dict[str, float]:
     """One pass over ``loader``; updates ``state["step"]`` and ``state["nonfinite"]``.
-
-    ``proposals``: external proposals table (Fast R-CNN without RPN), looked up by each target's image_id.
 
     Returns mean losses (``loss`` and each term), ``lr``, ``images``, ``seconds``, ``images_per_s``.
     """
@@ -85,7 +83,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             break
         lr = schedule.step(state["step"], progress())
         images = images.to(device, non_blocking=True)
-        extra = {} if proposals is None else {"proposals": batch_proposals(targets, proposals, device)}
+        extra = model_inputs(targets, device)  # e.g. the dataset's external proposals
         targets = [{"boxes": x["boxes"].to(device, non_blocking=True), "labels": x["labels"].to(device, non_blocking=True)}
                    for x in targets]
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
@@ -128,12 +126,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     return out
 
 
-def evaluate(model: nn.Module, loader, rs, cfg: Config, device: torch.device,
-             proposals: dict | None = None) -> tuple[dict, list[dict]]:
+def evaluate(model: nn.Module, loader, rs, cfg: Config, device: torch.device) -> tuple[dict, list[dict]]:
     """COCO metrics of ``model`` on ``loader`` (at ``eval.max_detections`` and ``eval.score_thresh``)."""
     m = unwrap(model)
     with postprocess_settings(m, score_thresh=cfg.eval.score_thresh, max_detections=cfg.eval.max_detections):
-        return evaluate_coco(m, loader, rs, device, cfg.eval.max_detections, cfg.train.amp, proposals)
+        return evaluate_coco(m, loader, rs, device, cfg.eval.max_detections, cfg.train.amp)
 
 
 def _checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names) -> dict:
@@ -265,7 +262,6 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(t.seed)
     train_ds, train_loader, val_ds, val_loader, class_names = build_datasets(cfg, d, log)
-    train_props, val_props = _external_proposals(cfg, train_ds, val_ds, log)
     model = build_model(cfg.model, len(class_names), cfg.data.image_size).to(device)
     if device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -300,8 +296,7 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
         if cfg.augment.mosaic > 0:
             train_ds.set_mosaic(epoch < t.epochs - cfg.augment.mosaic_off_epochs)
         _seed_epoch(cfg, epoch, train_loader, train_ds)
-        row = train_one_epoch(runner, train_loader, optimizer, schedule, state, cfg, device, ema, d, log,
-                              train_props)
+        row = train_one_epoch(runner, train_loader, optimizer, schedule, state, cfg, device, ema, d, log)
         train_seconds += row["seconds"]
         state["epoch"] = epoch + 1
         budget_hit = ((t.max_steps and state["step"] >= t.max_steps)
@@ -312,8 +307,7 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
         rec.update(images=row["images"], seconds=row["seconds"], images_per_s=row["images_per_s"])
         last_epoch = state["epoch"] >= t.epochs or budget_hit
         if val_loader is not None and d.main and (state["epoch"] % t.eval_every == 0 or last_epoch):
-            metrics, results = evaluate(ema.module if ema is not None else model, val_loader, val_ds.rs, cfg, device,
-                                        val_props)
+            metrics, results = evaluate(ema.module if ema is not None else model, val_loader, val_ds.rs, cfg, device)
             rec.update({k: v for k, v in metrics.items() if isinstance(v, float)})
             schedule.observe(metrics["AP"])
             improved = metrics["AP"] > state["best_map"] + 1e-6
@@ -351,7 +345,7 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
     if stopped_by and d.main:
         log(f"stopped early by {stopped_by}: {state['step']}/{planned} steps ({state['epoch']}/{t.epochs} epochs)")
     if d.main:  # best.pt's table (not the last epoch's) and its report/index.html
-        best_checkpoint_report(out, cfg, val_ds, best_eval, state["best_epoch"], device, log, val_props)
+        best_checkpoint_report(out, cfg, val_ds, best_eval, state["best_epoch"], device, log)
     summary = {"metrics": metrics, "best_map": state["best_map"], "best_epoch": state["best_epoch"],
                "epochs": state["epoch"], "steps": state["step"], "seconds": train_seconds,
                "images_per_s": sum(h.get("images", 0) for h in state["history"]) / max(train_seconds, 1e-9),
@@ -364,25 +358,6 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return summary
-
-
-def _external_proposals(cfg: Config, train_ds, val_ds, log) -> tuple[dict | None, dict | None]:
-    """Proposal tables of train and val when ``model.fast_rcnn.proposals`` is set (Fast R-CNN's original setting).
-
-    The file's keys are image paths (or file names) of both splits, boxes in original image pixels.
-    """
-    path = cfg.model.fast_rcnn.proposals if cfg.model.name == "fast_rcnn" else None
-    if path is None:
-        return None, None
-    a = cfg.augment
-    if a.hflip > 0 or a.vflip > 0 or a.affine_p > 0 or a.crop > 0 or a.mosaic > 0:
-        log("warning: external proposals do not follow geometric augmentation; set augment.hflip=0 "
-            "augment.vflip=0 augment.affine_p=0 augment.crop=0 augment.mosaic=0")
-    from detect.models.proposals_io import load_proposals
-
-    size = cfg.data.image_size
-    return (load_proposals(path, train_ds.rs, size),
-            load_proposals(path, val_ds.rs, size) if val_ds is not None else None)
 
 
 def _if_exists(path: Path) -> str | None:

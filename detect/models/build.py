@@ -22,22 +22,30 @@ from detect.models.yolo import build_yolo
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """A detector family: its factory, display title and the torchvision peers it is measured against
-    (``detect.models.torchvision_peers.PEER_BUILDERS`` names; the first is the default peer)."""
+    """A detector family: its factory, display title, the torchvision peers it is measured against
+    (``detect.models.torchvision_peers.PEER_BUILDERS`` names; the first is the default peer) and whether it
+    can take external region proposals (``data.proposals``) as a ``proposals=`` forward input."""
 
     build: Callable[[ModelConfig, int], nn.Module]
     title: str
     peers: tuple[str, ...]
+    takes_proposals: bool = False
 
 
 DETECTORS: dict[str, DetectorSpec] = {
     "ssd": DetectorSpec(build_ssd, "SSD", ("ssd",)),
-    "fast_rcnn": DetectorSpec(build_fast_rcnn, "Fast R-CNN", ("faster_rcnn",)),
+    "fast_rcnn": DetectorSpec(build_fast_rcnn, "Fast R-CNN", ("faster_rcnn",), takes_proposals=True),
     "yolo": DetectorSpec(build_yolo, "YOLO-style", ("fcos", "retinanet")),
 }
 NAMES: tuple[str, ...] = tuple(DETECTORS)
 PEER_PREFIX = "tv_"
 PEER_NAMES: tuple[str, ...] = tuple(PEER_PREFIX + p for p in PEER_BUILDERS)
+
+
+def takes_proposals(name: str) -> bool:
+    """Whether model ``name`` can use external region proposals (``data.proposals``, ``--proposals``)."""
+    spec = DETECTORS.get(name)
+    return spec is not None and spec.takes_proposals
 
 
 def build_model(cfg: ModelConfig, num_classes: int, image_size: int = 320) -> nn.Module:
