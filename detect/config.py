@@ -363,9 +363,28 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+# Keys that moved: old name -> new name. Recipes and checkpoints written before the move still load.
+MOVED_KEYS: dict[str, str] = {"model.fast_rcnn.proposals": "data.proposals"}
+
+
+def _migrate(values: dict) -> dict:
+    """``values`` with every key of :data:`MOVED_KEYS` under its new name (a null old value is dropped)."""
+    out = _merge({}, values)
+    for old, new in MOVED_KEYS.items():
+        *parents, leaf = old.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            value = node.pop(leaf)
+            if value is not None:
+                _set_path(out, new, value)
+    return out
+
+
 def config_from_dict(values: dict, overrides: list[str] | None = None) -> Config:
     """Build and :func:`validate` a :class:`Config` from a nested dict plus ``key=value`` overrides."""
-    return validate(_build(Config, _merge(values or {}, parse_overrides(overrides)), ""))
+    return validate(_build(Config, _migrate(_merge(values or {}, parse_overrides(overrides))), ""))
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
