@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from data_tools.atomic import atomic_write_bytes, atomic_write_text
+from data_tools.atomic import atomic_write_text
 from data_tools.coco import to_coco
+from data_tools.figures import pyplot, save_png
 from data_tools.records import RecordSet
 from detect.data.proposals import model_inputs
 from detect.engine.progress import progress_bar
@@ -156,10 +157,7 @@ def plot_pr_curves(m: dict, path: str | Path) -> Path | None:
     """PNG of precision against recall at IoU 0.5, one line per class (None when there is nothing to plot)."""
     if not m.get("pr_curve"):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 5))
     rec = m["pr_curve"]["recall"]
@@ -172,10 +170,7 @@ def plot_pr_curves(m: dict, path: str | Path) -> Path | None:
     ax.set_ylim(0, 1.02)
     if len(m["pr_curve"]["precision"]) <= 30:
         ax.legend(fontsize=6, ncol=2, loc="lower left")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_png(fig, path, dpi=110, tight=True)
 
 
 def write_results(results: list[dict], path: str | Path) -> Path:
