@@ -197,16 +197,6 @@ def proposals_for_records(path: str | Path, records: RecordSet | Sequence[Record
     return [found.get(i, empty) for i in range(len(recs))]
 
 
-def check_proposals_arg(model: torch.nn.Module, name: str, weights: str | Path, proposals: str | Path | None) -> None:
-    """Refuse ``--proposals`` for a model that cannot use them, and its absence for one built without an RPN."""
-    from detect.models.build import takes_proposals
-
-    if proposals is not None and not takes_proposals(name):
-        raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
-    if proposals is None and getattr(model, "needs_proposals", False):
-        raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")
-
-
 def model_inputs(targets: list[dict], device: torch.device | str) -> dict[str, list[Tensor]]:
     """Extra forward inputs a batch carries: ``{"proposals": B float32 [P_i, 4] on device}`` when the dataset
     has external proposals, else ``{}``. Used alike in training, evaluation and the best-checkpoint report."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from data_tools.atomic import atomic_write_text
 from data_tools.store import load_dataset
 from detect.data import DetectionDataset, build_loader
-from detect.data.proposals import check_proposals_arg, proposals_for_records
+from detect.data.proposals import proposals_for_records
 from detect.engine.checkpoint import load_model
 from detect.engine.evaluator import (
     coco_evaluate,
@@ -19,7 +19,7 @@ from detect.engine.evaluator import (
     write_results,
 )
 from detect.engine.outputs import check_output_file
-from detect.engine.prepare import drop_unreadable, resolve_device
+from detect.engine.prepare import check_proposals_arg, drop_unreadable, resolve_device
 
 
 def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path | None = None, device: str = "auto",

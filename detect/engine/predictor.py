@@ -26,9 +26,9 @@ from torch import Tensor, nn
 
 from data_tools.records import Problem
 from detect.data.augment import letterbox
-from detect.data.proposals import ProposalsError, ProposalsForFiles, check_proposals_arg
+from detect.data.proposals import ProposalsError, ProposalsForFiles
 from detect.engine.checkpoint import load_model
-from detect.engine.prepare import resolve_device
+from detect.engine.prepare import check_proposals_arg, resolve_device
 from detect.engine.sources import Source, Sources, expand_sources, read_source
 from detect.engine.tiling import TileOptions, merge_crops, plan_crops, should_tile
 

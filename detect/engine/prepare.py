@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -15,6 +16,7 @@ from detect.config import Config
 from detect.data import DetectionDataset, build_loader
 from detect.data.proposals import proposals_for_records
 from detect.engine.threads import apply_plan, plan_threads
+from detect.models.build import takes_proposals
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,3 +121,11 @@ def build_datasets(cfg: Config, d: Dist, log=print):
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def check_proposals_arg(model: torch.nn.Module, name: str, weights: str | Path, proposals: str | Path | None) -> None:
+    """Refuse ``--proposals`` for a model that cannot use them, and its absence for one built without an RPN."""
+    if proposals is not None and not takes_proposals(name):
+        raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
+    if proposals is None and getattr(model, "needs_proposals", False):
+        raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")
