@@ -296,7 +296,7 @@ def _image_entry(file, i, img, json_dir, root, subdirs, entries, problems) -> _E
     try:
         info = probe_image(path)
     except ImageError as e:
-        problems.append(Problem(file, e.reason, field=f"{where}/file_name", kind=e.kind))
+        problems.append(Problem(file, str(e), field=f"{where}/file_name", kind=e.kind))
         return None
     w, h = img.get("width"), img.get("height")
     declared = (w, h) if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)) else None

@@ -10,6 +10,7 @@ folds (k-fold), so every stratum is split in the requested proportion to within 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace as dc_replace
 
 import numpy as np
 
@@ -86,10 +87,14 @@ def split_by_field(rs: RecordSet) -> dict[str, RecordSet]:
     order = {"train": 0, "val": 1, "test": 2}
     names = sorted({r.split or "unassigned" for r in rs.records}, key=lambda n: (order.get(n, 3), n))
     return {n: _part(rs, np.array([i for i, r in enumerate(rs.records) if (r.split or "unassigned") == n], np.int64),
-                     {"split": n, "from": "source"}) for n in names}
+                     {"split": n, "from": "source"}, keep_split=True) for n in names}
 
 
-def _part(rs: RecordSet, idx: np.ndarray, meta: dict) -> RecordSet:
+def _part(rs: RecordSet, idx: np.ndarray, meta: dict, keep_split: bool = False) -> RecordSet:
+    """The records at ``idx`` with ``meta`` added. A new split supersedes the one the source came with, so the
+    records' own ``split`` is cleared (else ``data.train`` would keep only the old ``train`` images of it)."""
     part = rs.subset(idx.tolist())
     part.meta.update(meta)
+    if not keep_split:
+        part.records = [dc_replace(r, split="") if r.split else r for r in part.records]
     return part

@@ -166,7 +166,7 @@ def parse_voc(
     try:
         info = probe_image(image_path)
     except ImageError as e:
-        return None, [*problems, Problem(file, e.reason, line=where, field="filename", kind=e.kind)]
+        return None, [*problems, Problem(file, str(e), line=where, field="filename", kind=e.kind)]
 
     declared, size_line = _read_size(el)
     width, height, orientation, kind, reason = resolve_size(declared, info)

@@ -84,8 +84,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from detect.bench import run_bench
     from detect.models.build import NAMES
+    from detect.tools.bench import run_bench
 
     run_bench(
         models=_names(args.models, NAMES), size=args.size, batch=args.batch,
@@ -96,22 +96,22 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from detect.export import export_model
+    from detect.tools.export import export_model
 
     export_model(args.weights, args.format, args.out, batch=args.batch, image_size=args.size, check=not args.no_check)
     return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from detect.tune import run_tune
+    from detect.tools.tune import run_tune
 
     run_tune(args.config, args.grid, args.overrides, folds=args.folds, epochs=args.epochs, out=args.out, seed=args.seed)
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from detect.compare import run_compare
     from detect.models.build import NAMES
+    from detect.tools.compare import run_compare
 
     run_compare(args.data, args.train, args.val, args.budget_minutes, tuple(_names(args.models, NAMES)),
                 args.configs, args.out, args.device, args.overrides, steps=args.steps, peers=args.peers,
@@ -120,7 +120,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from detect.demo import run_demo
+    from detect.tools.demo import run_demo
 
     run_demo(args.out, images=args.images, minutes=args.minutes, device=args.device)
     return 0

@@ -205,7 +205,7 @@ def image_item(file: str, finder: ImageFinder, path: str, declared: tuple[int, i
     try:
         info = probe_image(path)
     except ImageError as e:
-        problems.append(Problem(file, e.reason, line=line, field=field, kind=e.kind))
+        problems.append(Problem(file, str(e), line=line, field=field, kind=e.kind))
         return None
     width, height, orientation, kind, reason = resolve_size(declared, info)
     if kind and (sized or kind != "missing_size"):

@@ -9,9 +9,9 @@ and counted; they never stop the run.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,13 +20,12 @@ from detect.engine import predict_output as po
 from detect.engine.predict_labels import FORMATS as LABEL_FORMATS
 from detect.engine.predict_labels import check_labels_folder
 from detect.engine.predict_labels import save_labels as write_labels
-from detect.engine.predictor import Predictor, expand_sources
+from detect.engine.predictor import Predictor
 from detect.engine.progress import progress
 from detect.engine.run_dir import claim_run_dir
 from detect.engine.shelf_rows import class_counts, group_rows
+from detect.engine.sources import expand_sources
 from detect.engine.tiling import TileOptions
-
-log = logging.getLogger(__name__)
 
 
 def run_predict(
@@ -49,6 +48,7 @@ def run_predict(
     workers: int = 2,
     proposals: str | Path | None = None,
     exist_ok: bool = False,
+    log: Callable[[str], None] = print,
     save_labels: str | None = None,
 ) -> dict:
     """Predict every image of ``sources`` and write the outputs into ``out_dir``.
@@ -72,6 +72,7 @@ def run_predict(
         workers: threads decoding images and drawing.
         exist_ok: write into ``out_dir`` even when it holds files (same-named outputs are replaced).
         proposals: Fast R-CNN's external proposals JSON (skips the RPN; see :class:`Predictor`).
+        log: where progress lines and warnings (a skipped image) go.
         save_labels: also write the detections as labels of this format under ``out_dir/labels/``
             (``voc``, ``coco``, ``yolo``, ``cvat``, ``labelstudio``; :mod:`detect.engine.predict_labels`).
 
@@ -114,7 +115,7 @@ def run_predict(
             predictions = predictor.iter_predictions(src, keep_images=draw, workers=workers)
             for p in progress(predictions, len(src.files) + len(src.problems), "predict"):
                 if p.error is not None:
-                    log.warning("skipped %s", p.error)
+                    log(f"warning: skipped {p.error}")
                     errors.append(p.error.to_dict())
                     continue
                 r = p.result
@@ -164,14 +165,6 @@ def run_predict(
             "summary": summary,
         }
         summary["json"] = str(po.write_json(out, entries, errors, meta))
-        log.info(
-            "predicted %d images (%d errors, %d detections) in %.1f s -> %s",
-            summary["images"],
-            summary["errors"],
-            summary["detections"],
-            seconds,
-            summary["json"],
-        )
         return summary
 
 

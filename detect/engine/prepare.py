@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -14,7 +15,9 @@ from data_tools.sources import class_mismatch, select_split
 from data_tools.store import load_dataset
 from detect.config import Config
 from detect.data import DetectionDataset, build_loader
+from detect.data.proposals import proposals_for_records
 from detect.engine.threads import apply_plan, plan_threads
+from detect.models.build import takes_proposals
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,9 +91,7 @@ def drop_unreadable(ds: DetectionDataset, log=print) -> DetectionDataset:
     keep = sorted(set(range(len(ds))) - {i for i, _ in bad})
     if not keep:
         raise ValueError("no readable image left in the dataset")
-    rs = ds.rs
-    sub = RecordSet(rs.class_names, rs.image_root, [rs.records[i] for i in keep], dict(rs.meta))
-    return DetectionDataset(sub, ds.size, ds.augment, ds.train, ds.cache_images)
+    return ds.subset(keep)
 
 
 def build_datasets(cfg: Config, d: Dist, log=print):
@@ -113,15 +114,26 @@ def build_datasets(cfg: Config, d: Dist, log=print):
     apply_plan(plan)
     if d.main:
         log(plan.describe())
-    train_ds = drop_unreadable(DetectionDataset(train_rs, cfg.data.image_size, cfg.augment, True,
-                                                cfg.data.cache_images, seed=cfg.train.seed), log)
+    props = cfg.data.proposals  # external region proposals (Fast R-CNN without its RPN), moved with the images
+    train_ds = drop_unreadable(DetectionDataset(train_rs, cfg.data.image_size, cfg.augment, True, cfg.data.cache_images,
+                                                seed=cfg.train.seed,
+                                                proposals=proposals_for_records(props, train_rs) if props else None), log)
     train_loader = build_loader(train_ds, cfg.train.batch_size, True, plan.workers, pin, d.enabled, cfg.train.seed)
     val_ds = val_loader = None
     if val_rs is not None and val_rs.records:
-        val_ds = drop_unreadable(DetectionDataset(val_rs, cfg.data.image_size, None, False, cfg.data.cache_images), log)
+        val_ds = drop_unreadable(DetectionDataset(val_rs, cfg.data.image_size, None, False, cfg.data.cache_images,
+                                                  proposals=proposals_for_records(props, val_rs) if props else None), log)
         val_loader = build_loader(val_ds, cfg.eval.batch_size, False, min(plan.workers, 2), pin, False, 0)
     return train_ds, train_loader, val_ds, val_loader, list(train_rs.class_names)
 
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def check_proposals_arg(model: torch.nn.Module, name: str, weights: str | Path, proposals: str | Path | None) -> None:
+    """Refuse ``--proposals`` for a model that cannot use them, and its absence for one built without an RPN."""
+    if proposals is not None and not takes_proposals(name):
+        raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
+    if proposals is None and getattr(model, "needs_proposals", False):
+        raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")
