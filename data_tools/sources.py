@@ -140,7 +140,11 @@ def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
     for line in summary_lines(summary, problems, f"retail-data convert {src} -o X.pkl --report R.json lists all", src):
         log(line)
     if not rs.records:
-        raise ConvertError(f"no usable images in {src}: all {summary['inputs']} inputs were skipped")
+        hint = ""
+        if any(p.kind == "missing_image" for p in problems):
+            hint = (f"; its images were looked for under {rs.image_root}: when they are elsewhere, convert it with "
+                    f"retail-data convert {src} -o DATASET.pkl --image-root DIR and use DATASET.pkl")
+        raise ConvertError(f"no usable images in {src}: all {summary['inputs']} inputs were skipped{hint}")
     rs.meta["conversion"] = {k: summary[k] for k in ("format", "detected", "images", "boxes", "classes", "problems")}
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -149,6 +149,8 @@ def test_coco_json_away_from_its_images_with_image_root(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "labels" / "train.json"), "-o", str(out), "--quiet"]) == 2
     printed = capsys.readouterr()  # without it the image is looked for beside the JSON, and the error says so
     assert "missing_image 1" in printed.out and "give --image-root DIR" in printed.err
+    assert main(["stats", str(tmp_path / "labels" / "train.json")]) == 2  # no --image-root there: says what to do
+    assert "convert it with retail-data convert" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "labels" / "train.json"), "-o", str(out), "--quiet",
                  "--image-root", str(tmp_path / "photos")]) == 0
     rs = load_dataset(out)
