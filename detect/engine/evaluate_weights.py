@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from data_tools.atomic import atomic_write_text
+from data_tools.sources import class_mismatch, select_split
 from data_tools.store import load_dataset
 from detect.data import DetectionDataset, build_loader
 from detect.data.proposals import proposals_for_records
@@ -42,9 +43,10 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     dev = resolve_device(device)
     model, class_names, cfg = load_model(weights)
     model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections)
-    rs = load_dataset(data)
+    rs = select_split(load_dataset(data, class_names, log), "eval", str(data), log)  # labels: in the checkpoint's order
     if list(rs.class_names) != list(class_names):
-        raise ValueError(f"{data}: classes {rs.class_names} differ from the checkpoint's {class_names}")
+        raise ValueError(class_mismatch(str(data), rs.class_names, class_names, f"the checkpoint {weights}",
+                                        rs.meta.get("source")))
     check_proposals_arg(model, cfg.model.name, weights, proposals)
     props = proposals_for_records(proposals, rs) if proposals is not None else None
     ds = drop_unreadable(DetectionDataset(rs, cfg.data.image_size, None, False, True, proposals=props), log)

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from data_tools.records import RecordSet
+from data_tools.sources import class_mismatch, select_split
 from data_tools.store import load_dataset
 from detect.config import Config
 from detect.data import DetectionDataset, build_loader
@@ -64,13 +65,18 @@ def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
     return Dist(rank, world, local_rank), device
 
 
-def load_split(path: str | None, what: str, required: bool) -> RecordSet | None:
-    """Load ``data.<what>``; a clear error when it is required and missing."""
+def load_split(path: str | None, what: str, required: bool, class_names: list[str] | None = None,
+               log=print) -> RecordSet | None:
+    """Load ``data.<what>``: a dataset ``.pkl``, or a label folder / file converted (and cached) on the fly
+    (:mod:`data_tools.sources`), in the order of ``class_names`` when given. A dataset whose labels came
+    split (a YOLO export's ``train/`` and ``val/`` folders) gives ``data.train`` its ``train`` images and
+    ``data.val`` its ``val`` images. A clear error when it is required and missing."""
     if path is None:
         if required:
-            raise ValueError(f"data.{what} is not set: pass data.{what}=DATASET.pkl (made by `retail-data split`)")
+            raise ValueError(f"data.{what} is not set: pass data.{what}=DATASET.pkl (made by `retail-data split`) "
+                             "or a label folder / file (VOC, COCO, YOLO, CVAT, Label Studio, CSV)")
         return None
-    return load_dataset(path)
+    return select_split(load_dataset(path, class_names, log), what, f"data.{what}={path}", log)
 
 
 def drop_unreadable(ds: DetectionDataset, log=print) -> DetectionDataset:
@@ -94,10 +100,12 @@ def build_datasets(cfg: Config, d: Dist, log=print):
     Also sets this process's threads: ``data.workers`` (-1 = automatic) and PyTorch's intra-op threads
     come from :func:`~detect.engine.threads.plan_threads` (the cores free on this machine), logged in one line.
     """
-    train_rs = load_split(cfg.data.train, "train", required=True)
-    val_rs = load_split(cfg.data.val, "val", required=False)
+    say = log if d.main else (lambda *_: None)
+    train_rs = load_split(cfg.data.train, "train", required=True, log=say)
+    val_rs = load_split(cfg.data.val, "val", required=False, class_names=train_rs.class_names, log=say)
     if val_rs is not None and list(val_rs.class_names) != list(train_rs.class_names):
-        raise ValueError(f"data.val classes {val_rs.class_names} differ from data.train classes {train_rs.class_names}")
+        raise ValueError(class_mismatch(f"data.val={cfg.data.val}", val_rs.class_names, train_rs.class_names,
+                                        f"data.train={cfg.data.train}", val_rs.meta.get("source")))
     if not train_rs.records:
         raise ValueError(f"{cfg.data.train}: the training set has no images")
     pin = cfg.data.pin_memory and torch.cuda.is_available()
