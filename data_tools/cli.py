@@ -1,10 +1,11 @@
-"""``retail-data``: convert | stats | split | export-coco | synth.
+"""``retail-data``: convert | stats | split | export (export-coco) | synth | browse.
 
 Exit codes (also in ``--help``): 0 success; 1 ``convert --strict`` found something to skip or fix; 2 a
 user error (missing or unusable input, refused output, unwritable folder), printed as one
 ``error: ...`` line on stderr, never a traceback; 130 interrupted; 141 stdout closed early (``| head``).
 
-Every verb checks its outputs before the work: an output never replaces one of the command's inputs or
+A verb that reads a dataset also takes a label folder or file of any format (converted once and cached,
+:mod:`data_tools.sources`). Every verb checks its outputs before the work: an output never replaces one of the command's inputs or
 an existing file of another kind (:mod:`data_tools.outputs`), its folder is probed for writability and
 free space, and temporary files left there by an interrupted save are removed
 (:mod:`data_tools.atomic`).
@@ -23,16 +24,19 @@ from data_tools import __version__
 from data_tools.atomic import check_writable_dir, refuse_overwrite, remove_stale_temps, same_file
 from data_tools.coco import CocoFormatError, image_root_of, write_coco
 from data_tools.convert import ConvertError, blocking, convert, write_report
+from data_tools.formats import FORMATS
+from data_tools.formats.csv_boxes import parse_columns
+from data_tools.formats.export import IMAGE_MODES, check_export_folder, export_records, is_file_target
 from data_tools.outputs import check_output
 from data_tools.records import Problem
-from data_tools.split import kfold, split_train_val
+from data_tools.split import kfold, split_by_field, split_train_val
 from data_tools.stats import compute_stats, format_stats, plot_stats
 from data_tools.store import DatasetFileError, load_dataset, save_dataset
+from data_tools.summary_text import per_class, summary_lines
 from data_tools.userfiles import UnsafeFile, read_limited
 
-EXAMPLES = 5
-LINE_BUDGET = 300  # characters of class counts / problem text printed on one line; the report has it all
 USER_ERRORS = (ConvertError, CocoFormatError, DatasetFileError, UnsafeFile, ValueError, OSError)
+FORMAT_HELP = "; ".join(f"{f.name}: {f.tools}" for f in FORMATS.values())
 SYNTH_SIDE = (16, 4096)  # --size bounds, as data_tools.synth enforces
 SYNTH_MAX_IMAGES = 100_000
 SYNTH_MAX_CLASSES = 1000
@@ -56,33 +60,59 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    c = sub.add_parser("convert", help="VOC XML folder or COCO JSON -> dataset .pkl (+ problem report)")
-    c.add_argument("src", help="folder searched recursively for VOC .xml, or a COCO .json file")
+    c = sub.add_parser("convert", help="labels of any format (VOC, COCO, YOLO, CVAT, Label Studio, CSV) -> dataset .pkl",
+                       description=f"Formats: {FORMAT_HELP}.")
+    c.add_argument("src", help="a VOC or YOLO folder; a COCO / Label Studio .json, CVAT .xml or .csv file (or a folder "
+                               "holding one)")
     c.add_argument("-o", "--output", required=True, help="dataset file to write (.pkl)")
-    c.add_argument("--format", choices=["auto", "voc", "coco"], default="auto")
-    c.add_argument("--classes", help="class names, one per line, in label order (others are skipped)")
+    c.add_argument("--format", choices=["auto", *FORMATS], default="auto",
+                   help="label format (default: detected, and the detected format is printed)")
+    classes = c.add_mutually_exclusive_group()
+    classes.add_argument("--classes", help="class names, one per line, in label order (others are skipped)")
+    classes.add_argument("--classes-from", metavar="OTHER.pkl",
+                         help="use the class list and order of another dataset (e.g. the training set's)")
+    c.add_argument("--image-root", metavar="DIR",
+                   help="folder the image names are relative to (coco, cvat, labelstudio, csv; default: the file's "
+                        "folder, or the parent of an annotations/ folder for COCO)")
+    c.add_argument("--csv-columns", metavar="KEY=NAME,...",
+                   help="csv: column names, e.g. image=image_name,label=class (keys: image, x1, y1, x2, y2, label, "
+                        "width, height)")
     c.add_argument("--report", help="write every problem and the summary to this JSON file")
     c.add_argument("--strict", action="store_true", help="exit 1 (and write no dataset) if anything was skipped or fixed")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("stats", help="counts, box sizes, objects per image")
-    s.add_argument("dataset")
+    s.add_argument("dataset", help="dataset .pkl, or a label folder or file (converted and cached)")
     s.add_argument("--json", action="store_true", help="print the statistics as JSON")
     s.add_argument("--plot", metavar="PNG", help="also save a plot")
     s.set_defaults(func=cmd_stats)
 
-    sp = sub.add_parser("split", help="stratified train/val split or k folds")
-    sp.add_argument("dataset")
+    sp = sub.add_parser("split", help="stratified train/val split or k folds (or the splits the labels came with)")
+    sp.add_argument("dataset", help="dataset .pkl, or a label folder or file (converted and cached)")
     sp.add_argument("-o", "--output", required=True, metavar="DIR")
-    sp.add_argument("--val", type=float, default=0.2, help="validation fraction (default 0.2)")
+    sp.add_argument("--val", type=float, default=None,
+                    help="validation fraction (default 0.2); given, it also re-splits labels that came split "
+                         "(a YOLO export's train/val/test folders, CVAT subsets)")
     sp.add_argument("--folds", type=int, default=0, metavar="K", help=f"write K folds (2..{MAX_FOLDS}) instead of one split")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--by", choices=["rarest", "dominant"], default="rarest", help="class that stratifies an image")
     sp.set_defaults(func=cmd_split)
 
-    e = sub.add_parser("export-coco", help="dataset .pkl -> COCO ground-truth JSON")
-    e.add_argument("dataset")
+    x = sub.add_parser("export", help="dataset -> labels in another tool's format (with the images, or one file)",
+                       description=f"Formats: {FORMAT_HELP}.")
+    x.add_argument("dataset", help="dataset .pkl, or a label folder or file (converted and cached)")
+    x.add_argument("--format", required=True, choices=list(FORMATS))
+    x.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="a new folder (the tool's layout, images beside the labels), or for coco / labelstudio / cvat "
+                        "/ csv a file ending in .json / .json / .xml / .csv (the labels alone)")
+    x.add_argument("--images", choices=IMAGE_MODES, default="copy",
+                   help="folder export: copy the images (default), hard-link them (copied where links are "
+                        "impossible), or leave them out")
+    x.set_defaults(func=cmd_export)
+
+    e = sub.add_parser("export-coco", help="dataset -> one COCO ground-truth JSON (= export --format coco -o GT.json)")
+    e.add_argument("dataset", help="dataset .pkl, or a label folder or file (converted and cached)")
     e.add_argument("-o", "--output", required=True, metavar="GT.json")
     e.set_defaults(func=cmd_export_coco)
 
@@ -105,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_synth)
 
     b = sub.add_parser("browse", help="static HTML page of a dataset: boxes drawn, problems first, filter by class")
-    b.add_argument("dataset")
+    b.add_argument("dataset", help="dataset .pkl, or a label folder or file (converted and cached)")
     b.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="folder for index.html and the drawings (DIR2, ... when DIR holds files)")
     b.add_argument("--classes", default=None, help="only images holding these classes: a,b")
@@ -155,46 +185,8 @@ def _parent(path: str | os.PathLike) -> Path:
     return Path(path).parent
 
 
-def _clip(text: str, budget: int = LINE_BUDGET) -> str:
-    return text if len(text) <= budget else text[: budget - 3] + "..."
-
-
-def _example_problems(problems: list[Problem], n: int = EXAMPLES) -> list[Problem]:
-    """Up to ``n`` problems in report order, the first of each kind preferred."""
-    kinds: set[str] = set()
-    firsts = [i for i, p in enumerate(problems) if not (p.kind in kinds or kinds.add(p.kind))]
-    others = [i for i in range(len(problems)) if i not in set(firsts)]
-    return [problems[i] for i in sorted((firsts + others)[:n])]
-
-
-def _print_summary(s: dict, problems: list[Problem]) -> None:
-    print(f"converted {s['source']} ({s['format']}): {s['inputs']} inputs in {s['seconds']:.2f} s")
-    print(f"  images: {s['images']} ({s['images_skipped']} skipped, {s['empty_images']} without boxes)   "
-          f"boxes: {s['boxes']} ({s['boxes_skipped']} skipped)   classes: {s['classes']}")
-    print("  per class: " + _per_class(s["per_class"]))
-    if not problems:
-        print("  problems: none")
-        return
-    kinds = ", ".join(f"{k} {v}" for k, v in s["problems_by_kind"].items())
-    actions = ", ".join(f"{k} {v}" for k, v in s["problems_by_action"].items())
-    print(f"  problems: {s['problems']} ({kinds}; {actions})")
-    for p in _example_problems(problems):
-        print(f"    {_clip(str(p))}")
-    if len(problems) > EXAMPLES:
-        print(f"    ... {len(problems) - EXAMPLES} more (see --report)")
-
-
-def _per_class(counts: dict[str, int]) -> str:
-    """``"beans 123, cake 112"`` for as many classes as fit in :data:`LINE_BUDGET`, then how many more."""
-    parts, used = [], 0
-    for name, n in counts.items():
-        item = _clip(f"{name} {n}", 60)
-        if used + len(item) > LINE_BUDGET and parts:
-            break
-        parts.append(item)
-        used += len(item) + 2
-    rest = len(counts) - len(parts)
-    return ", ".join(parts) + (f", ... and {rest:,} more classes (all in --report)" if rest else "")
+def _print_summary(s: dict, problems: list[Problem], shown: str | None = None) -> None:
+    print("\n".join(summary_lines(s, problems, shown=shown)))
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -204,19 +196,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise UserError(f"output {args.output} is a folder; give a file name like dataset.pkl")
     if args.report and same_file(args.report, args.output):
         raise UserError("--report and -o name the same file")
-    given = [args.src] + ([args.classes] if args.classes else [])
+    given = [args.src] + [p for p in (args.classes, args.classes_from) if p]
     src_dir = args.src if os.path.isdir(args.src) else image_root_of(args.src)
-    check_output(args.output, "dataset", given, [src_dir])
+    input_dirs = [src_dir] + ([args.image_root] if args.image_root else [])
+    check_output(args.output, "dataset", given, input_dirs)
     if args.report:
-        check_output(args.report, "report", given, [src_dir])
+        check_output(args.report, "report", given, input_dirs)
     for folder in dict.fromkeys(_parent(p) for p in filter(None, (args.output, args.report))):
         _prepare_folder(folder)
-    rs, problems, summary = convert(args.src, args.format, args.classes, progress=not args.quiet)
+    class_names = load_dataset(args.classes_from).class_names if args.classes_from else None
+    columns = parse_columns(args.csv_columns) if args.csv_columns else None
+    rs, problems, summary = convert(args.src, args.format, args.classes, progress=not args.quiet,
+                                    class_names=class_names, image_root=args.image_root, csv_columns=columns)
     inputs = {p.file for p in problems} | {r.source for r in rs.records}
     inputs |= {os.path.join(rs.image_root, r.image) for r in rs.records}
     for out in filter(None, (args.output, args.report)):
         refuse_overwrite(out, inputs)
-    _print_summary(summary, problems)
+    _print_summary(summary, problems, args.src)
     if rs.records and summary["boxes"] == 0:
         print(f"warning: no boxes at all in {args.src}: all {summary['images']} images would train as background; "
               "check the annotations and the class list", file=sys.stderr)
@@ -224,8 +220,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
         write_report(args.report, summary, problems)
         print(f"  report: {args.report}")
     if not rs.records:
+        hint = ""
+        if any(p.kind == "missing_image" for p in problems) and args.image_root is None:
+            hint = f"; images are looked for under {rs.image_root}: give --image-root DIR when they are elsewhere"
         raise UserError(f"no usable images in {args.src}: all {summary['inputs']} inputs were skipped; "
-                        f"{args.output} not written")
+                        f"{args.output} not written{hint}")
     bad = blocking(problems)
     if args.strict and bad:
         print(f"error: --strict: {len(bad)} problems skipped or fixed an item; {args.output} not written",
@@ -257,34 +256,73 @@ def cmd_split(args: argparse.Namespace) -> int:
         raise UserError(f"--folds must be between 2 and {MAX_FOLDS}, not {args.folds}")
     dirs = [out / f"fold{i}" for i in range(args.folds)] if args.folds else [out]
     for d in dirs:
-        for name in ("train.pkl", "val.pkl"):
+        for name in ("train.pkl", "val.pkl", "test.pkl"):
             check_output(d / name, "dataset", [args.dataset])
     for d in dirs:
         _prepare_folder(d)
     rs = load_dataset(args.dataset)
     if args.folds:
-        parts = [(d, tr, va) for d, (tr, va) in zip(dirs, kfold(rs, args.folds, args.seed, args.by))]
+        parts = [(d, {"train": tr, "val": va}) for d, (tr, va) in zip(dirs, kfold(rs, args.folds, args.seed, args.by))]
+    elif args.val is None and any(r.split for r in rs.records):
+        parts = [(out, split_by_field(rs))]
+        print(f"{args.dataset} came split ({', '.join(parts[0][1])}): kept as it is (--val F splits it again)")
     else:
-        tr, va = split_train_val(rs, args.val, args.seed, args.by)
-        parts = [(out, tr, va)]
-    for d, tr, va in parts:  # save_dataset creates the folders
-        save_dataset(tr, d / "train.pkl")
-        save_dataset(va, d / "val.pkl")
-        print(f"{d}: train {len(tr)} images ({sum(r.num_boxes for r in tr.records)} boxes), "
-              f"val {len(va)} images ({sum(r.num_boxes for r in va.records)} boxes)")
+        tr, va = split_train_val(rs, 0.2 if args.val is None else args.val, args.seed, args.by)
+        parts = [(out, {"train": tr, "val": va})]
+    for d, named in parts:
+        for name in named:
+            check_output(d / f"{name}.pkl", "dataset", [args.dataset])
+    for d, named in parts:  # save_dataset creates the folders
+        for name, part in named.items():
+            save_dataset(part, d / f"{name}.pkl")
+        print(f"{d}: " + ", ".join(f"{name} {len(p)} images ({sum(r.num_boxes for r in p.records)} boxes)"
+                                   for name, p in named.items()))
     return 0
 
 
-def cmd_export_coco(args: argparse.Namespace) -> int:
+def _export_checks(args: argparse.Namespace, kind: str | None):
+    """Refusals before any work: the input itself, the annotations the dataset came from, a file of another kind.
+
+    Returns the dataset when it had to be read for the checks (a ``.pkl``), else None.
+    """
     refuse_overwrite(args.output, [args.dataset])
-    rs = load_dataset(args.dataset)
-    for key in ("source", "classes_file"):
-        src = rs.meta.get(key)
-        if isinstance(src, str) and same_file(args.output, src):
-            raise UserError(f"refusing to write {args.output}: it is the {'annotation' if key == 'source' else 'classes'} "
-                            "file this dataset was converted from")
-    check_output(args.output, "coco", [args.dataset])
+    if kind is None:  # a folder export
+        check_export_folder(args.output, None)
+        _prepare_folder(args.output)
+        return None
+    rs = None
+    if os.path.isfile(args.dataset) and args.dataset.lower().endswith(".pkl"):
+        rs = load_dataset(args.dataset)
+        meta = rs.meta
+        for key in ("source", "classes_file", "annotation_file"):
+            src = meta.get(key)
+            if isinstance(src, str) and same_file(args.output, src):
+                raise UserError(f"refusing to write {args.output}: it is the "
+                                f"{'classes' if key == 'classes_file' else 'annotation'} file this dataset was converted from")
+    check_output(args.output, kind, [args.dataset], [args.dataset] if os.path.isdir(args.dataset) else [])
     _prepare_folder(_parent(args.output))
+    return rs
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    single = is_file_target(args.format, args.output)
+    rs = _export_checks(args, args.format if single else None) or load_dataset(args.dataset)
+    r = export_records(rs, args.format, args.output, args.images)
+    for p in r["problems"]:
+        print(f"  {p}", file=sys.stderr)
+    what = f"{r['records']} images, {r['boxes']} boxes, {rs.num_classes} classes"
+    if single:
+        print(f"wrote {args.output} ({args.format}): {what}; image names are relative to {rs.image_root} "
+              f"(read it back with --image-root {rs.image_root})")
+    else:
+        placed = {"copy": "copied", "link": "linked", "none": "left out"}[args.images]
+        print(f"wrote {args.output} ({args.format}): {what}; images {placed}" + (
+            f" ({r['images']})" if args.images != "none" else ""))
+    return 1 if r["problems"] and not r["records"] else 0
+
+
+def cmd_export_coco(args: argparse.Namespace) -> int:
+    rs = _export_checks(args, "coco") or load_dataset(args.dataset)
     d = write_coco(rs, args.output)
     print(f"wrote {args.output}: {len(d['images'])} images, {len(d['annotations'])} annotations, "
           f"{len(d['categories'])} categories")
@@ -354,7 +392,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if isinstance(result, dict) and "per_class" in result:
         per_image = f"{result['boxes'] / max(1, result['images']):.1f} per image, " if args.dense else ""
         print(f"boxes: {result['boxes']} ({per_image}{result['truncated']} cut by the border); "
-              f"per class: {_per_class(result['per_class'])}")
+              f"per class: {per_class(result['per_class'])}")
     print(f"next: retail-data convert {args.output} -o {os.path.join(args.output, 'dataset.pkl')}")
     return 0
 

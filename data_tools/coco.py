@@ -47,12 +47,17 @@ def _num(v: float) -> float | int:
     return int(v) if v.is_integer() else round(v, 4)
 
 
-def to_coco(rs: RecordSet) -> dict:
-    """The COCO ground-truth dict of ``rs`` (image ``i`` of the RecordSet gets id ``i + 1``)."""
+def to_coco(rs: RecordSet, names: list[str] | None = None, scores=None) -> dict:
+    """The COCO ground-truth dict of ``rs`` (image ``i`` of the RecordSet gets id ``i + 1``).
+
+    ``names``: each record's ``file_name`` (default: its path below the image root); ``scores``: per-record
+    score arrays, written as each annotation's ``score`` (detections saved for correction).
+    """
     images, annotations = [], []
     for i, rec in enumerate(rs.records, start=1):
-        images.append({"id": i, "file_name": rec.image, "width": int(rec.width), "height": int(rec.height)})
-        for box, label, diff in zip(rec.boxes, rec.labels, rec.difficult):
+        images.append({"id": i, "file_name": names[i - 1] if names else rec.image, "width": int(rec.width),
+                       "height": int(rec.height)})
+        for j, (box, label, diff) in enumerate(zip(rec.boxes, rec.labels, rec.difficult)):
             x1, y1, x2, y2 = (float(v) for v in box)
             w, h = x2 - x1, y2 - y1
             annotations.append({
@@ -60,6 +65,8 @@ def to_coco(rs: RecordSet) -> dict:
                 "bbox": [_num(x1), _num(y1), _num(w), _num(h)], "area": _num(w * h),
                 "iscrowd": 0, "difficult": int(bool(diff)),
             })
+            if scores is not None:
+                annotations[-1]["score"] = round(float(scores[i - 1][j]), 4)
     return {
         "info": {
             "description": f"retail-detect dataset ({len(images)} images)",
@@ -74,18 +81,20 @@ def to_coco(rs: RecordSet) -> dict:
     }
 
 
-def write_coco(rs: RecordSet, path: str | os.PathLike) -> dict:
+def write_coco(rs: RecordSet, path: str | os.PathLike, names: list[str] | None = None, scores=None) -> dict:
     """Write :func:`to_coco` of ``rs`` to ``path`` atomically; returns the dict."""
-    d = to_coco(rs)
+    d = to_coco(rs, names, scores)
     atomic_write_bytes(path, json.dumps(d, ensure_ascii=False).encode("utf-8"))
     return d
 
 
-def read_coco(json_path: str | os.PathLike, class_names: list[str] | None = None) -> tuple[RecordSet, list[Problem]]:
+def read_coco(json_path: str | os.PathLike, class_names: list[str] | None = None,
+              image_root: str | os.PathLike | None = None) -> tuple[RecordSet, list[Problem]]:
     """Read a COCO detection JSON into a RecordSet whose ``image_root`` is the folder images are found in.
 
-    The image root is the JSON's folder, or its parent when the JSON sits in an ``annotations/`` folder
-    (COCO / CVAT layout); ``file_name`` is looked up there, in ``images/``, or in a first-level subfolder.
+    The image root is ``image_root`` when given (``--image-root``), else the JSON's folder, or its parent
+    when the JSON sits in an ``annotations/`` folder (COCO / CVAT layout); ``file_name`` is looked up
+    there, in ``images/``, or in a first-level subfolder.
     One image file listed under several ids becomes one record with the boxes of all of them (exact
     repeats dropped), reported as ``duplicate_image``. Raises :class:`CocoFormatError` when the file as
     a whole is unusable (not JSON, no ``images`` list, no usable category).
@@ -93,7 +102,11 @@ def read_coco(json_path: str | os.PathLike, class_names: list[str] | None = None
     file = os.fspath(json_path)
     data = _load_json(file)
     json_dir = os.path.dirname(os.path.abspath(file))
-    root = image_root_of(file)
+    root = os.path.abspath(image_root) if image_root is not None else image_root_of(file)
+    if not os.path.isdir(root):
+        raise CocoFormatError(f"image root {root} is not a folder")
+    if not within(json_dir, root):  # file_name is then relative to the image root
+        json_dir = root
     problems: list[Problem] = []
     cmap, cat_label = _categories(file, data, class_names, problems)
     entries: dict = {}  # image id -> _Entry (ids of one image file share its box list)
@@ -277,12 +290,13 @@ def _image_entry(file, i, img, json_dir, root, subdirs, entries, problems) -> _E
         return None
     if path is None:
         problems.append(Problem(file, f"image {_short(fn)} not found under {root} (looked next to the JSON, in "
-                                "images/ and in its first-level folders)", field=f"{where}/file_name", kind="missing_image"))
+                                "images/ and in its first-level folders; give --image-root DIR when the images are elsewhere)",
+                                field=f"{where}/file_name", kind="missing_image"))
         return None
     try:
         info = probe_image(path)
     except ImageError as e:
-        problems.append(Problem(file, e.reason, field=f"{where}/file_name", kind=e.kind))
+        problems.append(Problem(file, str(e), field=f"{where}/file_name", kind=e.kind))
         return None
     w, h = img.get("width"), img.get("height")
     declared = (w, h) if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)) else None
@@ -340,7 +354,8 @@ def _add_annotations(file, anns, entries, declared, cat_label, problems) -> None
             problems.append(Problem(file, f"annotation id {aid}: bbox width/height {w:g}x{h:g}",
                                     field=f"{where}/bbox", kind=kind))
             continue
-        target.parts.append(((x, y, x + w, y + h), label, bool(a.get("iscrowd", 0)), where, target.orient))
+        hard = bool(a.get("iscrowd", 0)) or a.get("difficult") in (1, True)  # export writes VOC's flag as "difficult"
+        target.parts.append(((x, y, x + w, y + h), label, hard, where, target.orient))
 
 
 def _finish_record(file: str, entry: _Entry, problems: list[Problem]) -> Record:

@@ -1,4 +1,4 @@
-"""Annotations on disk (a folder of VOC XML, or a COCO JSON file) -> RecordSet + problems + summary.
+"""Annotations on disk (any format of :mod:`data_tools.formats`) -> RecordSet + problems + summary.
 
 Every bad file, image or box is skipped or repaired on its own and reported as a
 :class:`~data_tools.records.Problem`; only a missing or empty source, or an unusable class list,
@@ -13,17 +13,17 @@ import os
 import time
 from collections import Counter
 
-from tqdm import tqdm
-
 from data_tools import __version__
 from data_tools.atomic import atomic_write_text
-from data_tools.coco import read_coco
+from data_tools.formats import FORMATS, detect_format, source_for
+from data_tools.formats.common import ReadOptions
 from data_tools.records import ClassMap, Problem, RecordSet
-from data_tools.userfiles import UnsafeFile, check_file, read_limited, real_path
-from data_tools.voc import parse_voc, to_record
+from data_tools.userfiles import UnsafeFile, check_file, read_limited
 
-PROGRESS_MIN_FILES = 500
 MAX_CLASSES_BYTES = 16 << 20
+BOX_KINDS = {"zero_area_box", "swapped_box", "box_outside", "bad_coordinate", "missing_coordinate", "missing_box",
+             "unknown_class", "missing_name", "bad_class_id", "bad_line", "duplicate_box"}
+"""Problem kinds that always concern one box (a skipped one is counted in ``boxes_skipped``)."""
 
 
 class ConvertError(ValueError):
@@ -49,23 +49,62 @@ def read_class_file(path: str | os.PathLike) -> list[str]:
         raise ConvertError(f"classes file {os.fspath(path)}: {e}") from None
 
 
-def find_xml_files(src: str) -> list[str]:
-    """All ``*.xml`` files under ``src`` (any case), sorted; hidden folders are skipped."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(src):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out.extend(os.path.join(dirpath, f) for f in filenames if f.lower().endswith(".xml") and not f.startswith("."))
-    return sorted(out)
+def convert(
+    src: str | os.PathLike, fmt: str = "auto", classes_file: str | os.PathLike | None = None, progress: bool = True,
+    *, class_names: list[str] | None = None, image_root: str | os.PathLike | None = None,
+    csv_columns: dict[str, str] | None = None,
+) -> tuple[RecordSet, list[Problem], dict]:
+    """Convert ``src`` into a RecordSet whose ``image_root`` is the absolute folder its image paths are relative to.
 
-
-def detect_format(src: str) -> str:
-    """``"coco"`` for a ``.json`` file, ``"voc"`` for a folder."""
-    if os.path.isdir(src):
-        return "voc"
-    _check_source_file(src)
-    if src.lower().endswith(".json"):
-        return "coco"
-    raise ConvertError(f"{src} is a file but not a COCO .json; give a folder of VOC .xml files or a COCO .json")
+    Args:
+        src: a VOC or YOLO folder, a COCO / Label Studio JSON, a CVAT XML or a CSV file (or a folder holding
+            one of those files); see :mod:`data_tools.formats`.
+        fmt: ``"auto"`` (detected, see :func:`data_tools.formats.detect_format`) or a name of
+            :data:`data_tools.formats.FORMATS`.
+        classes_file: class names one per line (label order); objects of other classes are skipped.
+        class_names: the same as a list (``--classes-from OTHER.pkl``); not together with ``classes_file``.
+            Without either the classes are the format's own list (COCO categories, YOLO names, CVAT labels)
+            or the sorted names found (VOC, Label Studio, CSV).
+        image_root: the folder image names are relative to (coco, cvat, labelstudio, csv).
+        csv_columns: CSV column names (``{"image": "image_name", ...}``).
+        progress: show a tqdm bar on large inputs.
+    Returns ``(records, problems, summary)``; see :func:`summarize` for the summary's keys.
+    """
+    t0 = time.perf_counter()
+    src = os.fspath(src)
+    if not os.path.lexists(src):
+        raise ConvertError(f"source {src} does not exist")
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ConvertError(f"unknown format {fmt!r} (use auto, {', '.join(FORMATS)})")
+    if not os.path.isdir(src):
+        _check_source_file(src)
+    if classes_file is not None and class_names is not None:
+        raise ConvertError("give the class list once: a classes file or a dataset's classes, not both")
+    detected = fmt == "auto"
+    if detected:
+        fmt, path, why = detect_format(src)
+    else:
+        path, why = source_for(src, fmt), "given"
+    if image_root is not None and FORMATS[fmt].source == "folder":
+        raise ConvertError(f"--image-root is for coco, cvat, labelstudio and csv files; a {fmt} folder's images are "
+                           "found inside it")
+    if image_root is not None and not os.path.isdir(image_root):
+        raise ConvertError(f"--image-root {os.fspath(image_root)} is not a folder")
+    if path != src and not os.path.isdir(path):
+        _check_source_file(path)
+    names = read_class_file(classes_file) if classes_file else (list(class_names) if class_names is not None else None)
+    opts = ReadOptions(names, os.fspath(image_root) if image_root is not None else None, csv_columns, progress)
+    rs, problems = FORMATS[fmt].read(path, opts)
+    inputs = rs.meta.pop("inputs", len(rs.records))
+    rs.meta.update({
+        "source": os.path.abspath(src), "format": fmt, "detected": why if detected else None,
+        "annotation_file": os.path.abspath(path) if path != src else None, "tool_version": __version__,
+        "classes_file": os.path.abspath(classes_file) if classes_file else None,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    })
+    summary = summarize(rs, problems, inputs, time.perf_counter() - t0)
+    rs.meta["problems"] = summary["problems"]
+    return rs, problems, summary
 
 
 def _check_source_file(src: str) -> None:
@@ -76,114 +115,33 @@ def _check_source_file(src: str) -> None:
         raise ConvertError(f"source {e}") from None
 
 
-def convert(
-    src: str | os.PathLike, fmt: str = "auto", classes_file: str | os.PathLike | None = None, progress: bool = True
-) -> tuple[RecordSet, list[Problem], dict]:
-    """Convert ``src`` into a RecordSet whose ``image_root`` is the absolute source folder.
-
-    Args:
-        src: a folder searched recursively for VOC ``*.xml``, or a COCO ``.json`` file.
-        fmt: ``"auto"``, ``"voc"`` or ``"coco"``.
-        classes_file: class names one per line (label order); objects of other classes are skipped.
-            Without it the classes are the sorted names found (VOC) or the file's categories (COCO).
-        progress: show a tqdm bar on large inputs.
-    Returns ``(records, problems, summary)``; see :func:`summarize` for the summary's keys.
-    """
-    t0 = time.perf_counter()
-    src = os.fspath(src)
-    if not os.path.lexists(src):
-        raise ConvertError(f"source {src} does not exist")
-    if fmt not in ("auto", "voc", "coco"):
-        raise ConvertError(f"unknown format {fmt!r} (use auto, voc or coco)")
-    fmt = detect_format(src) if fmt == "auto" else fmt
-    class_names = read_class_file(classes_file) if classes_file else None
-    if fmt == "coco":
-        if os.path.isdir(src):
-            raise ConvertError(f"--format coco needs a .json file, and {src} is a folder")
-        _check_source_file(src)
-        rs, problems = read_coco(src, class_names)
-    else:
-        if not os.path.isdir(src):
-            raise ConvertError(f"--format voc needs a folder of .xml files, and {src} is a file")
-        rs, problems = _convert_voc(src, class_names, progress)
-    inputs = rs.meta.pop("inputs", len(rs.records))
-    rs.meta.update({
-        "source": os.path.abspath(src), "format": fmt, "tool_version": __version__,
-        "classes_file": os.path.abspath(classes_file) if classes_file else None,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    })
-    summary = summarize(rs, problems, inputs, time.perf_counter() - t0)
-    rs.meta["problems"] = summary["problems"]
-    return rs, problems, summary
-
-
-def _convert_voc(src: str, class_names: list[str] | None, progress: bool) -> tuple[RecordSet, list[Problem]]:
-    files = find_xml_files(src)
-    if not files:
-        raise ConvertError(f"no .xml annotation files found under {src}")
-    root = os.path.abspath(src)
-    problems: list[Problem] = []
-    anns = []
-    cache: dict = {}
-    bar = tqdm(files, desc="reading annotations", unit="file", disable=not progress or len(files) < PROGRESS_MIN_FILES)
-    for f in bar:
-        ann, probs = parse_voc(f, root, cache)
-        problems.extend(probs)
-        if ann is not None:
-            anns.append(ann)
-    cmap = ClassMap(class_names) if class_names is not None else ClassMap.collect(
-        o.name for a in anns for o in a.objects
-    )
-    # Two annotation files for one image file (symlinks resolved): keep the one named like the image,
-    # else the first by path.
-    real = [real_path(os.path.join(root, a.image), cache) for a in anns]
-    owner: dict = {}
-    for key, ann in zip(real, anns):
-        if key not in owner or _owner_rank(ann) < _owner_rank(owner[key]):
-            owner[key] = ann
-    records = []
-    for key, ann in zip(real, anns):
-        if owner[key] is not ann:
-            problems.append(Problem(ann.xml_path, f"image {ann.image} is already annotated by {owner[key].xml_path}",
-                                    field="filename", kind="duplicate_image"))
-            continue
-        rec, probs = to_record(ann, cmap)
-        problems.extend(probs)
-        records.append(rec)
-    return RecordSet(cmap.names, root, records, {"inputs": len(files)}), problems
-
-
-def _stem(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
-
-
-def _owner_rank(ann) -> tuple[bool, str]:
-    """Which of several annotations of one image wins: the one named like the image, then the first path."""
-    return _stem(ann.xml_path) != _stem(ann.image), ann.xml_path
-
-
 def summarize(rs: RecordSet, problems: list[Problem], inputs: int, seconds: float) -> dict:
     """Counts for the CLI and the report.
 
-    Keys: ``source``, ``format``, ``inputs`` (annotation files / COCO image entries), ``images`` (kept),
+    Keys: ``source``, ``format``, ``detected`` (why the format was chosen, None when given), ``inputs``
+    (VOC files, COCO / CVAT image entries, Label Studio tasks, YOLO / CSV images), ``images`` (kept),
     ``images_skipped``, ``empty_images``, ``boxes``, ``boxes_skipped``, ``classes``, ``per_class``
-    (name -> boxes), ``problems``, ``problems_by_kind``, ``problems_by_action``, ``seconds``.
+    (name -> boxes), ``splits`` (split -> images; empty when the source has none), ``problems``,
+    ``problems_by_kind``, ``problems_by_action``, ``seconds``.
     """
     counts = Counter()
     for r in rs.records:
         counts.update(r.labels.tolist())
-    box_level = ("object[", "annotations[")
+    box_level = ("object[", "annotations[")  # VOC / COCO fields; the other formats' box problems go by kind
     return {
         "source": rs.meta.get("source"),
         "format": rs.meta.get("format"),
+        "detected": rs.meta.get("detected"),
         "inputs": inputs,
         "images": len(rs.records),
         "images_skipped": max(inputs - len(rs.records), 0),
         "empty_images": sum(1 for r in rs.records if r.num_boxes == 0),
         "boxes": sum(r.num_boxes for r in rs.records),
-        "boxes_skipped": sum(1 for p in problems if p.action == "skipped" and (p.field or "").startswith(box_level)),
+        "boxes_skipped": sum(1 for p in problems if p.action == "skipped"
+                             and ((p.field or "").startswith(box_level) or p.kind in BOX_KINDS)),
         "classes": rs.num_classes,
         "per_class": {n: counts.get(k, 0) for k, n in enumerate(rs.class_names, 1)},
+        "splits": dict(sorted(Counter(r.split for r in rs.records if r.split).items())),
         "problems": len(problems),
         "problems_by_kind": dict(sorted(Counter(p.kind for p in problems).items())),
         "problems_by_action": dict(sorted(Counter(p.action for p in problems).items())),

@@ -37,12 +37,21 @@ _ORIENT_TAG = 0x0112
 
 
 class ImageError(Exception):
-    """An image that cannot be used; ``kind`` is the machine-readable problem kind."""
+    """An image that cannot be read or used (the one image error of the project, in data_tools and detect).
 
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
+    ``path`` names the image, ``reason`` says why (without the path), ``kind`` is the machine-readable
+    problem kind (``missing_image``, ``empty_image``, ``huge_image``, ``truncated_image``, ...);
+    ``str(error)`` is ``"<path>: <reason>"``.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, kind: str = "unreadable_image") -> None:
+        super().__init__(f"{os.fspath(path)}: {reason}")
+        self.path = os.fspath(path)
         self.reason = reason
+        self.kind = kind
+
+    def __reduce__(self):  # picklable across DataLoader workers / multiprocessing
+        return type(self), (self.path, self.reason, self.kind)
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
         f = open_regular(path, MAX_IMAGE_BYTES)
     except UnsafeFile as e:
         kind = "missing_image" if e.kind in ("missing_file", "unreadable_file") else e.kind
-        raise ImageError(kind, f"image {os.fspath(path)} {e.reason}") from None
+        raise ImageError(path, e.reason, kind) from None
     with f:
         return _probe_open(path, f)
 
@@ -76,34 +85,34 @@ def probe_image(path: str | os.PathLike) -> ImageInfo:
 def _probe_open(path, f) -> ImageInfo:
     """:func:`probe_image` on the already opened regular file ``f``."""
     if os.fstat(f.fileno()).st_size == 0:
-        raise ImageError("empty_image", f"image file {os.fspath(path)} is empty (0 bytes)")
+        raise ImageError(path, "image file is empty (0 bytes)", "empty_image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(f) as img:
-                info = _header_info(img)
+                info = _header_info(img, path)
                 if info.raw_width * info.raw_height > MAX_PIXELS:
-                    raise ImageError("huge_image", _huge_msg(path, info.raw_width, info.raw_height))
+                    raise ImageError(path, _huge_msg(info.raw_width, info.raw_height), "huge_image")
                 _check_complete(path, f, img, info.format)
     except ImageError:
         raise
     except Image.DecompressionBombError:
-        raise ImageError("huge_image", f"image {os.fspath(path)} has more than {MAX_PIXELS:,} pixels") from None
+        raise ImageError(path, f"image has more than {MAX_PIXELS:,} pixels", "huge_image") from None
     except UnidentifiedImageError:
-        raise ImageError("not_an_image", f"{os.fspath(path)} is not an image PIL can read") from None
+        raise ImageError(path, "not an image PIL can read", "not_an_image") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError("unreadable_image", f"cannot read image {os.fspath(path)}: {e}") from None
+        raise ImageError(path, f"cannot read image: {e}", "unreadable_image") from None
     return info
 
 
-def _huge_msg(path, w: int, h: int) -> str:
-    return f"image {os.fspath(path)} is {w}x{h} ({w * h:,} pixels, limit {MAX_PIXELS:,})"
+def _huge_msg(w: int, h: int) -> str:
+    return f"image is {w}x{h} ({w * h:,} pixels, limit {MAX_PIXELS:,})"
 
 
-def _header_info(img: Image.Image) -> ImageInfo:
+def _header_info(img: Image.Image, path: str | os.PathLike) -> ImageInfo:
     raw_w, raw_h = img.size
     if raw_w <= 0 or raw_h <= 0:
-        raise ImageError("unreadable_image", f"image header gives size {raw_w}x{raw_h}")
+        raise ImageError(path, f"image header gives size {raw_w}x{raw_h}", "unreadable_image")
     orientation = 1
     # PNG keeps EXIF in a chunk that PIL only reaches by decoding, unless it comes before the pixels.
     if img.format != "PNG" or "exif" in img.info:
@@ -141,7 +150,7 @@ def _check_complete(path, f, img: Image.Image, fmt: str) -> None:
         except (OSError, SyntaxError, ValueError):
             ok = False
     if not ok:
-        raise ImageError("truncated_image", f"image {os.fspath(path)} is truncated (no {fmt} end marker)")
+        raise ImageError(path, f"image is truncated (no {fmt} end marker)", "truncated_image")
 
 
 def resolve_size(declared: tuple[int, int] | None, info: ImageInfo) -> tuple[int, int, int, str | None, str | None]:

@@ -6,7 +6,9 @@ An output may replace only an earlier output of the same kind, recognised by its
   pickled ``data_tools`` classes, so the rebuild command that a stale file prints still works);
 - ``report``: a ``convert --report`` JSON (``{"summary": ...``);
 - ``coco``: an ``export-coco`` JSON (its ``info.description`` says ``retail-detect dataset``);
-- ``plot``: a PNG that matplotlib wrote (``stats --plot``).
+- ``plot``: a PNG that matplotlib wrote (``stats --plot``);
+- ``cvat`` / ``labelstudio`` / ``csv``: an ``export`` file of that format (CVAT's task name
+  ``retail-detect export``, Label Studio tasks ``exported_by`` ``retail-detect``, our CSV header).
 
 Anything else that exists there (a photo, a ``.pt`` checkpoint, someone's notes, a FIFO) is refused
 with one line saying what it looks like; an empty file may be replaced. :func:`check_output` also refuses the command's inputs
@@ -32,6 +34,11 @@ _OWN = {
     "coco": (lambda h: h.lstrip(_BOM_SPACE).startswith(b"{") and b'"retail-detect dataset' in h,
              "a COCO file written by export-coco"),
     "plot": (lambda h: h.startswith(b"\x89PNG\r\n\x1a\n") and b"Matplotlib" in h, "a plot written by stats"),
+    "cvat": (lambda h: b"<annotations>" in h and b"<name>retail-detect export</name>" in h,
+             "a CVAT file written by export"),
+    "labelstudio": (lambda h: h.lstrip(_BOM_SPACE).startswith(b"[") and b'"exported_by": "retail-detect"' in h,
+                    "a Label Studio file written by export"),
+    "csv": (lambda h: h.startswith(b"image,x1,y1,x2,y2,label,width,height\n"), "a CSV written by export"),
 }
 
 _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"PK\x03\x04", "a zip archive (e.g. a .pt)"),
@@ -58,7 +65,7 @@ def check_output(out: str | os.PathLike, kind: str, inputs: Iterable[str | os.Pa
 
     Args:
         out: the output file.
-        kind: ``"dataset"``, ``"report"``, ``"coco"`` or ``"plot"``.
+        kind: ``"dataset"``, ``"report"``, ``"coco"``, ``"plot"``, ``"cvat"``, ``"labelstudio"`` or ``"csv"``.
         inputs: files the command reads; ``out`` must be none of them.
         input_dirs: folders the command reads files from; an existing file of another kind in one of them
             is called an input in the message.

@@ -64,6 +64,8 @@ class Record:
         labels: int64 ``[N]`` in ``1..K``.
         difficult, truncated: bool ``[N]`` flags from the annotation.
         source: annotation file the record came from (for error messages).
+        split: the subset the source put the image in (``"train"``, ``"val"``, ``"test"``; a YOLO export's
+            sub-folder, CVAT's ``subset``), or ``""`` when the source had none.
     """
 
     image: str
@@ -74,6 +76,7 @@ class Record:
     difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     truncated: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     source: str = ""
+    split: str = ""
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -87,7 +90,8 @@ class Record:
         return len(self.boxes)
 
     def to_dict(self) -> dict:
-        return {
+        """Plain-data form; ``split`` is stored only when set (files without splits read in older versions)."""
+        d = {
             "image": self.image,
             "width": int(self.width),
             "height": int(self.height),
@@ -97,6 +101,9 @@ class Record:
             "truncated": self.truncated.copy(),
             "source": self.source,
         }
+        if self.split:
+            d["split"] = self.split
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Record:

@@ -10,6 +10,7 @@ folds (k-fold), so every stratum is split in the requested proportion to within 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace as dc_replace
 
 import numpy as np
 
@@ -80,7 +81,20 @@ def kfold(rs: RecordSet, k: int = 5, seed: int = 0, by: str = "rarest") -> list[
     return folds
 
 
-def _part(rs: RecordSet, idx: np.ndarray, meta: dict) -> RecordSet:
+def split_by_field(rs: RecordSet) -> dict[str, RecordSet]:
+    """The splits the source came with (``Record.split``: a YOLO export's folders, CVAT subsets), by name
+    (``train``, ``val``, ``test``, others sorted); records without one go to ``unassigned``."""
+    order = {"train": 0, "val": 1, "test": 2}
+    names = sorted({r.split or "unassigned" for r in rs.records}, key=lambda n: (order.get(n, 3), n))
+    return {n: _part(rs, np.array([i for i, r in enumerate(rs.records) if (r.split or "unassigned") == n], np.int64),
+                     {"split": n, "from": "source"}, keep_split=True) for n in names}
+
+
+def _part(rs: RecordSet, idx: np.ndarray, meta: dict, keep_split: bool = False) -> RecordSet:
+    """The records at ``idx`` with ``meta`` added. A new split supersedes the one the source came with, so the
+    records' own ``split`` is cleared (else ``data.train`` would keep only the old ``train`` images of it)."""
     part = rs.subset(idx.tolist())
     part.meta.update(meta)
+    if not keep_split:
+        part.records = [dc_replace(r, split="") if r.split else r for r in part.records]
     return part

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections import Counter
 
 import numpy as np
 
-from data_tools.atomic import atomic_write_bytes
+from data_tools.figures import pyplot, save_png
 from data_tools.records import RecordSet
 
 SIZE_BINS = [0, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 1024, 1e9]
@@ -88,10 +87,7 @@ def format_stats(stats: dict) -> str:
 
 def plot_stats(stats: dict, png: str | os.PathLike) -> None:
     """Save a 2x2 figure (boxes per class, objects per image, box sizes, aspects) to ``png``, atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(2, 2, figsize=(12, 8))
     names = list(stats["per_class"])
@@ -109,7 +105,4 @@ def plot_stats(stats: dict, png: str | os.PathLike) -> None:
         a.set_title(title)
     fig.suptitle(f"{stats['images']} images, {stats['boxes']} boxes, {stats['classes']} classes")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(png, buf.getvalue())
+    save_png(fig, png)

@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import posixpath
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ MAX_ARRAY_BYTES = 1 << 30
 """Largest single array a dataset file may rebuild (1 GiB); checked before numpy allocates it."""
 MAX_META_DEPTH = 32
 _RECORD_KEYS = {"image", "width", "height", "boxes", "labels", "difficult", "truncated", "source"}
+_OPTIONAL_KEYS = {"split"}
 _DTYPE_KINDS = "biuf"
 
 _NUMPY_MULTIARRAY = "numpy.core.multiarray" if int(np.__version__.split(".")[0]) < 2 else "numpy._core.multiarray"
@@ -151,12 +153,41 @@ def save_dataset(rs: RecordSet, path: str | os.PathLike) -> None:
         pickle.dump(payload, f, protocol=PICKLE_PROTOCOL)
 
 
-def load_dataset(path: str | os.PathLike) -> RecordSet:
+def is_dataset_path(path: str | os.PathLike) -> bool:
+    """True for a path to read as a dataset file: a ``.pkl`` name, or an existing file that starts like a pickle
+    (anything not a regular file counts too, so the reader refuses it with its reason)."""
+    p = os.fspath(path)
+    if p.lower().endswith(".pkl"):
+        return True
+    try:
+        st = os.stat(p)
+    except OSError:
+        return os.path.lexists(p)  # a broken link or a loop: refused by the reader; a missing path: a label source
+    if stat.S_ISDIR(st.st_mode):
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return True
+    try:
+        with open(p, "rb") as f:
+            return f.read(1) == b"\x80"
+    except OSError:
+        return True
+
+
+def load_dataset(path: str | os.PathLike, class_names: list[str] | None = None, log=None) -> RecordSet:
     """Read a dataset file written by :func:`save_dataset`. Raises :class:`DatasetFileError` if unusable.
 
     Every value is checked (:func:`_check_fields`, :func:`_check_values`); a bad one is refused with its place in the file,
     e.g. ``records[3].boxes[0]: NaN coordinate``.
+
+    Any other path (a VOC or YOLO folder, a COCO / Label Studio JSON, a CVAT XML, a CSV) is converted, or read from
+    the conversion cache (:func:`data_tools.sources.load_source`); ``class_names`` then sets its label order and
+    ``log`` receives the conversion summary. For a dataset file both are unused (the caller compares classes).
     """
+    if not is_dataset_path(path):
+        from data_tools.sources import load_source
+
+        return load_source(path, class_names, log)
     path = Path(path)
     try:
         with open_regular(path, MAX_DATASET_BYTES) as f:
@@ -203,7 +234,7 @@ def _to_recordset(path: Path, payload: dict) -> RecordSet:
     if _depth(meta) > MAX_META_DEPTH:
         raise DatasetFileError(f"{path}: meta is nested deeper than {MAX_META_DEPTH} levels")
     for i, d in enumerate(records):
-        if not isinstance(d, dict) or set(d) != _RECORD_KEYS:
+        if not isinstance(d, dict) or not _RECORD_KEYS <= set(d) <= _RECORD_KEYS | _OPTIONAL_KEYS:
             keys = sorted(map(str, d)) if isinstance(d, dict) else type(d).__name__
             raise DatasetFileError(f"{path}: records[{i}] is damaged (keys {keys})")
         bad = _check_fields(d)
@@ -230,6 +261,8 @@ def _check_fields(d: dict) -> str | None:
         return f"image: {image!r} leaves the image root"
     if not isinstance(d["source"], str):
         return f"source: {d['source']!r} is not a string"
+    if not isinstance(d.get("split", ""), str):
+        return f"split: {d['split']!r} is not a string"
     for key in ("width", "height"):
         v = d[key]
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:

@@ -166,7 +166,7 @@ def parse_voc(
     try:
         info = probe_image(image_path)
     except ImageError as e:
-        return None, [*problems, Problem(file, e.reason, line=where, field="filename", kind=e.kind)]
+        return None, [*problems, Problem(file, str(e), line=where, field="filename", kind=e.kind)]
 
     declared, size_line = _read_size(el)
     width, height, orientation, kind, reason = resolve_size(declared, info)
@@ -340,13 +340,15 @@ def _fmt(v: float) -> str:
     return str(int(v)) if v.is_integer() else repr(v)
 
 
-def write_voc(record: Record, class_names: list[str], path: str | os.PathLike, filename: str | None = None) -> None:
+def write_voc(record: Record, class_names: list[str], path: str | os.PathLike, filename: str | None = None,
+              durable: bool = True) -> None:
     """Write ``record`` as a labelImg-style VOC XML file, atomically (inverse of :func:`read_voc`).
 
     Args:
         class_names: label ``k`` is written as ``class_names[k - 1]``.
         path: the XML file to write (its folder is created if needed).
         filename: ``<filename>`` to write; default: the base name of ``record.image``.
+        durable: see :func:`data_tools.atomic.atomic_open` (a bulk export flushes once at the end).
     """
     ann = etree.Element("annotation")
 
@@ -380,4 +382,4 @@ def write_voc(record: Record, class_names: list[str], path: str | os.PathLike, f
     etree.indent(ann, space="\t")
     data = etree.tostring(ann, encoding="utf-8") + b"\n"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, durable)

@@ -1,3 +1,5 @@
+"""``python -m detect`` runs the ``retail-detect`` command line."""
+
 from detect.engine.threads import openmp_env_defaults
 
 openmp_env_defaults()  # before anything imports torch

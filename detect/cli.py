@@ -61,7 +61,7 @@ def _predict(args: argparse.Namespace) -> int:
     summary = run_predict(
         args.weights, args.sources, args.out, conf=args.conf, device=args.device, csv=args.csv,
         draw=not args.no_draw, tile=args.tile, rows=not args.no_rows, batch_size=args.batch,
-        proposals=args.proposals, exist_ok=args.exist_ok,
+        proposals=args.proposals, exist_ok=args.exist_ok, save_labels=args.save_labels,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary.get("class_counts", {}).items())
     for key in ("json", "csv", "out_dir"):
@@ -72,12 +72,20 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"{summary['images_per_s']:.1f} images/s on {summary['device']}; wrote {summary['json']}"
           + (f", {summary['csv']}" if summary.get("csv") else "")
           + (f", {summary['drawn']} drawn images in {Path(summary['out_dir']) / 'images'}/" if summary.get("drawn") else ""))
+    lab = summary.get("labels")
+    if lab:
+        print(f"labels ({lab['format']}, {lab['boxes']} boxes on {lab['images']} images"
+              + (f", {lab['dropped']} boxes under 1 px left out" if lab["dropped"] else "")
+              + f") in {_short(lab['dir'])}/: open them in the labelling tool to correct, then "
+              f"retail-data convert {_short(lab['dir'])} -o corrected.pkl")
+        for p in lab["problems"]:
+            print(f"warning: {p['file']}: {p['reason']}", file=sys.stderr)
     return 1 if summary.get("images", 0) == 0 else 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from detect.bench import run_bench
     from detect.models.build import NAMES
+    from detect.tools.bench import run_bench
 
     run_bench(
         models=_names(args.models, NAMES), size=args.size, batch=args.batch,
@@ -88,22 +96,22 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from detect.export import export_model
+    from detect.tools.export import export_model
 
     export_model(args.weights, args.format, args.out, batch=args.batch, image_size=args.size, check=not args.no_check)
     return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from detect.tune import run_tune
+    from detect.tools.tune import run_tune
 
     run_tune(args.config, args.grid, args.overrides, folds=args.folds, epochs=args.epochs, out=args.out, seed=args.seed)
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from detect.compare import run_compare
     from detect.models.build import NAMES
+    from detect.tools.compare import run_compare
 
     run_compare(args.data, args.train, args.val, args.budget_minutes, tuple(_names(args.models, NAMES)),
                 args.configs, args.out, args.device, args.overrides, steps=args.steps, peers=args.peers,
@@ -112,7 +120,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from detect.demo import run_demo
+    from detect.tools.demo import run_demo
 
     run_demo(args.out, images=args.images, minutes=args.minutes, device=args.device)
     return 0
@@ -167,9 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=0.01")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset .pkl")
+    p = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset (.pkl or labels)")
     p.add_argument("--weights", required=True)
-    p.add_argument("--data", required=True, help="dataset .pkl (retail-data convert/split)")
+    p.add_argument("--data", required=True,
+                   help="dataset .pkl (retail-data convert/split), or a label folder / file of any format (converted "
+                        "in the checkpoint's class order and cached)")
     p.add_argument("--json", default=None, help="write metrics (and per-class AP) to this JSON")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch", type=int, default=32)
@@ -195,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--proposals", default=None,
                    help="Fast R-CNN: external proposals JSON {image: [[x1, y1, x2, y2], ...]} (skips the RPN)")
+    p.add_argument("--save-labels", choices=["voc", "coco", "yolo", "cvat", "labelstudio"], default=None,
+                   help="also write the detections as labels of this format in OUT/labels/ (with the photos "
+                        "hard-linked beside them) to correct in labelImg, CVAT or Label Studio")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("audit", help="shelf audit: planogram compliance, out-of-stock gaps, share of shelf")
@@ -237,9 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_tune)
 
     p = sub.add_parser("compare", help="our detectors (and torchvision's peers): same split, backbone, size and budget")
-    p.add_argument("--data", default=None, help="dataset .pkl, split 80/20 here (or give --train and --val)")
-    p.add_argument("--train", default=None)
-    p.add_argument("--val", default=None)
+    p.add_argument("--data", default=None,
+                   help="dataset .pkl or label folder / file, split 80/20 here (or give --train and --val)")
+    p.add_argument("--train", default=None, help="dataset .pkl or label folder / file")
+    p.add_argument("--val", default=None, help="dataset .pkl or label folder / file")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per detector: equal work (default 300)")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="train each detector for this many minutes instead of --steps")

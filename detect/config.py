@@ -34,6 +34,8 @@ class DataConfig:
     workers: int = -1  # DataLoader worker processes; 0 = load in the main process; -1 = automatic from the
     # cores free on this machine: on the CPU one per 4 free cores (0 below 4), on a GPU all free cores but one (max 8)
     pin_memory: bool = True  # only used on CUDA
+    proposals: str | None = None  # external region proposals JSON ({image: [[x1, y1, x2, y2], ...]} in original
+    # pixels, or predict's predictions.json) for Fast R-CNN: they replace its RPN and move with augmentation
 
 
 @dataclass
@@ -87,7 +89,7 @@ class FastRCNNConfig:
     fg_iou: float = 0.5
     bg_iou: float = 0.5
     head_dim: int = 512  # width of the two fully connected layers
-    proposals: str | None = None  # JSON file of external proposals per image: skips the RPN
+    rpn: bool = True  # False: no RPN, the proposals come from data.proposals (set automatically with it)
 
 
 @dataclass
@@ -339,7 +341,7 @@ def get_key(cfg: Config, dotted: str) -> Any:
 
 def validate(cfg: Config) -> Config:
     """Refuse out-of-range numbers and unknown enumerated values, naming the key; returns ``cfg``."""
-    from detect.models.build import NAMES, PEER_NAMES  # the registry (imported here: it imports the models)
+    from detect.models.build import NAMES, PEER_NAMES, takes_proposals  # the registry (it imports the models)
 
     for key, allowed in {"model.name": NAMES + PEER_NAMES, **CHOICES}.items():
         value = get_key(cfg, key)
@@ -352,12 +354,37 @@ def validate(cfg: Config) -> Config:
     scale = cfg.augment.scale
     if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
         raise ConfigError(f"augment.scale: must be [low, high] with 0 < low <= high, got {list(cfg.augment.scale)}")
+    if cfg.data.proposals is not None:
+        takers = [n for n in NAMES if takes_proposals(n)]
+        if not takes_proposals(cfg.model.name):
+            raise ConfigError(f"data.proposals: model.name={cfg.model.name} has no use for external proposals "
+                              f"(models that take them: {', '.join(takers)})")
+        cfg.model.fast_rcnn.rpn = False  # the proposals replace the RPN
     return cfg
+
+
+# Keys that moved: old name -> new name. Recipes and checkpoints written before the move still load.
+MOVED_KEYS: dict[str, str] = {"model.fast_rcnn.proposals": "data.proposals"}
+
+
+def _migrate(values: dict) -> dict:
+    """``values`` with every key of :data:`MOVED_KEYS` under its new name (a null old value is dropped)."""
+    out = _merge({}, values)
+    for old, new in MOVED_KEYS.items():
+        *parents, leaf = old.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            value = node.pop(leaf)
+            if value is not None:
+                _set_path(out, new, value)
+    return out
 
 
 def config_from_dict(values: dict, overrides: list[str] | None = None) -> Config:
     """Build and :func:`validate` a :class:`Config` from a nested dict plus ``key=value`` overrides."""
-    return validate(_build(Config, _merge(values or {}, parse_overrides(overrides)), ""))
+    return validate(_build(Config, _migrate(_merge(values or {}, parse_overrides(overrides))), ""))
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, Any]:

@@ -17,9 +17,13 @@ def aligned(rows: list[list[str]], left: int = 0) -> str:
 
 
 def write_dicts_csv(rows: list[dict], path: Path) -> None:
-    """One CSV row per dict (columns: the first dict's keys), written atomically."""
+    """One CSV row per dict, written atomically; columns: the union of the keys in first-seen order (a row
+    without a key leaves its cell empty); floats as written by ``str``."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w = csv.DictWriter(buf, fieldnames=list(keys))
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())

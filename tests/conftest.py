@@ -16,6 +16,18 @@ from data_tools.store import save_dataset
 from data_tools.synth import make_tiny_dataset
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _dataset_cache(tmp_path_factory):
+    """Label folders converted on the fly by the tests are cached in a temporary folder, never in ~/.cache."""
+    old = os.environ.get("RETAIL_DETECT_CACHE")
+    os.environ["RETAIL_DETECT_CACHE"] = str(tmp_path_factory.mktemp("dataset_cache"))
+    yield
+    if old is None:
+        os.environ.pop("RETAIL_DETECT_CACHE", None)
+    else:
+        os.environ["RETAIL_DETECT_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def shelf_split(tmp_path_factory) -> dict[str, Path]:
     """48 synthetic 160x128 shelf photos of 3 brands, split 38/10: ``{"train", "val", "root"}`` paths."""

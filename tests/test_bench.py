@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from detect.bench import FAMILIES, format_table, run_bench, synthetic_batch
-from detect.bench_peers import PEER_BUILDERS, build_peer
 from detect.config import ModelConfig
+from detect.models.torchvision_peers import PEER_BUILDERS, build_peer
+from detect.tools.bench import FAMILIES, format_table, run_bench, synthetic_batch
 
 SIZE, K = 64, 3
 

@@ -32,3 +32,24 @@ def test_out_of_range_and_unknown_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         config_from_dict({}, [override])
     assert message in str(err.value)
+
+
+def test_data_proposals_replace_the_rpn_and_only_fast_rcnn_takes_them():
+    from detect.config import ConfigError, config_from_dict
+    from detect.models.build import build_model
+
+    cfg = config_from_dict({"model": {"name": "fast_rcnn", "backbone_weights": "none"}}, ["data.proposals=p.json"])
+    assert cfg.model.fast_rcnn.rpn is False
+    model = build_model(cfg.model, 2)
+    assert model.rpn is None and model.needs_proposals
+    with pytest.raises(ConfigError, match="data.proposals: model.name=ssd has no use for external proposals"):
+        config_from_dict({"model": {"name": "ssd"}}, ["data.proposals=p.json"])
+
+
+def test_moved_keys_still_load_from_old_recipes_and_checkpoints():
+    from detect.config import config_from_dict
+
+    old = config_from_dict({"model": {"name": "fast_rcnn", "fast_rcnn": {"proposals": None, "head_dim": 256}}})
+    assert old.data.proposals is None and old.model.fast_rcnn.rpn and old.model.fast_rcnn.head_dim == 256
+    moved = config_from_dict({"model": {"name": "fast_rcnn"}}, ["model.fast_rcnn.proposals=p.json"])
+    assert moved.data.proposals == "p.json" and moved.model.fast_rcnn.rpn is False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from detect.demo import DEMO_EPOCHS, demo_config, run_demo
+from detect.tools.demo import DEMO_EPOCHS, demo_config, run_demo
 
 
 def test_demo_recipe_is_a_step_budget_with_a_time_limit(tmp_path):

@@ -10,10 +10,9 @@ import torch
 
 from detect.cli import main
 from detect.config import config_from_dict
-from detect.engine.checkpoint import save_checkpoint
-from detect.engine.predictor import load_model
-from detect.export import run_exported
+from detect.engine.checkpoint import load_model, save_checkpoint
 from detect.models.build import build_model
+from detect.tools.export import run_exported
 
 
 def _checkpoint(tmp_path, name: str):

@@ -29,7 +29,7 @@ def test_train_eval_predict_on_external_proposals(tiny_split, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--config", str(RECIPE), f"data.train={tiny_split['train']}", f"data.val={tiny_split['val']}",
             "data.image_size=64", "data.workers=0", "train.batch_size=3", "train.epochs=2", "train.ema=false",
-            f"model.fast_rcnn.proposals={props}", "augment.hflip=0", "augment.affine_p=0", f"train.out_dir={out}"]
+            f"data.proposals={props}", f"train.out_dir={out}"]  # the recipe's flips and affines move them too
     assert main(args) == 0
     assert "best val AP" in capsys.readouterr().out
 
@@ -59,7 +59,7 @@ def test_train_eval_predict_on_external_proposals(tiny_split, tmp_path, capsys):
 
 
 def test_proposals_file_errors_name_the_file_and_key(tiny_split, tmp_path, capsys):
-    from detect.models.proposals_io import ProposalsError, ProposalsForFiles
+    from detect.data.proposals import ProposalsError, ProposalsForFiles
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"a.jpg": [[10, 10, 5, 20]]}')

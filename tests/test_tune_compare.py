@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from detect.cli import main
-from detect.tune import combo_name, parse_grid
+from detect.tools.tune import combo_name, parse_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["data.image_size=64", "data.workers=0", "train.batch_size=4", "train.max_steps=0"]

@@ -9,8 +9,8 @@ with :class:`detect.engine.predictor.Predictor` (large photos are tiled); audit 
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from detect.audit import report
@@ -21,10 +21,9 @@ from detect.audit.metrics import load_truth, score_audit
 from detect.audit.photo import AuditOptions, audit_photo
 from detect.audit.planogram import load_planogram
 from detect.engine import predict_output as po
-from detect.engine.predictor import Predictor, expand_sources
+from detect.engine.predictor import Predictor
+from detect.engine.sources import expand_sources
 from detect.engine.tiling import TileOptions
-
-log = logging.getLogger(__name__)
 
 
 def _usable(folder: Path) -> bool:
@@ -68,8 +67,9 @@ def run_audit(
     batch_size: int = 8,
     workers: int = 2,
     image_size: int | None = None,
+    log: Callable[[str], None] = print,
 ) -> dict:
-    """Audit every photo of ``sources``.
+    """Audit every photo of ``sources`` (``log``: where warnings such as a skipped photo go).
 
     Args:
         weights: checkpoint from ``retail-detect train``.
@@ -109,7 +109,7 @@ def run_audit(
     tiled = drawn = 0
     for p in predictor.iter_predictions(src, keep_images=draw, workers=workers):
         if p.error is not None:
-            log.warning("skipped %s", p.error)
+            log(f"warning: skipped {p.error}")
             errors.append(p.error.to_dict())
             continue
         r = p.result

@@ -34,6 +34,7 @@ from detect.data.augment import TrainPipeline, build_pipeline, mosaic
 from detect.data.images import ImageError, read_image
 
 PROGRESS_MIN_IMAGES = 2000  # show a progress bar when caching at least this many images
+PROPOSAL_LABEL = 0  # label of the proposal boxes inside a sample (class labels are 1..K)
 
 
 def base_size(width: int, height: int, size: int) -> tuple[int, int, float]:
@@ -53,14 +54,23 @@ class DetectionDataset(Dataset):
         cache_images: keep decoded base images in RAM (module doc).
         seed: seed of the augmentation RNGs; DataLoader workers re-seed with :meth:`set_seed`.
 
+        proposals: external region proposals, per record float32 ``[P, 4]`` xyxy in original pixels
+            (:func:`detect.data.proposals.proposals_for_records`), or None.
+
     ``ds[i]`` -> ``(image uint8 [3, S, S], target)``; target = ``{"boxes": float32 [N, 4] xyxy in tensor
-    pixels, "labels": int64 [N] in 1..K, "image_id": i + 1, "scale": float, "orig_size": (H, W)}``.
+    pixels, "labels": int64 [N] in 1..K, "image_id": i + 1, "scale": float, "orig_size": (H, W)}``, plus
+    ``"proposals": float32 [P, 4]`` in tensor pixels when the dataset has them: they ride through
+    augmentation and mosaic as boxes of label :data:`PROPOSAL_LABEL`, so they move with the image.
     The image tensor is a ``[3, S, S]`` view of ``[S, S, 3]`` memory (channels-last).
     """
 
     def __init__(self, rs: RecordSet, image_size: int, augment: AugmentConfig | None, train: bool,
-                 cache_images: bool = True, seed: int = 0) -> None:
+                 cache_images: bool = True, seed: int = 0, proposals: list[np.ndarray] | None = None) -> None:
+        if proposals is not None and len(proposals) != len(rs.records):
+            raise ValueError(f"got proposals for {len(proposals)} records but the dataset has {len(rs.records)}")
         self.rs = rs
+        self.proposals = proposals
+        self.seed = seed
         self.size = int(image_size)
         self.augment = augment
         self.train = train
@@ -77,6 +87,13 @@ class DetectionDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rs.records)
+
+    def subset(self, indices: list[int]) -> DetectionDataset:
+        """The same dataset (settings, seed, proposals) over the records at ``indices``; the cache is rebuilt."""
+        rs = self.rs
+        sub = RecordSet(rs.class_names, rs.image_root, [rs.records[i] for i in indices], dict(rs.meta))
+        props = None if self.proposals is None else [self.proposals[i] for i in indices]
+        return DetectionDataset(sub, self.size, self.augment, self.train, self.cache_images, self.seed, props)
 
     # ------------------------------------------------------------------ switches
 
@@ -177,14 +194,21 @@ class DetectionDataset(Dataset):
     def base_sample(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(image [h, w, 3] uint8 with longer side S, boxes float32 [N, 4] * scale, labels int64 [N])``.
 
-        The image may be a view of the cache: copy before writing to it.
+        External proposals, if any, follow the boxes with label :data:`PROPOSAL_LABEL`. The image may be a
+        view of the cache: copy before writing to it.
         """
         rec = self.rs.records[i]
         img = self._base_image(i)
         w, h, scale = base_size(rec.width, rec.height, self.size)
-        boxes = rec.boxes.astype(np.float32).reshape(-1, 4) * np.float32(scale)
+        boxes = rec.boxes.astype(np.float32).reshape(-1, 4)
+        labels = rec.labels.astype(np.int64).reshape(-1)
+        if self.proposals is not None:
+            props = np.asarray(self.proposals[i], np.float32).reshape(-1, 4)
+            boxes = np.concatenate([boxes, props])
+            labels = np.concatenate([labels, np.full(len(props), PROPOSAL_LABEL, np.int64)])
+        boxes = boxes * np.float32(scale)
         np.clip(boxes, 0, np.array([w, h, w, h], np.float32), out=boxes)
-        return img, boxes, rec.labels.astype(np.int64).reshape(-1)
+        return img, boxes, labels
 
     # ------------------------------------------------------------------ samples
 
@@ -200,11 +224,16 @@ class DetectionDataset(Dataset):
             img = img.copy()  # never hand out a view of the cache
         if img.shape != (self.size, self.size, 3):
             raise RuntimeError(f"pipeline returned {img.shape}, expected ({self.size}, {self.size}, 3)")
+        boxes = np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)
+        labels = np.ascontiguousarray(labels, np.int64).reshape(-1)
+        is_prop = labels == PROPOSAL_LABEL
         target = {
-            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, np.float32).reshape(-1, 4)),
-            "labels": torch.from_numpy(np.ascontiguousarray(labels, np.int64).reshape(-1)),
+            "boxes": torch.from_numpy(boxes[~is_prop]),
+            "labels": torch.from_numpy(labels[~is_prop]),
             "image_id": index + 1,
             "scale": self.size / max(rec.width, rec.height),
             "orig_size": (int(rec.height), int(rec.width)),
         }
+        if self.proposals is not None:
+            target["proposals"] = torch.from_numpy(boxes[is_prop])
         return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), target

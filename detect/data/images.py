@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_tools.images import ImageError as _DataImageError
+from data_tools.images import ImageError
 
 _ORIENT_TAG = 0x0112
 # PIL.ImageOps.exif_transpose's table: EXIF orientation -> transpose method.
@@ -38,21 +38,6 @@ _TRANSPOSE = {
 _TO_RGB = {"1", "L", "P", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 _ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
 BACKGROUND = (255, 255, 255)  # transparent pixels become white (product cut-outs sit on white)
-
-
-class ImageError(_DataImageError):
-    """An image that cannot be read. ``path``, ``reason`` and ``kind`` (machine-readable) say why.
-
-    A subclass of :class:`data_tools.images.ImageError`, so ``except`` clauses for either catch it.
-    """
-
-    def __init__(self, path: str | os.PathLike, reason: str, kind: str = "unreadable_image") -> None:
-        super().__init__(kind, f"{os.fspath(path)}: {reason}")
-        self.path = os.fspath(path)
-        self.reason = reason
-
-    def __reduce__(self):  # picklable across DataLoader workers / multiprocessing
-        return type(self), (self.path, self.reason, self.kind)
 
 
 def read_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 A file that cannot be loaded gets one line naming it and the reason (truncated, not a checkpoint, an
 unsafe pickle and the global it wants), plus the newest loadable checkpoint beside it when there is one;
-never advice to load it unsafely.
+never advice to load it unsafely. :func:`load_model` rebuilds a checkpoint's model (EMA weights preferred) for
+eval, predict, export and compare; :func:`unwrap` gives the plain model inside DDP / ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from data_tools.atomic import atomic_open
+from detect.config import Config, config_from_dict
 
 CHECKPOINT_FORMAT = "retail-detect-checkpoint"
 _MAX_CHECKPOINT_BYTES = 8 << 30
@@ -134,3 +137,54 @@ def load_state_strict(model: torch.nn.Module, state: dict, path: str | Path) -> 
         else:
             detail = "weight shapes differ (the recipe's model settings do not match the checkpoint)"
         raise CheckpointError(f"{path}: weights do not fit this model: {detail}") from exc
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP / torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def _strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Drop DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) key prefixes."""
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def _ema_state(ema) -> dict[str, Tensor] | None:
+    """The EMA state dict, whether stored bare or wrapped (``{"state_dict"|"model"|"module": ...}``)."""
+    if not isinstance(ema, dict) or not ema:
+        return None
+    if all(isinstance(v, Tensor) for v in ema.values()):
+        return ema
+    for key in ("state_dict", "model", "module", "ema"):
+        if isinstance(ema.get(key), dict):
+            return _ema_state(ema[key])
+    return None
+
+
+def load_model(
+    weights: str | Path, use_ema: bool = True, score_thresh: float | None = None
+) -> tuple[nn.Module, list[str], Config]:
+    """Rebuild the model of a checkpoint: ``(model on CPU in eval mode, class_names, config)``.
+
+    ``score_thresh`` replaces the training ``model.score_thresh`` (the model then filters at ``conf``).
+    """
+    from detect.models.build import build_model  # models import nothing from the engine: no cycle
+
+    ckpt = load_checkpoint(weights)
+    require_keys(ckpt, weights)
+    cfg = config_from_dict(ckpt["config"])
+    class_names = [str(c) for c in ckpt["class_names"]]
+    cfg.model.backbone_weights = "none"  # the checkpoint has every weight: do not look for ImageNet files
+    if score_thresh is not None:
+        cfg.model.score_thresh = float(score_thresh)
+    model = build_model(cfg.model, len(class_names), cfg.data.image_size)
+    state = _ema_state(ckpt.get("ema")) if use_ema else None
+    load_state_strict(model, _strip_prefixes(state if state is not None else ckpt["model"]), weights)
+    return model.eval(), class_names, cfg

@@ -7,8 +7,11 @@ import time
 from pathlib import Path
 
 from data_tools.atomic import atomic_write_text
+from data_tools.sources import class_mismatch, select_split
 from data_tools.store import load_dataset
 from detect.data import DetectionDataset, build_loader
+from detect.data.proposals import proposals_for_records
+from detect.engine.checkpoint import load_model
 from detect.engine.evaluator import (
     coco_evaluate,
     format_metrics,
@@ -17,8 +20,7 @@ from detect.engine.evaluator import (
     write_results,
 )
 from detect.engine.outputs import check_output_file
-from detect.engine.predictor import load_model
-from detect.engine.prepare import drop_unreadable, resolve_device
+from detect.engine.prepare import check_proposals_arg, drop_unreadable, resolve_device
 
 
 def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path | None = None, device: str = "auto",
@@ -41,16 +43,14 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     dev = resolve_device(device)
     model, class_names, cfg = load_model(weights)
     model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections)
-    rs = load_dataset(data)
+    rs = select_split(load_dataset(data, class_names, log), "eval", str(data), log)  # labels: in the checkpoint's order
     if list(rs.class_names) != list(class_names):
-        raise ValueError(f"{data}: classes {rs.class_names} differ from the checkpoint's {class_names}")
-    ds = drop_unreadable(DetectionDataset(rs, cfg.data.image_size, None, False, True), log)
+        raise ValueError(class_mismatch(str(data), rs.class_names, class_names, f"the checkpoint {weights}",
+                                        rs.meta.get("source")))
+    check_proposals_arg(model, cfg.model.name, weights, proposals)
+    props = proposals_for_records(proposals, rs) if proposals is not None else None
+    ds = drop_unreadable(DetectionDataset(rs, cfg.data.image_size, None, False, True, proposals=props), log)
     loader = build_loader(ds, batch_size, False, 0, False, False, 0)
-    table = None
-    if proposals is not None:
-        from detect.models.proposals_io import load_proposals
-
-        table = load_proposals(proposals, ds.rs, cfg.data.image_size)
     lock = None
     if report is not None:  # claimed before the long part: a fresh folder (DIR -> DIR2 when it holds files)
         from detect.engine.run_dir import claim_run_dir
@@ -59,7 +59,7 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     try:
         model = model.to(dev)
         t0 = time.perf_counter()
-        results = predict_dataset(model, loader, dev, cfg.train.amp, table, progress=None)
+        results = predict_dataset(model, loader, dev, cfg.train.amp, progress=None)
         seconds = time.perf_counter() - t0
         limit = max_dets or cfg.eval.max_detections
         metrics = coco_evaluate(ds.rs, results, limit)

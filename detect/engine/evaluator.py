@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from data_tools.atomic import atomic_write_bytes, atomic_write_text
+from data_tools.atomic import atomic_write_text
 from data_tools.coco import to_coco
+from data_tools.figures import pyplot, save_png
 from data_tools.records import RecordSet
+from detect.data.proposals import model_inputs
 from detect.engine.progress import progress_bar
 
 
@@ -34,11 +36,11 @@ def _coco_gt(rs: RecordSet):
 
 @torch.no_grad()
 def predict_dataset(model: nn.Module, loader, device: torch.device, amp: bool = False,
-                    proposals: dict | None = None, progress: bool | None = False) -> list[dict]:
+                    progress: bool | None = False) -> list[dict]:
     """Run ``model`` (eval mode) over ``loader``; detections in original image pixels as COCO results.
 
-    ``proposals``: external proposals table (``detect.models.proposals_io.load_proposals``) handed to a
-    Fast R-CNN model per batch instead of its RPN. ``progress``: a progress bar (images) on stderr; None =
+    Extra inputs the batches carry (the dataset's external proposals) go to the model with the images
+    (:func:`~detect.data.proposals.model_inputs`). ``progress``: a progress bar (images) on stderr; None =
     on a terminal for long inputs (:func:`detect.engine.progress.show_progress`).
 
     Returns:
@@ -50,12 +52,7 @@ def predict_dataset(model: nn.Module, loader, device: torch.device, amp: bool = 
     for images, targets in loader:
         images = images.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            if proposals is None:
-                outputs = model(images)
-            else:
-                from detect.models.proposals_io import batch_proposals
-
-                outputs = model(images, proposals=batch_proposals(targets, proposals, device))
+            outputs = model(images, **model_inputs(targets, device))
         for out, t in zip(outputs, targets):
             boxes = (out["boxes"].float().cpu() / float(t["scale"])).numpy()
             h, w = t["orig_size"]
@@ -137,9 +134,9 @@ def coco_evaluate(rs: RecordSet, results: list[dict], max_dets: int = 300) -> di
 
 
 def evaluate_coco(model: nn.Module, loader, rs: RecordSet, device: torch.device, max_dets: int = 300,
-                  amp: bool = False, proposals: dict | None = None) -> tuple[dict, list[dict]]:
+                  amp: bool = False) -> tuple[dict, list[dict]]:
     """Predict ``loader`` (over ``rs``, in order) and evaluate: ``(metrics, COCO results)``."""
-    results = predict_dataset(model, loader, device, amp, proposals)
+    results = predict_dataset(model, loader, device, amp)
     return coco_evaluate(rs, results, max_dets), results
 
 
@@ -160,10 +157,7 @@ def plot_pr_curves(m: dict, path: str | Path) -> Path | None:
     """PNG of precision against recall at IoU 0.5, one line per class (None when there is nothing to plot)."""
     if not m.get("pr_curve"):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 5))
     rec = m["pr_curve"]["recall"]
@@ -176,10 +170,7 @@ def plot_pr_curves(m: dict, path: str | Path) -> Path | None:
     ax.set_ylim(0, 1.02)
     if len(m["pr_curve"]["precision"]) <= 30:
         ax.legend(fontsize=6, ncol=2, loc="lower left")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_png(fig, path, dpi=110, tight=True)
 
 
 def write_results(results: list[dict], path: str | Path) -> Path:

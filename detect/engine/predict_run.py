@@ -9,21 +9,23 @@ and counted; they never stop the run.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from data_tools.records import Problem
 from detect.engine import predict_output as po
-from detect.engine.predictor import Predictor, expand_sources
+from detect.engine.predict_labels import FORMATS as LABEL_FORMATS
+from detect.engine.predict_labels import check_labels_folder
+from detect.engine.predict_labels import save_labels as write_labels
+from detect.engine.predictor import Predictor
 from detect.engine.progress import progress
 from detect.engine.run_dir import claim_run_dir
 from detect.engine.shelf_rows import class_counts, group_rows
+from detect.engine.sources import expand_sources
 from detect.engine.tiling import TileOptions
-
-log = logging.getLogger(__name__)
 
 
 def run_predict(
@@ -46,6 +48,8 @@ def run_predict(
     workers: int = 2,
     proposals: str | Path | None = None,
     exist_ok: bool = False,
+    log: Callable[[str], None] = print,
+    save_labels: str | None = None,
 ) -> dict:
     """Predict every image of ``sources`` and write the outputs into ``out_dir``.
 
@@ -68,10 +72,14 @@ def run_predict(
         workers: threads decoding images and drawing.
         exist_ok: write into ``out_dir`` even when it holds files (same-named outputs are replaced).
         proposals: Fast R-CNN's external proposals JSON (skips the RPN; see :class:`Predictor`).
+        log: where progress lines and warnings (a skipped image) go.
+        save_labels: also write the detections as labels of this format under ``out_dir/labels/``
+            (``voc``, ``coco``, ``yolo``, ``cvat``, ``labelstudio``; :mod:`detect.engine.predict_labels`).
 
     Returns:
         Summary: ``images`` (predicted), ``errors``, ``detections``, ``class_counts``, ``tiled_images``,
-        ``drawn``, ``seconds``, ``images_per_s``, ``device``, ``out_dir``, ``json``, ``csv``.
+        ``drawn``, ``seconds``, ``images_per_s``, ``device``, ``out_dir``, ``json``, ``csv``, ``labels``
+        (what :func:`~detect.engine.predict_labels.save_labels` returned, or None).
 
     Raises:
         OutputError: ``out_dir`` clashes with the inputs (nothing is written).
@@ -81,6 +89,8 @@ def run_predict(
     opts = TileOptions(mode=tile, size=tile_size, overlap=tile_overlap)
     if not 0.0 <= conf <= 1.0:  # also refuses NaN
         raise ValueError(f"--conf must be in [0, 1], got {conf}")
+    if save_labels is not None and save_labels not in LABEL_FORMATS:
+        raise ValueError(f"--save-labels must be one of {', '.join(LABEL_FORMATS)}, not {save_labels!r}")
     src = expand_sources(sources)
     po.check_out_dir(out_dir, [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
@@ -91,7 +101,10 @@ def run_predict(
     folder, lock = claim_run_dir(out_dir, exist_ok=exist_ok)
     with lock:
         out = po.check_out_dir(folder, [s.path for s in src.files], src.dirs)
+        if save_labels is not None:
+            check_labels_folder(out)
         names = predictor.class_names
+        rels: list[str] = []  # mirror name of each entry (for --save-labels)
 
         entries: list[dict] = []
         errors: list[dict] = []
@@ -102,7 +115,7 @@ def run_predict(
             predictions = predictor.iter_predictions(src, keep_images=draw, workers=workers)
             for p in progress(predictions, len(src.files) + len(src.problems), "predict"):
                 if p.error is not None:
-                    log.warning("skipped %s", p.error)
+                    log(f"warning: skipped {p.error}")
                     errors.append(p.error.to_dict())
                     continue
                 r = p.result
@@ -122,9 +135,11 @@ def run_predict(
                     p.image = None
                     drawn += _drain(pending, errors, keep=2 * max(1, workers))
                 entries.append(entry)
+                rels.append(p.source.rel)
             drawn += _drain(pending, errors, keep=0)
 
         csv_path = po.write_csv(out, entries) if csv else None
+        labels = write_labels(out, save_labels, entries, rels, names) if save_labels else None
         seconds = time.perf_counter() - t0
         summary = {
             "images": len(entries),
@@ -138,6 +153,7 @@ def run_predict(
             "device": str(predictor.device),
             "out_dir": str(out),
             "csv": str(csv_path) if csv_path else None,
+            "labels": labels,
         }
         meta = {
             "weights": str(weights),
@@ -149,14 +165,6 @@ def run_predict(
             "summary": summary,
         }
         summary["json"] = str(po.write_json(out, entries, errors, meta))
-        log.info(
-            "predicted %d images (%d errors, %d detections) in %.1f s -> %s",
-            summary["images"],
-            summary["errors"],
-            summary["detections"],
-            seconds,
-            summary["json"],
-        )
         return summary
 
 

@@ -8,19 +8,16 @@ preferred), then
   (``original = tensor / scale``). Images much larger than ``S`` are tiled
   (:mod:`detect.engine.tiling`); their tiles share the same batches.
 - :meth:`Predictor.predict_paths` does the same for files, folders (recursive) and globs, decoding
-  the next batch in background threads while the current one runs. A file that cannot be read is
-  yielded as a :class:`~data_tools.records.Problem` (path + reason) and the run goes on.
+  the next batch in background threads while the current one runs (sources: :mod:`detect.engine.sources`).
+  A file that cannot be read is yielded as a :class:`~data_tools.records.Problem` (path + reason) and the
+  run goes on.
 """
 
 from __future__ import annotations
 
-import errno
-import glob
-import itertools
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,155 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from data_tools.records import Problem
-from detect.config import Config, config_from_dict
 from detect.data.augment import letterbox
-from detect.data.images import read_image
-from detect.engine.prepare import resolve_device
+from detect.data.proposals import ProposalsError, ProposalsForFiles
+from detect.engine.checkpoint import load_model
+from detect.engine.prepare import check_proposals_arg, resolve_device
+from detect.engine.sources import Source, Sources, expand_sources, read_source
 from detect.engine.tiling import TileOptions, merge_crops, plan_crops, should_tile
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-_MAGIC = set("*?[")
-
-
-# ----------------------------------------------------------------------------- sources
-
-
-@dataclass
-class Source:
-    path: Path  # the image file
-    rel: str  # mirror name for outputs (POSIX), unique within one run
-
-
-@dataclass
-class Sources:
-    files: list[Source] = field(default_factory=list)
-    dirs: list[Path] = field(default_factory=list)  # folders given as sources
-    problems: list[Problem] = field(default_factory=list)  # sources that matched nothing
-
-
-def _glob_base(pattern: str) -> Path:
-    """The fixed folder prefix of a glob: ``shelves/**/*.jpg`` -> ``shelves``."""
-    base = list(itertools.takewhile(lambda part: not (_MAGIC & set(part)), Path(pattern).expanduser().parts))
-    return Path(*base) if base else Path(".")
-
-
-def _walk_images(folder: Path) -> list[Path]:
-    out = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [
-            Path(root, f)
-            for f in sorted(files)
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
-        ]
-    return out
-
-
-def expand_sources(sources: Iterable[str | Path]) -> Sources:
-    """Image files from files, folders (recursive, image extensions, hidden entries skipped) and globs.
-
-    A file named explicitly is taken whatever its extension (reading decides); folder and glob
-    matches keep image extensions only. Each file appears once; mirror names (``Source.rel``) are
-    the file name for files, ``folder/relative/path`` for folders, the part after the glob's fixed
-    prefix for globs, made unique with ``_2``, ``_3`` suffixes.
-    """
-    out = Sources()
-    seen: set[Path] = set()
-    used: set[str] = set()
-
-    def add(path: Path, rel: str) -> None:
-        try:
-            key = path.resolve(strict=True)
-        except (OSError, RuntimeError) as exc:  # a symlink loop or a dangling link: report it, go on
-            reason = "symlink loop" if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP else exc.strerror
-            out.problems.append(Problem(str(path), f"cannot read image: {reason}", kind="bad_image"))
-            return
-        if key in seen:
-            return
-        seen.add(key)
-        if ".." in Path(rel).parts or Path(rel).is_absolute():  # keep mirrors under --out
-            rel = path.name
-        stem, suffix, k = Path(rel).with_suffix("").as_posix(), Path(rel).suffix, 2
-        while rel.lower() in used:
-            rel, k = f"{stem}_{k}{suffix}", k + 1
-        used.add(rel.lower())
-        out.files.append(Source(path, rel))
-
-    for src in map(str, sources):
-        p = Path(src).expanduser()
-        if p.is_dir():
-            out.dirs.append(p)
-            name = p.resolve().name or "root"
-            for f in _walk_images(p):
-                add(f, (Path(name) / f.relative_to(p)).as_posix())
-        elif p.is_file():
-            add(p, p.name)
-        elif _MAGIC & set(src):
-            base = _glob_base(src)
-            hits = sorted(Path(h) for h in glob.glob(os.path.expanduser(src), recursive=True))
-            hits = [h for h in hits if h.is_file() and h.suffix.lower() in IMAGE_EXTENSIONS]
-            for h in hits:
-                rel = h.relative_to(base) if h.is_relative_to(base) else Path(h.name)
-                add(h, rel.as_posix())
-            if not hits:
-                out.problems.append(Problem(src, "glob matched no image files", kind="no_match"))
-        else:
-            out.problems.append(Problem(src, "no such file or folder", kind="missing_source"))
-    return out
-
-
-# ----------------------------------------------------------------------------- model loading
-
-
-def _strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Drop DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) key prefixes."""
-    out = {}
-    for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
-
-
-def _ema_state(ema) -> dict[str, Tensor] | None:
-    """The EMA state dict, whether stored bare or wrapped (``{"state_dict"|"model"|"module": ...}``)."""
-    if not isinstance(ema, dict) or not ema:
-        return None
-    if all(isinstance(v, Tensor) for v in ema.values()):
-        return ema
-    for key in ("state_dict", "model", "module", "ema"):
-        if isinstance(ema.get(key), dict):
-            return _ema_state(ema[key])
-    return None
-
-
-def load_model(
-    weights: str | Path, use_ema: bool = True, score_thresh: float | None = None
-) -> tuple[nn.Module, list[str], Config]:
-    """Rebuild the model of a checkpoint: ``(model on CPU in eval mode, class_names, config)``.
-
-    ``score_thresh`` replaces the training ``model.score_thresh`` (the model then filters at ``conf``).
-    """
-    from detect.engine.checkpoint import load_checkpoint
-    from detect.models.build import build_model
-
-    ckpt = load_checkpoint(weights)
-    for key in ("model", "config", "class_names"):
-        if key not in ckpt:
-            raise ValueError(f"{weights}: not a retail-detect checkpoint (no '{key}' entry)")
-    cfg = config_from_dict(ckpt["config"])
-    class_names = [str(c) for c in ckpt["class_names"]]
-    cfg.model.backbone_weights = "none"  # the checkpoint has every weight: do not look for ImageNet files
-    if score_thresh is not None:
-        cfg.model.score_thresh = float(score_thresh)
-    model = build_model(cfg.model, len(class_names), cfg.data.image_size)
-    state = _ema_state(ckpt.get("ema")) if use_ema else None
-    model.load_state_dict(_strip_prefixes(state if state is not None else ckpt["model"]))
-    return model.eval(), class_names, cfg
-
-
-# ----------------------------------------------------------------------------- predictor
 
 
 @dataclass
@@ -222,13 +76,8 @@ class Predictor:
             model, class_names, size, device, conf, tile, batch_size, amp, m.nms_thresh, m.max_detections
         )
         self.config = cfg
-        if proposals is not None and m.name != "fast_rcnn":
-            raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {m.name} model")
-        if proposals is None and m.name == "fast_rcnn" and getattr(model, "rpn", True) is None:
-            raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")
+        check_proposals_arg(model, m.name, weights, proposals)
         if proposals is not None:
-            from detect.models.proposals_io import ProposalsForFiles
-
             self.proposals = ProposalsForFiles(proposals)
 
     @classmethod
@@ -379,10 +228,10 @@ class Predictor:
         if not chunks:
             return
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            pending = [pool.submit(_read, s.path) for s in chunks[0]]
+            pending = [pool.submit(read_source, s.path) for s in chunks[0]]
             for k, chunk in enumerate(chunks):
                 loaded = [f.result() for f in pending]
-                pending = [pool.submit(_read, s.path) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
+                pending = [pool.submit(read_source, s.path) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
                 props = self._chunk_proposals(chunk, loaded)
                 good = [j for j, (img, _) in enumerate(loaded) if img is not None and not isinstance(props[j], str)]
                 results = iter(self._predict_chunk([loaded[j][0] for j in good],
@@ -404,8 +253,6 @@ class Predictor:
         """Per image of a chunk: its external proposals, a reason string when they are missing or bad, or None."""
         if self.proposals is None:
             return [None] * len(chunk)
-        from detect.models.proposals_io import ProposalsError
-
         out: list[np.ndarray | str | None] = []
         for s, (img, _) in zip(chunk, loaded):
             if img is None:
@@ -447,11 +294,3 @@ class Predictor:
         """``(path, result)`` per image (result as in :meth:`predict_images`), or ``(path, Problem)``."""
         for p in self.iter_predictions(sources):
             yield (str(p.source.path), p.result if p.error is None else p.error)
-
-
-def _read(path: Path) -> tuple[np.ndarray | None, str]:
-    """``(image, "")`` or ``(None, reason)``: one unreadable file must never stop the run."""
-    try:
-        return read_image(path), ""
-    except Exception as exc:  # noqa: BLE001 - ImageError, OSError, decoder errors: all are "skip this file"
-        return None, f"{type(exc).__name__}: {exc}"

@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from data_tools.records import RecordSet
+from data_tools.sources import class_mismatch, select_split
 from data_tools.store import load_dataset
 from detect.config import Config
 from detect.data import DetectionDataset, build_loader
+from detect.data.proposals import proposals_for_records
 from detect.engine.threads import apply_plan, plan_threads
+from detect.models.build import takes_proposals
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,13 +65,18 @@ def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
     return Dist(rank, world, local_rank), device
 
 
-def load_split(path: str | None, what: str, required: bool) -> RecordSet | None:
-    """Load ``data.<what>``; a clear error when it is required and missing."""
+def load_split(path: str | None, what: str, required: bool, class_names: list[str] | None = None,
+               log=print) -> RecordSet | None:
+    """Load ``data.<what>``: a dataset ``.pkl``, or a label folder / file converted (and cached) on the fly
+    (:mod:`data_tools.sources`), in the order of ``class_names`` when given. A dataset whose labels came
+    split (a YOLO export's ``train/`` and ``val/`` folders) gives ``data.train`` its ``train`` images and
+    ``data.val`` its ``val`` images. A clear error when it is required and missing."""
     if path is None:
         if required:
-            raise ValueError(f"data.{what} is not set: pass data.{what}=DATASET.pkl (made by `retail-data split`)")
+            raise ValueError(f"data.{what} is not set: pass data.{what}=DATASET.pkl (made by `retail-data split`) "
+                             "or a label folder / file (VOC, COCO, YOLO, CVAT, Label Studio, CSV)")
         return None
-    return load_dataset(path)
+    return select_split(load_dataset(path, class_names, log), what, f"data.{what}={path}", log)
 
 
 def drop_unreadable(ds: DetectionDataset, log=print) -> DetectionDataset:
@@ -82,9 +91,7 @@ def drop_unreadable(ds: DetectionDataset, log=print) -> DetectionDataset:
     keep = sorted(set(range(len(ds))) - {i for i, _ in bad})
     if not keep:
         raise ValueError("no readable image left in the dataset")
-    rs = ds.rs
-    sub = RecordSet(rs.class_names, rs.image_root, [rs.records[i] for i in keep], dict(rs.meta))
-    return DetectionDataset(sub, ds.size, ds.augment, ds.train, ds.cache_images)
+    return ds.subset(keep)
 
 
 def build_datasets(cfg: Config, d: Dist, log=print):
@@ -93,10 +100,12 @@ def build_datasets(cfg: Config, d: Dist, log=print):
     Also sets this process's threads: ``data.workers`` (-1 = automatic) and PyTorch's intra-op threads
     come from :func:`~detect.engine.threads.plan_threads` (the cores free on this machine), logged in one line.
     """
-    train_rs = load_split(cfg.data.train, "train", required=True)
-    val_rs = load_split(cfg.data.val, "val", required=False)
+    say = log if d.main else (lambda *_: None)
+    train_rs = load_split(cfg.data.train, "train", required=True, log=say)
+    val_rs = load_split(cfg.data.val, "val", required=False, class_names=train_rs.class_names, log=say)
     if val_rs is not None and list(val_rs.class_names) != list(train_rs.class_names):
-        raise ValueError(f"data.val classes {val_rs.class_names} differ from data.train classes {train_rs.class_names}")
+        raise ValueError(class_mismatch(f"data.val={cfg.data.val}", val_rs.class_names, train_rs.class_names,
+                                        f"data.train={cfg.data.train}", val_rs.meta.get("source")))
     if not train_rs.records:
         raise ValueError(f"{cfg.data.train}: the training set has no images")
     pin = cfg.data.pin_memory and torch.cuda.is_available()
@@ -105,15 +114,26 @@ def build_datasets(cfg: Config, d: Dist, log=print):
     apply_plan(plan)
     if d.main:
         log(plan.describe())
-    train_ds = drop_unreadable(DetectionDataset(train_rs, cfg.data.image_size, cfg.augment, True,
-                                                cfg.data.cache_images, seed=cfg.train.seed), log)
+    props = cfg.data.proposals  # external region proposals (Fast R-CNN without its RPN), moved with the images
+    train_ds = drop_unreadable(DetectionDataset(train_rs, cfg.data.image_size, cfg.augment, True, cfg.data.cache_images,
+                                                seed=cfg.train.seed,
+                                                proposals=proposals_for_records(props, train_rs) if props else None), log)
     train_loader = build_loader(train_ds, cfg.train.batch_size, True, plan.workers, pin, d.enabled, cfg.train.seed)
     val_ds = val_loader = None
     if val_rs is not None and val_rs.records:
-        val_ds = drop_unreadable(DetectionDataset(val_rs, cfg.data.image_size, None, False, cfg.data.cache_images), log)
+        val_ds = drop_unreadable(DetectionDataset(val_rs, cfg.data.image_size, None, False, cfg.data.cache_images,
+                                                  proposals=proposals_for_records(props, val_rs) if props else None), log)
         val_loader = build_loader(val_ds, cfg.eval.batch_size, False, min(plan.workers, 2), pin, False, 0)
     return train_ds, train_loader, val_ds, val_loader, list(train_rs.class_names)
 
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def check_proposals_arg(model: torch.nn.Module, name: str, weights: str | Path, proposals: str | Path | None) -> None:
+    """Refuse ``--proposals`` for a model that cannot use them, and its absence for one built without an RPN."""
+    if proposals is not None and not takes_proposals(name):
+        raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
+    if proposals is None and getattr(model, "needs_proposals", False):
+        raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")

@@ -10,8 +10,7 @@ the CPU; persistent loader workers keep their own augmentation streams). A run s
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import json
 import math
 import time
@@ -19,11 +18,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 from torch import nn
 from tqdm import tqdm
 
-from data_tools.atomic import atomic_write_bytes, atomic_write_text
+from data_tools.atomic import atomic_write_text
 from detect.config import Config
+from detect.data.proposals import model_inputs
 from detect.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -31,23 +32,19 @@ from detect.engine.checkpoint import (
     load_state_strict,
     require_keys,
     save_checkpoint,
+    unwrap,
 )
 from detect.engine.ema import ModelEMA
-from detect.engine.evaluator import evaluate_coco, plot_pr_curves
+from detect.engine.evaluator import evaluate_coco, plot_pr_curves, write_results
 from detect.engine.optim import build_optimizer, l1_penalty
 from detect.engine.prepare import Dist, build_datasets, init_distributed, is_tty
 from detect.engine.run_dir import RunLock, claim_run_dir
+from detect.engine.run_writers import RunWriters
 from detect.engine.schedule import LRSchedule
+from detect.engine.train_state import TrainState
 from detect.models.build import build_model
 from detect.models.detector import postprocess_settings
-from detect.models.proposals_io import batch_proposals
 from detect.report.train_report import best_checkpoint_report
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DDP / torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 def _seed_epoch(cfg: Config, epoch: int, loader, dataset) -> None:
@@ -62,11 +59,12 @@ def _seed_epoch(cfg: Config, epoch: int, loader, dataset) -> None:
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
-                    state: dict, cfg: Config, device: torch.device, ema: ModelEMA | None, d: Dist,
-                    log=print, proposals: dict | None = None) -> dict[str, float]:
-    """One pass over ``loader``; updates ``state["step"]`` and ``state["nonfinite"]``.
+                    state: TrainState, cfg: Config, device: torch.device, ema: ModelEMA | None, d: Dist,
+                    log=print) -> dict[str, float]:
+    """One pass over ``loader`` (stopping early at ``train.max_steps`` or the time budget); updates
+    ``state.step``, ``state.nonfinite`` and ``state.train_seconds``.
 
-    ``proposals``: external proposals table (Fast R-CNN without RPN), looked up by each target's image_id.
+    ``images`` uint8 ``[B, 3, S, S]``; targets as :class:`~detect.data.DetectionDataset` gives them.
 
     Returns mean losses (``loss`` and each term), ``lr``, ``images``, ``seconds``, ``images_per_s``.
     """
@@ -76,21 +74,21 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     sums: dict[str, torch.Tensor] = {}
     steps = images_seen = 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {state['epoch'] + 1}/{t.epochs}", leave=False, disable=not (d.main and is_tty()))
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{t.epochs}", leave=False, disable=not (d.main and is_tty()))
 
     def progress() -> float | None:  # fraction of the time budget used (the schedule follows it)
         if t.time_budget_s <= 0:
             return None
-        return (state["train_seconds"] + time.perf_counter() - start) / t.time_budget_s
+        return (state.train_seconds + time.perf_counter() - start) / t.time_budget_s
 
-    lr = schedule.step(state["step"], progress())
+    lr = schedule.step(state.step, progress())
     for images, targets in bar:
         used = progress()
-        if t.max_steps and state["step"] >= t.max_steps or (used is not None and used >= 1.0):
+        if t.max_steps and state.step >= t.max_steps or (used is not None and used >= 1.0):
             break
-        lr = schedule.step(state["step"], progress())
+        lr = schedule.step(state.step, progress())
         images = images.to(device, non_blocking=True)
-        extra = {} if proposals is None else {"proposals": batch_proposals(targets, proposals, device)}
+        extra = model_inputs(targets, device)  # e.g. the dataset's external proposals
         targets = [{"boxes": x["boxes"].to(device, non_blocking=True), "labels": x["labels"].to(device, non_blocking=True)}
                    for x in targets]
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
@@ -101,11 +99,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             loss = loss + penalty
             losses = {**losses, "l1": penalty}
         if not torch.isfinite(loss).item():
-            state["nonfinite"] += 1
+            state.nonfinite += 1
             optimizer.zero_grad(set_to_none=True)
-            log(f"warning: non-finite loss at step {state['step']} ({state['nonfinite']}/{t.max_nonfinite}); batch skipped")
-            if state["nonfinite"] >= t.max_nonfinite:
-                raise RuntimeError(f"aborting: {state['nonfinite']} non-finite losses (lower train.lr or check the data)")
+            log(f"warning: non-finite loss at step {state.step} ({state.nonfinite}/{t.max_nonfinite}); batch skipped")
+            if state.nonfinite >= t.max_nonfinite:
+                raise RuntimeError(f"aborting: {state.nonfinite} non-finite losses (lower train.lr or check the data)")
             continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,7 +112,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         optimizer.step()
         if ema is not None:
             ema.update(unwrap(model))
-        state["step"] += 1
+        state.step += 1
         steps += 1
         images_seen += images.shape[0]
         for k, v in {"loss": loss, **losses}.items():
@@ -124,24 +122,23 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             if is_tty():
                 bar.set_postfix(means)
             else:
-                log(f"  epoch {state['epoch'] + 1} step {state['step']}: " + " ".join(f"{k} {v}" for k, v in means.items()))
+                log(f"  epoch {state.epoch + 1} step {state.step}: " + " ".join(f"{k} {v}" for k, v in means.items()))
     seconds = time.perf_counter() - start
-    state["train_seconds"] += seconds
+    state.train_seconds += seconds
     out = {k: (v / max(steps, 1)).item() for k, v in sums.items()}
     out.update(lr=lr, steps=steps, images=images_seen * d.world, seconds=seconds,
                images_per_s=images_seen * d.world / max(seconds, 1e-9))
     return out
 
 
-def evaluate(model: nn.Module, loader, rs, cfg: Config, device: torch.device,
-             proposals: dict | None = None) -> tuple[dict, list[dict]]:
+def evaluate(model: nn.Module, loader, rs, cfg: Config, device: torch.device) -> tuple[dict, list[dict]]:
     """COCO metrics of ``model`` on ``loader`` (at ``eval.max_detections`` and ``eval.score_thresh``)."""
     m = unwrap(model)
     with postprocess_settings(m, score_thresh=cfg.eval.score_thresh, max_detections=cfg.eval.max_detections):
-        return evaluate_coco(m, loader, rs, device, cfg.eval.max_detections, cfg.train.amp, proposals)
+        return evaluate_coco(m, loader, rs, device, cfg.eval.max_detections, cfg.train.amp)
 
 
-def _checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names) -> dict:
+def _checkpoint_state(model, optimizer, schedule, ema, state: TrainState, cfg: Config, class_names) -> dict:
     return {
         "format": CHECKPOINT_FORMAT,
         "model": unwrap(model).state_dict(),
@@ -149,68 +146,20 @@ def _checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names) 
         "schedule": schedule.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "ema_updates": ema.updates if ema is not None else 0,
-        "epoch": state["epoch"],
-        "step": state["step"],
-        "best_map": state["best_map"],
-        "best_epoch": state["best_epoch"],
-        "bad_evals": state["bad_evals"],
-        "nonfinite": state["nonfinite"],
-        "train_seconds": state["train_seconds"],
-        "history": state["history"],
+        **state.to_dict(),
         "rng": torch.get_rng_state(),
         "config": cfg.to_dict(),
         "class_names": list(class_names),
     }
 
 
-def write_metrics_csv(history: list[dict], path: Path) -> None:
-    """One row per epoch; columns are the union of keys in first-seen order (atomic)."""
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    for row in history:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    """PNG: training loss per epoch (left) and val AP / AP50 (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    ep = [h["epoch"] for h in history]
-    for key in [k for k in history[0] if k == "loss" or k.startswith("loss_")]:
-        a.plot(ep, [h.get(key, math.nan) for h in history], label=key)
-    a.set_xlabel("epoch")
-    a.set_title("training loss")
-    if a.lines:
-        a.legend(fontsize=7)
-    for key in ("AP", "AP50"):
-        pts = [(h["epoch"], h[key]) for h in history if key in h]
-        if pts:
-            b.plot(*zip(*pts), marker="o", label=f"val {key}")
-    b.set_xlabel("epoch")
-    b.set_title("validation mAP")
-    b.set_ylim(0, 1)
-    if b.lines:
-        b.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _resume(path: str, model, optimizer, schedule, ema, state: dict, class_names: list[str]) -> None:
+def _resume(path: str, model, optimizer, schedule, ema, class_names: list[str]) -> TrainState:
+    """Load a training checkpoint into the model, optimizer, schedule and EMA; returns its progress."""
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a retail-detect training checkpoint")
-    require_keys(ckpt, path, ("model", "optimizer", "schedule", "class_names", "epoch", "step", "rng"))
+    require_keys(ckpt, path, ("model", "optimizer", "schedule", "class_names", "rng",
+                              *(f.name for f in dataclasses.fields(TrainState))))
     if list(ckpt["class_names"]) != list(class_names):
         raise CheckpointError(f"{path}: trained on {len(ckpt['class_names'])} classes ({_names(ckpt['class_names'])}), "
                               f"but data.train has {len(class_names)} ({_names(class_names)})")
@@ -222,9 +171,8 @@ def _resume(path: str, model, optimizer, schedule, ema, state: dict, class_names
     schedule.load_state_dict(ckpt["schedule"])
     if ema is not None and ckpt.get("ema") is not None:
         ema.load_state_dict(ckpt["ema"], ckpt["ema_updates"])
-    for key in ("epoch", "step", "best_map", "best_epoch", "bad_evals", "nonfinite", "history", "train_seconds"):
-        state[key] = ckpt[key]
     torch.set_rng_state(ckpt["rng"])
+    return TrainState.from_checkpoint(ckpt)
 
 
 def _names(names: list[str], n: int = 6) -> str:
@@ -270,96 +218,81 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(t.seed)
     train_ds, train_loader, val_ds, val_loader, class_names = build_datasets(cfg, d, log)
-    train_props, val_props = _external_proposals(cfg, train_ds, val_ds, log)
     model = build_model(cfg.model, len(class_names), cfg.data.image_size).to(device)
     if device.type == "cuda" and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, t)
     schedule = LRSchedule(optimizer, t, len(train_loader), t.epochs)
     ema = ModelEMA(model, t.ema_decay) if t.ema else None
-    state = {"epoch": 0, "step": 0, "best_map": -1.0, "best_epoch": -1, "bad_evals": 0, "nonfinite": 0, "history": [],
-             "train_seconds": 0.0}
+    state = TrainState()
     if t.resume:
-        _resume(t.resume, model, optimizer, schedule, ema, state, class_names)
-        log(f"resumed from {t.resume} at epoch {state['epoch']} (step {state['step']})")
-        if state["epoch"] >= t.epochs:
-            log(f"nothing to train: {t.resume} is already at epoch {state['epoch']} of train.epochs={t.epochs} "
+        state = _resume(t.resume, model, optimizer, schedule, ema, class_names)
+        log(f"resumed from {t.resume} at epoch {state.epoch} (step {state.step})")
+        if state.epoch >= t.epochs:
+            log(f"nothing to train: {t.resume} is already at epoch {state.epoch} of train.epochs={t.epochs} "
                 f"(raise train.epochs to continue)")
     if d.main:
-        import yaml
-
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     runner = _wrap(model, cfg, device, d)
     log(f"training {cfg.model.name} ({cfg.model.backbone}) on {len(train_ds)} images, {len(class_names)} classes, "
         f"{device}{f' x{d.world}' if d.enabled else ''}; val: {len(val_ds) if val_ds else 0} images")
     metrics: dict = {}
     best_eval = None  # (metrics, results) of the best epoch evaluated in this session
-    train_seconds = 0.0
+    session_seconds = 0.0
     stop = budget_hit = False
-    while state["epoch"] < t.epochs and not stop:
-        epoch = state["epoch"]
-        if t.unfreeze_epoch >= 0 and epoch >= t.unfreeze_epoch and unwrap(model).backbone.frozen_stages:
-            unwrap(model).backbone.unfreeze()
-            runner = _wrap(model, cfg, device, d)
-            log(f"epoch {epoch + 1}: backbone unfrozen")
-        if cfg.augment.mosaic > 0:
-            train_ds.set_mosaic(epoch < t.epochs - cfg.augment.mosaic_off_epochs)
-        _seed_epoch(cfg, epoch, train_loader, train_ds)
-        row = train_one_epoch(runner, train_loader, optimizer, schedule, state, cfg, device, ema, d, log,
-                              train_props)
-        train_seconds += row["seconds"]
-        state["epoch"] = epoch + 1
-        budget_hit = ((t.max_steps and state["step"] >= t.max_steps)
-                      or (t.time_budget_s > 0 and state["train_seconds"] >= t.time_budget_s))
-        rec = {"epoch": epoch + 1, "step": state["step"], "lr": row["lr"]}
-        rec.update({("loss" if k == "loss" else f"loss_{k}"): v for k, v in row.items()
-                    if k not in ("lr", "steps", "images", "seconds", "images_per_s")})
-        rec.update(images=row["images"], seconds=row["seconds"], images_per_s=row["images_per_s"])
-        last_epoch = state["epoch"] >= t.epochs or budget_hit
-        if val_loader is not None and d.main and (state["epoch"] % t.eval_every == 0 or last_epoch):
-            metrics, results = evaluate(ema.module if ema is not None else model, val_loader, val_ds.rs, cfg, device,
-                                        val_props)
-            rec.update({k: v for k, v in metrics.items() if isinstance(v, float)})
-            schedule.observe(metrics["AP"])
-            improved = metrics["AP"] > state["best_map"] + 1e-6
-            state["bad_evals"] = 0 if improved else state["bad_evals"] + 1
-            if improved:
-                state["best_map"], state["best_epoch"] = metrics["AP"], epoch + 1
-                best_eval = (metrics, results)
-            log(f"epoch {epoch + 1}/{t.epochs}: loss {row.get('loss', math.nan):.4f}  val AP {metrics['AP']:.4f}  "
-                f"AP50 {metrics['AP50']:.4f}  ({row['images_per_s']:.1f} img/s)")
-            stop = bool(t.early_stop_patience and state["bad_evals"] >= t.early_stop_patience)
-        elif d.main:
-            log(f"epoch {epoch + 1}/{t.epochs}: loss {row.get('loss', math.nan):.4f}  ({row['images_per_s']:.1f} img/s)")
-        state["history"].append(rec)
-        if d.main:
-            ck = _checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names)
-            save_checkpoint(out / "last.pt", ck)
-            if state["best_epoch"] == epoch + 1 or val_loader is None:
-                save_checkpoint(out / "best.pt", ck)
-                if val_loader is not None:
-                    from detect.engine.evaluator import write_results
-
-                    write_results(results, out / "val_results.json")
-                    plot_pr_curves(metrics, out / "pr_curve.png")
-            write_metrics_csv(state["history"], out / "metrics.csv")
-            plot_curves(state["history"], out / "curves.png")
-            _tensorboard(cfg, out, rec)
-        stop = _agree(stop or bool(budget_hit), d)
-        if stop and state["bad_evals"] and t.early_stop_patience and state["bad_evals"] >= t.early_stop_patience:
-            log(f"early stop: no better val AP for {state['bad_evals']} evaluations (best {state['best_map']:.4f} "
-                f"at epoch {state['best_epoch']})")
+    with RunWriters(out, t.tensorboard and d.main) as writers:
+        while state.epoch < t.epochs and not stop:
+            epoch = state.epoch  # 0-based epoch being trained
+            if t.unfreeze_epoch >= 0 and epoch >= t.unfreeze_epoch and unwrap(model).backbone.frozen_stages:
+                unwrap(model).backbone.unfreeze()
+                runner = _wrap(model, cfg, device, d)
+                log(f"epoch {epoch + 1}: backbone unfrozen")
+            if cfg.augment.mosaic > 0:
+                train_ds.set_mosaic(epoch < t.epochs - cfg.augment.mosaic_off_epochs)
+            _seed_epoch(cfg, epoch, train_loader, train_ds)
+            row = train_one_epoch(runner, train_loader, optimizer, schedule, state, cfg, device, ema, d, log)
+            session_seconds += row["seconds"]
+            state.epoch = epoch + 1
+            budget_hit = bool((t.max_steps and state.step >= t.max_steps)
+                              or (t.time_budget_s > 0 and state.train_seconds >= t.time_budget_s))
+            rec = _history_row(state, row)
+            evaluated = (val_loader is not None and d.main
+                         and (state.epoch % t.eval_every == 0 or state.epoch >= t.epochs or budget_hit))
+            if evaluated:
+                metrics, results = evaluate(ema.module if ema is not None else model, val_loader, val_ds.rs, cfg,
+                                            device)
+                rec.update({k: v for k, v in metrics.items() if isinstance(v, float)})
+                schedule.observe(metrics["AP"])
+                if state.record_eval(metrics["AP"], state.epoch):
+                    best_eval = (metrics, results)
+                stop = bool(t.early_stop_patience and state.bad_evals >= t.early_stop_patience)
+            if d.main:
+                log(_epoch_line(state.epoch, t.epochs, row, metrics if evaluated else None))
+            state.history.append(rec)
+            if d.main:
+                ck = _checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names)
+                save_checkpoint(out / "last.pt", ck)
+                if state.best_epoch == state.epoch or val_loader is None:
+                    save_checkpoint(out / "best.pt", ck)
+                    if val_loader is not None:
+                        write_results(results, out / "val_results.json")
+                        plot_pr_curves(metrics, out / "pr_curve.png")
+                writers.epoch_end(state.history)
+            stop = _agree(stop or budget_hit, d)
+            if stop and t.early_stop_patience and state.bad_evals >= t.early_stop_patience:
+                log(f"early stop: no better val AP for {state.bad_evals} evaluations (best {state.best_map:.4f} "
+                    f"at epoch {state.best_epoch})")
     planned = len(train_loader) * t.epochs
-    stopped_by = None if not budget_hit or state["step"] >= planned else (
-        f"train.max_steps={t.max_steps}" if t.max_steps and state["step"] >= t.max_steps
+    stopped_by = None if not budget_hit or state.step >= planned else (
+        f"train.max_steps={t.max_steps}" if t.max_steps and state.step >= t.max_steps
         else f"train.time_budget_s={t.time_budget_s:g}")
     if stopped_by and d.main:
-        log(f"stopped early by {stopped_by}: {state['step']}/{planned} steps ({state['epoch']}/{t.epochs} epochs)")
+        log(f"stopped early by {stopped_by}: {state.step}/{planned} steps ({state.epoch}/{t.epochs} epochs)")
     if d.main:  # best.pt's table (not the last epoch's) and its report/index.html
-        best_checkpoint_report(out, cfg, val_ds, best_eval, state["best_epoch"], device, log, val_props)
-    summary = {"metrics": metrics, "best_map": state["best_map"], "best_epoch": state["best_epoch"],
-               "epochs": state["epoch"], "steps": state["step"], "seconds": train_seconds,
-               "images_per_s": sum(h.get("images", 0) for h in state["history"]) / max(train_seconds, 1e-9),
+        best_checkpoint_report(out, cfg, val_ds, best_eval, state.best_epoch, device, log)
+    summary = {"metrics": metrics, "best_map": state.best_map, "best_epoch": state.best_epoch,
+               "epochs": state.epoch, "steps": state.step, "seconds": session_seconds,
+               "images_per_s": sum(h.get("images", 0) for h in state.history) / max(session_seconds, 1e-9),
                "out_dir": str(out), "last": _if_exists(out / "last.pt"), "best": _if_exists(out / "best.pt"),
                "class_names": class_names, "stopped_by": stopped_by}
     if d.main:
@@ -371,23 +304,19 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
     return summary
 
 
-def _external_proposals(cfg: Config, train_ds, val_ds, log) -> tuple[dict | None, dict | None]:
-    """Proposal tables of train and val when ``model.fast_rcnn.proposals`` is set (Fast R-CNN's original setting).
+def _history_row(state: TrainState, row: dict) -> dict:
+    """The ``metrics.csv`` row of the epoch just trained: epoch, step, lr, each loss (``loss_<term>``), speed."""
+    rec = {"epoch": state.epoch, "step": state.step, "lr": row["lr"]}
+    rec.update({("loss" if k == "loss" else f"loss_{k}"): v for k, v in row.items()
+                if k not in ("lr", "steps", "images", "seconds", "images_per_s")})
+    rec.update(images=row["images"], seconds=row["seconds"], images_per_s=row["images_per_s"])
+    return rec
 
-    The file's keys are image paths (or file names) of both splits, boxes in original image pixels.
-    """
-    path = cfg.model.fast_rcnn.proposals if cfg.model.name == "fast_rcnn" else None
-    if path is None:
-        return None, None
-    a = cfg.augment
-    if a.hflip > 0 or a.vflip > 0 or a.affine_p > 0 or a.crop > 0 or a.mosaic > 0:
-        log("warning: external proposals do not follow geometric augmentation; set augment.hflip=0 "
-            "augment.vflip=0 augment.affine_p=0 augment.crop=0 augment.mosaic=0")
-    from detect.models.proposals_io import load_proposals
 
-    size = cfg.data.image_size
-    return (load_proposals(path, train_ds.rs, size),
-            load_proposals(path, val_ds.rs, size) if val_ds is not None else None)
+def _epoch_line(epoch: int, epochs: int, row: dict, metrics: dict | None) -> str:
+    """``epoch 3/12: loss 1.2003  val AP 0.7888  AP50 0.9974  (5.0 img/s)`` (no AP without an evaluation)."""
+    ap = f"  val AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}" if metrics is not None else ""
+    return f"epoch {epoch}/{epochs}: loss {row.get('loss', math.nan):.4f}{ap}  ({row['images_per_s']:.1f} img/s)"
 
 
 def _if_exists(path: Path) -> str | None:
@@ -418,16 +347,3 @@ def _agree(flag: bool, d: Dist) -> bool:
     box = [flag]
     dist.broadcast_object_list(box, src=0)
     return bool(box[0])
-
-
-def _tensorboard(cfg: Config, out: Path, rec: dict) -> None:
-    if not cfg.train.tensorboard:
-        return
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard not installed
-        return
-    with SummaryWriter(str(out / "tb")) as w:
-        for k, v in rec.items():
-            if isinstance(v, float) and k != "epoch":
-                w.add_scalar(k, v, rec["epoch"])

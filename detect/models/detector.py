@@ -31,6 +31,7 @@ class Detector(nn.Module):
     """
 
     exportable = False  # True when dense() gives everything before NMS (retail-detect export)
+    needs_proposals = False  # True when built without its own proposals: forward needs proposals=[...]
 
     def __init__(self, backbone: nn.Module, neck: nn.Module | None, post: PostprocessSettings | None = None) -> None:
         super().__init__()

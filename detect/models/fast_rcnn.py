@@ -5,9 +5,9 @@ a dict of scalar losses in training (``rpn_objectness``, ``rpn_box``, ``roi_cls`
 ``list[{"boxes", "scores", "labels"}]`` in input-tensor pixels in eval.
 
 Fast R-CNN's original setting: pass ``proposals`` (per image a float [P, 4] tensor, xyxy in
-input-tensor pixels, e.g. from :func:`detect.models.proposals_io.batch_proposals`); the RPN is then
-skipped and its losses are absent. A model built with ``model.fast_rcnn.proposals`` set has no RPN
-at all and needs proposals on every call.
+input-tensor pixels: the dataset's ``target["proposals"]`` with ``data.proposals`` set); the RPN is then
+skipped and its losses are absent. A model built with ``model.fast_rcnn.rpn: false`` (what
+``data.proposals`` sets) has no RPN at all and needs proposals on every call.
 """
 
 from __future__ import annotations
@@ -53,11 +53,15 @@ class FastRCNN(Detector):
         self.rpn = rpn
         self.roi_head = roi_head
 
+    @property
+    def needs_proposals(self) -> bool:  # built without an RPN: every forward needs proposals=[...]
+        return self.rpn is None
+
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None,
                 proposals: list[Tensor] | None = None) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         """See :meth:`Detector.forward`; ``proposals`` are checked against the batch first."""
         if proposals is None and self.rpn is None:
-            raise ValueError("this FastRCNN was built for external proposals (model.fast_rcnn.proposals): "
+            raise ValueError("this FastRCNN was built for external proposals (data.proposals): "
                              "pass proposals=[Tensor[P, 4], ...] per image")
         if proposals is not None and len(proposals) != images.shape[0]:
             raise ValueError(f"got proposals for {len(proposals)} images but a batch of {images.shape[0]}")
@@ -98,7 +102,7 @@ def build_fast_rcnn(cfg: ModelConfig, num_classes: int) -> FastRCNN:
         strides, neck = [backbone.strides[-1]], None
         channels, sizes = backbone.out_channels[-1], [[float(s) for s in fr.anchor_sizes]]
     rpn = None
-    if fr.proposals is None:
+    if fr.rpn:
         rpn = RPN(channels, strides, sizes, list(fr.anchor_ratios), pre_nms_topk=fr.rpn_pre_nms_topk,
                   post_nms_topk=fr.rpn_post_nms_topk, nms_thresh=fr.rpn_nms_thresh,
                   batch_per_image=fr.rpn_batch_per_image, positive_fraction=fr.rpn_positive_fraction,

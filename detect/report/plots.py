@@ -3,31 +3,12 @@ confidence sweep. The all-classes PR plot is :func:`detect.engine.evaluator.plot
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 
-from data_tools.atomic import atomic_write_bytes
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path, dpi: int = 100) -> Path:
-    """PNG of ``fig`` (laid out by ``constrained`` layout: one render, where ``bbox_inches="tight"`` takes two)."""
-    plt = _plt()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+from data_tools.figures import pyplot, save_png
 
 
 def plot_pr_per_class(m: dict, path: str | Path) -> Path | None:
@@ -35,7 +16,7 @@ def plot_pr_per_class(m: dict, path: str | Path) -> Path | None:
     pr = m.get("pr_curve")
     if not pr:
         return None
-    plt = _plt()
+    plt = pyplot()
     names = list(pr["precision"])
     cols = min(5, len(names))
     rows = math.ceil(len(names) / cols)
@@ -52,13 +33,13 @@ def plot_pr_per_class(m: dict, path: str | Path) -> Path | None:
         ax.axis("off")
     fig.supxlabel("recall", fontsize=8)
     fig.supylabel("precision", fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path: str | Path, conf: float, iou: float) -> Path:
     """Confusion matrix ``[K + 1, K + 1]`` (rows true, columns predicted, last = background): counts in the
     cells, colour = share of the row."""
-    plt = _plt()
+    plt = pyplot()
     labels = [*names, "background"]
     k = len(labels)
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -78,7 +59,7 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: str | Path, conf: flo
     ax.set_ylabel("true")
     ax.set_title(f"confusion at IoU {iou:g}, confidence >= {conf:g} (colour: share of the row)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.04)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_sweep(sweep: list[dict], path: str | Path, recommended: float | None) -> Path | None:
@@ -86,7 +67,7 @@ def plot_sweep(sweep: list[dict], path: str | Path, recommended: float | None) -
     against the confidence."""
     if not sweep:
         return None
-    plt = _plt()
+    plt = pyplot()
     conf = [s["conf"] for s in sweep]
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     for key, style in (("f1", "-"), ("precision", ":"), ("recall", "--")):
@@ -110,4 +91,4 @@ def plot_sweep(sweep: list[dict], path: str | Path, recommended: float | None) -
         ax.text(recommended, 0.02, f" --conf {recommended:g}", fontsize=8, color="grey")
     lines = ax.get_lines()[:3] + ax2.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="center right")
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -17,8 +17,7 @@ REPORT_DIR = "report"
 
 
 def best_checkpoint_report(out: Path, cfg: Config, val_ds, best_eval: tuple[dict, list] | None, best_epoch: int,
-                           device: torch.device, log: Callable[[str], None] = print,
-                           proposals: dict | None = None) -> dict | None:
+                           device: torch.device, log: Callable[[str], None] = print) -> dict | None:
     """Log ``best.pt``'s metrics table and write its report into ``out/report`` (replacing an earlier one).
 
     Args:
@@ -36,12 +35,12 @@ def best_checkpoint_report(out: Path, cfg: Config, val_ds, best_eval: tuple[dict
         return None
     if best_eval is None:
         from detect.data import build_loader
-        from detect.engine.predictor import load_model
+        from detect.engine.checkpoint import load_model
         from detect.engine.trainer import evaluate
 
         model, _, _ = load_model(best)
         loader = build_loader(val_ds, cfg.eval.batch_size, False, 0, False, False, 0)
-        best_eval = evaluate(model.to(device), loader, val_ds.rs, cfg, device, proposals)
+        best_eval = evaluate(model.to(device), loader, val_ds.rs, cfg, device)
     metrics, results = best_eval
     log(f"{best} (epoch {best_epoch}) on the val set:")
     log(format_metrics(metrics, cfg.eval.max_detections))

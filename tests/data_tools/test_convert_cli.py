@@ -47,7 +47,7 @@ def test_missing_source_exits_2_with_a_clear_message(tmp_path, capsys):
 def test_folder_without_annotations_exits_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["convert", str(tmp_path / "empty"), "-o", str(tmp_path / "x.pkl")]) == 2
-    assert "no .xml annotation files" in capsys.readouterr().err
+    assert "no annotations found" in capsys.readouterr().err
 
 
 def test_refuses_to_write_over_an_input(dataset, tmp_path, capsys):

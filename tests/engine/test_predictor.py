@@ -9,8 +9,10 @@ from torch import nn
 from data_tools.records import Problem
 from detect.config import Config
 from detect.engine import predict_output as po
+from detect.engine.checkpoint import load_model
 from detect.engine.predict_run import run_predict
-from detect.engine.predictor import Predictor, expand_sources, load_model
+from detect.engine.predictor import Predictor
+from detect.engine.sources import expand_sources
 from detect.engine.tiling import TileOptions
 
 NAMES = ["cola", "chips"]

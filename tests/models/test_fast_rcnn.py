@@ -1,21 +1,17 @@
-"""Fast R-CNN end to end: learning on synthetic shelves, external proposals, staged freezing, proposals JSON."""
+"""Fast R-CNN end to end: learning on synthetic shelves, external proposals, staged freezing."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from data_tools.records import Record
 from data_tools.synth import make_tiny_dataset
 from detect.config import FastRCNNConfig, ModelConfig
 from detect.data.dataset import DetectionDataset
 from detect.data.loader import collate
 from detect.models.fast_rcnn import build_fast_rcnn
-from detect.models.proposals_io import ProposalsError, batch_proposals, load_proposals
 
 SIZE = 128
 
@@ -37,7 +33,7 @@ def test_head_alone_learns_to_classify_external_gt_proposals(tmp_path: Path) -> 
     torch.manual_seed(0)
     rs = make_tiny_dataset(tmp_path, images=8, classes=3, seed=1, size=SIZE)
     batches = _batches(rs, 8)
-    model = build_fast_rcnn(_cfg(proposals="external.json"), num_classes=len(rs.class_names))
+    model = build_fast_rcnn(_cfg(rpn=False), num_classes=len(rs.class_names))
     assert model.rpn is None
     for p in model.backbone.parameters():
         p.requires_grad_(False)
@@ -85,60 +81,10 @@ def test_freeze_then_unfreeze_changes_trainable_params() -> None:
 
 
 def test_model_without_rpn_needs_proposals() -> None:
-    model = build_fast_rcnn(_cfg(proposals="p.json", fpn=False), num_classes=2).eval()
+    model = build_fast_rcnn(_cfg(rpn=False, fpn=False), num_classes=2).eval()
     images = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
     with pytest.raises(ValueError, match="external proposals"):
         model(images)
     props = [torch.tensor([[0.0, 0.0, 32.0, 32.0]]), torch.zeros(0, 4)]
     out = model(images, proposals=props)
     assert len(out) == 2 and len(out[1]["boxes"]) == 0
-
-
-def _records() -> list[Record]:
-    return [Record(image="shelf/a.jpg", width=200, height=100), Record(image="b.jpg", width=100, height=400),
-            Record(image="other/a.jpg", width=50, height=50)]
-
-
-def test_load_proposals_maps_keys_and_scales(tmp_path: Path) -> None:
-    path = tmp_path / "props.json"
-    path.write_text(json.dumps({"shelf/a.jpg": [[10, 20, 110, 90], [-5, 0, 250, 100]], "b.jpg": [],
-                                "missing.jpg": [[0, 0, 1, 1]]}))
-    table = load_proposals(path, _records(), image_size=100)
-    assert set(table) == {1, 2, 3}
-    np.testing.assert_allclose(table[1], [[5, 10, 55, 45], [0, 0, 100, 50]])  # scale 100/200, clipped
-    assert table[2].shape == (0, 4) and table[3].shape == (0, 4)
-    props = batch_proposals([{"image_id": 1}, {"image_id": 3}], table, "cpu")
-    assert props[0].dtype == torch.float32 and props[0].shape == (2, 4) and props[1].shape == (0, 4)
-    # File name alone works when unique; original pixels without image_size.
-    path.write_text(json.dumps({"./b.jpg": [[0, 0, 10, 10]]}))
-    np.testing.assert_allclose(load_proposals(path, _records())[2], [[0, 0, 10, 10]])
-
-
-@pytest.mark.parametrize("content, match", [
-    ("not json", "invalid JSON at line 1"),
-    ("[1, 2]", "top level must be an object"),
-    ('{"b.jpg": {"x": 1}}', "key 'b.jpg': expected a list"),
-    ('{"b.jpg": [[0, 0, 10]]}', "key 'b.jpg': box 0: expected 4 numbers"),
-    ('{"b.jpg": [[0, 0, 10, 10], [5, 5, 2, 9]]}', "key 'b.jpg': box 1: needs x2 > x1"),
-    ('{"b.jpg": [[0, 0, 10, NaN]]}', "non-finite"),
-    ('{"b.jpg": [[500, 500, 600, 600]]}', "outside the 100x400 image"),
-    ('{"a.jpg": [[0, 0, 10, 10]]}', "file name matches 2 images"),
-    ('{"b.jpg": [], "./b.jpg": []}', "name the same image"),
-    ('{"zzz.jpg": []}', "none of its 1 keys"),
-])
-def test_load_proposals_errors_name_file_and_key(tmp_path: Path, content: str, match: str) -> None:
-    path = tmp_path / "props.json"
-    path.write_text(content)
-    with pytest.raises(ProposalsError, match=match) as err:
-        load_proposals(path, _records())
-    assert str(path) in str(err.value)
-
-
-def test_load_proposals_strict_and_missing_file(tmp_path: Path) -> None:
-    path = tmp_path / "props.json"
-    path.write_text('{"b.jpg": [], "zzz.jpg": []}')
-    assert load_proposals(path, _records())[2].shape == (0, 4)
-    with pytest.raises(ProposalsError, match="'zzz.jpg': no such image"):
-        load_proposals(path, _records(), strict=True)
-    with pytest.raises(ProposalsError, match="not found"):
-        load_proposals(tmp_path / "nope.json", _records())

@@ -35,8 +35,8 @@ def run(tiny_split, tmp_path_factory) -> dict:
     scripted = iter([_perfect(val), []])
     real = trainer.evaluate
 
-    def fake(model, loader, rs, cfg, device, proposals=None):
-        real(model, loader, rs, cfg, device, proposals)  # the real pass, then the scripted detections
+    def fake(model, loader, rs, cfg, device):
+        real(model, loader, rs, cfg, device)  # the real pass, then the scripted detections
         results = next(scripted)
         return coco_evaluate(rs, results, cfg.eval.max_detections), results
 

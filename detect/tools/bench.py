@@ -1,7 +1,7 @@
 """`retail-detect bench`: our detectors against torchvision peers on the same backbone and input size.
 
 For each family (``ssd``, ``fast_rcnn``, ``yolo``) it builds our model (``detect.models.build``) and its peer
-(``detect.bench_peers``) and measures, in one run: training images/s (forward + backward + SGD step on synthetic
+(``detect.models.torchvision_peers``) and measures, in one run: training images/s (forward + backward + SGD step on synthetic
 on-device batches), inference ms/image at batch 1 and at the bench batch (eval mode, postprocess included),
 peak GPU memory, and our model's real-data training throughput (decode + augment + load through
 ``DetectionDataset`` + ``build_loader``) against its synthetic-batch throughput. On CUDA the timed regions run
@@ -31,10 +31,10 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from detect.bench_peers import PEER_TITLES, build_peer
 from detect.config import AugmentConfig, Config, ModelConfig
 from detect.engine.prepare import resolve_device
 from detect.models.build import DETECTORS, NAMES
+from detect.models.torchvision_peers import PEER_TITLES, build_peer
 from detect.tables import aligned
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]

@@ -10,14 +10,14 @@ machine measures the machine as much as the model.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
 
 import torch
 
-from data_tools.atomic import atomic_write_bytes, atomic_write_text
+from data_tools.atomic import atomic_write_text
+from data_tools.figures import pyplot, save_png
 from data_tools.split import split_train_val
 from data_tools.store import load_dataset, save_dataset
 from detect.config import load_config
@@ -50,8 +50,8 @@ def _splits(data: str | None, train: str | None, val: str | None, out: Path, see
 
 def batch1_latency_ms(weights: Path, device: torch.device, image_size: int, iters: int = 10) -> float:
     """Median batch-1 latency (ms, postprocess included) of a checkpoint on ``device``."""
-    from detect.bench import time_inference
-    from detect.engine.predictor import load_model
+    from detect.engine.checkpoint import load_model
+    from detect.tools.bench import time_inference
 
     model, _, cfg = load_model(weights)
     model = model.to(device)
@@ -216,10 +216,7 @@ def _ratio_cell(value: float | str) -> str:
 
 def plot_ap_latency(rows: list[dict], path: Path, title: str) -> None:
     """PNG: val AP (y) against batch-1 latency (x), one labelled point per detector; peers marked apart."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rows:  # ours: filled circles; torchvision peers: hollow squares
@@ -235,7 +232,4 @@ def plot_ap_latency(rows: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("val AP (COCO 0.5:0.95)")
     ax.set_title(f"AP against latency ({title})")
     ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path, dpi=110, tight=True)

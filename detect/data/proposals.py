@@ -1,25 +1,23 @@
-"""External region proposals (Fast R-CNN's original setting): read, validate, map to tensor pixels.
+"""External region proposals (Fast R-CNN's original setting): read, validate, attach to the data.
 
 File format (JSON): one object whose keys name images and whose values are lists of boxes in the
 ORIGINAL image's pixels, xyxy::
 
     {"shelf/img_001.jpg": [[x1, y1, x2, y2], ...], "img_002.jpg": [], ...}
 
-A key is a record's image path relative to the dataset's ``image_root`` or, when unique in the
-dataset, just its file name. Keys that match no record are ignored (the file may cover a larger
-dataset than the split in use) unless ``strict``; records with no key get no proposals.
+``retail-detect predict``'s ``predictions.json`` is read as such a file too (each image's detections
+become its proposals), so another detector's output can feed the box head directly.
 
-How it is meant to be wired (trainer / predictor / evaluator)::
+A key names a record when it is the record's image path relative to the dataset's ``image_root``, ends
+with that path (``demo_out/shelves/images/a.jpg`` names ``images/a.jpg``), or, when unique in the
+dataset, is its file name. Keys that name no record are ignored (the file may cover a larger dataset
+than the split in use) unless ``strict``; records with no key get no proposals.
 
-    table = load_proposals(cfg.model.fast_rcnn.proposals, rs, image_size=cfg.data.image_size)
-    for images, targets in loader:                       # targets carry "image_id" (1-based in rs)
-        props = batch_proposals(targets, table, images.device)
-        out = model(images, targets, proposals=props)     # training: losses without RPN terms
-        dets = model(images, proposals=props)             # eval: detections
-
-Proposals are in letterboxed tensor pixels (original * ``image_size / max(W, H)``, the dataset's
-letterbox), so geometric augmentation (flip, affine, crop, mosaic) must be off when training on
-external proposals, unless the dataset transforms them together with the boxes.
+How it is wired: ``data.proposals: FILE`` -> :func:`proposals_for_records` gives the dataset one
+``[P, 4]`` array per record; the dataset moves them with the image through augmentation and hands them
+out as ``target["proposals"]`` (input-tensor pixels); the engine passes them to the model as
+``model(images, targets, proposals=...)`` (:func:`model_inputs`). :class:`ProposalsForFiles` does the
+lookup by image file for ``predict``.
 """
 
 from __future__ import annotations
@@ -34,6 +32,8 @@ import torch
 from torch import Tensor
 
 from data_tools.records import Record, RecordSet
+
+PREDICTIONS_FORMAT = "retail-detect-predictions"  # the "format" of predict's predictions.json
 
 
 class ProposalsError(ValueError):
@@ -93,7 +93,26 @@ def read_proposals_json(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ProposalsError(f"{path}: top level must be an object {{image path: [[x1, y1, x2, y2], ...]}}, "
                              f"got {type(data).__name__}")
+    if data.get("format") == PREDICTIONS_FORMAT:
+        return _from_predictions(data, path)
     return data
+
+
+def _from_predictions(data: dict, path: Path) -> dict:
+    """``predictions.json`` of ``retail-detect predict`` -> ``{image path: [[x1, y1, x2, y2], ...]}``."""
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise ProposalsError(f"{path}: predictions file without an 'images' list")
+    out: dict[str, list] = {}
+    for i, entry in enumerate(images):
+        where = f"{path}: images[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise ProposalsError(f"{where}: expected an object with a 'path' string")
+        dets = entry.get("detections")
+        if not isinstance(dets, list) or not all(isinstance(d, dict) and "box" in d for d in dets):
+            raise ProposalsError(f"{where}: 'detections' must be a list of objects with a 'box'")
+        out[entry["path"]] = [d["box"] for d in dets]
+    return out
 
 
 class ProposalsForFiles:
@@ -126,24 +145,28 @@ class ProposalsForFiles:
         return parse_boxes(self.data[key], width, height, f"{self.path}: key {key!r}")
 
 
-def load_proposals(
-    path: str | Path,
-    records: RecordSet | Sequence[Record],
-    image_size: int | None = None,
-    strict: bool = False,
-) -> dict[int, np.ndarray]:
+def _match(norm: str, by_path: dict[str, int], by_name: dict[str, list[int]]) -> list[int]:
+    """Records a normalised key names: its path, the longest record path it ends with, else its unique file name."""
+    parts = PurePosixPath(norm).parts
+    for k in range(len(parts)):  # "a/b/c.jpg", then "b/c.jpg", "c.jpg" as record paths
+        i = by_path.get("/".join(parts[k:]))
+        if i is not None:
+            return [i]
+    return by_name.get(parts[-1], []) if parts else []
+
+
+def proposals_for_records(path: str | Path, records: RecordSet | Sequence[Record], strict: bool = False
+                          ) -> list[np.ndarray]:
     """Read an external proposals JSON for a dataset.
 
     Args:
         path: the JSON file (format in the module docstring).
         records: the RecordSet (or its ``records``) the proposals belong to.
-        image_size: the letterbox size S of the input tensors; boxes are scaled by S / max(W, H).
-            None keeps original image pixels.
-        strict: raise on keys that match no record.
+        strict: raise on keys that name no record.
 
     Returns:
-        ``image_id -> float32 [P, 4]`` xyxy for every record (``image_id`` = 1-based index in
-        ``records``, as in the dataset's targets); [0, 4] where the file has no entry.
+        Per record (same order) float32 ``[P, 4]`` xyxy in original image pixels, clipped to the image;
+        ``[0, 4]`` where the file has no entry.
     """
     path = Path(path)
     recs = list(records.records if isinstance(records, RecordSet) else records)
@@ -152,41 +175,31 @@ def load_proposals(
     found: dict[int, np.ndarray] = {}
     source: dict[int, str] = {}
     for key, value in data.items():
-        norm = _norm(key)
-        i = by_path.get(norm)
-        if i is None:
-            hits = by_name.get(PurePosixPath(norm).name, []) if "/" not in norm else []
-            if len(hits) > 1:
-                names = ", ".join(recs[h].image for h in hits[:3])
-                raise ProposalsError(f"{path}: key {key!r}: file name matches {len(hits)} images ({names}); "
-                                     "use the path relative to the image root")
-            if not hits:
-                if strict:
-                    raise ProposalsError(f"{path}: key {key!r}: no such image in the dataset")
-                continue
-            i = hits[0]
+        hits = _match(_norm(key), by_path, by_name)
+        if len(hits) > 1:
+            names = ", ".join(recs[h].image for h in hits[:3])
+            raise ProposalsError(f"{path}: key {key!r}: file name matches {len(hits)} images ({names}); "
+                                 "use the path relative to the image root")
+        if not hits:
+            if strict:
+                raise ProposalsError(f"{path}: key {key!r}: no such image in the dataset")
+            continue
+        i = hits[0]
         if i in found:
             raise ProposalsError(f"{path}: keys {source[i]!r} and {key!r} name the same image {recs[i].image!r}")
-        boxes = parse_boxes(value, recs[i].width, recs[i].height, f"{path}: key {key!r}")
-        if image_size is not None:
-            boxes = boxes * np.float32(image_size / max(recs[i].width, recs[i].height))
-        found[i], source[i] = boxes, key
+        found[i] = parse_boxes(value, recs[i].width, recs[i].height, f"{path}: key {key!r}")
+        source[i] = key
     if data and not found:
         expected = f"paths like {recs[0].image!r} or their file names" if recs else "an empty dataset"
         raise ProposalsError(f"{path}: none of its {len(data)} keys names an image of the dataset "
                              f"(first key {next(iter(data))!r}; expected {expected})")
     empty = np.zeros((0, 4), np.float32)
-    return {i + 1: found.get(i, empty) for i in range(len(recs))}
+    return [found.get(i, empty) for i in range(len(recs))]
 
 
-def batch_proposals(
-    targets: list[dict], table: dict[int, np.ndarray], device: torch.device | str
-) -> list[Tensor]:
-    """Proposals of a collated batch: per target (by its ``image_id``) a float32 [P, 4] tensor on ``device``."""
-    out = []
-    for t in targets:
-        image_id = int(t["image_id"])
-        if image_id not in table:
-            raise ProposalsError(f"no proposals for image_id {image_id}: load_proposals was given another dataset")
-        out.append(torch.as_tensor(table[image_id], dtype=torch.float32).to(device))
-    return out
+def model_inputs(targets: list[dict], device: torch.device | str) -> dict[str, list[Tensor]]:
+    """Extra forward inputs a batch carries: ``{"proposals": B float32 [P_i, 4] on device}`` when the dataset
+    has external proposals, else ``{}``. Used alike in training, evaluation and the best-checkpoint report."""
+    if not targets or "proposals" not in targets[0]:
+        return {}
+    return {"proposals": [t["proposals"].to(device, torch.float32, non_blocking=True) for t in targets]}

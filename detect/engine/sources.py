@@ -1,0 +1,117 @@
+"""What ``predict`` and ``audit`` read: image files named directly, found in folders (recursive), or matched by globs.
+
+:func:`expand_sources` turns the user's arguments into :class:`Source` files, each with a unique mirror name
+for the outputs, and :class:`~data_tools.records.Problem` entries for arguments that match nothing (the run goes
+on). :func:`read_source` decodes one file and never raises: an unreadable file becomes a reason string.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import itertools
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_tools.records import Problem
+from detect.data.images import read_image
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+_MAGIC = set("*?[")
+
+
+@dataclass
+class Source:
+    path: Path  # the image file
+    rel: str  # mirror name for outputs (POSIX), unique within one run
+
+
+@dataclass
+class Sources:
+    files: list[Source] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)  # folders given as sources
+    problems: list[Problem] = field(default_factory=list)  # sources that matched nothing
+
+
+def _glob_base(pattern: str) -> Path:
+    """The fixed folder prefix of a glob: ``shelves/**/*.jpg`` -> ``shelves``."""
+    base = list(itertools.takewhile(lambda part: not (_MAGIC & set(part)), Path(pattern).expanduser().parts))
+    return Path(*base) if base else Path(".")
+
+
+def _walk_images(folder: Path) -> list[Path]:
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [
+            Path(root, f)
+            for f in sorted(files)
+            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    return out
+
+
+def expand_sources(sources: Iterable[str | Path]) -> Sources:
+    """Image files from files, folders (recursive, image extensions, hidden entries skipped) and globs.
+
+    A file named explicitly is taken whatever its extension (reading decides); folder and glob
+    matches keep image extensions only. Each file appears once; mirror names (``Source.rel``) are
+    the file name for files, ``folder/relative/path`` for folders, the part after the glob's fixed
+    prefix for globs, made unique with ``_2``, ``_3`` suffixes.
+    """
+    out = Sources()
+    seen: set[Path] = set()
+    used: set[str] = set()
+
+    def add(path: Path, rel: str) -> None:
+        try:
+            key = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:  # a symlink loop or a dangling link: report it, go on
+            reason = "symlink loop" if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP else exc.strerror
+            out.problems.append(Problem(str(path), f"cannot read image: {reason}", kind="bad_image"))
+            return
+        if key in seen:
+            return
+        seen.add(key)
+        if ".." in Path(rel).parts or Path(rel).is_absolute():  # keep mirrors under --out
+            rel = path.name
+        stem, suffix, k = Path(rel).with_suffix("").as_posix(), Path(rel).suffix, 2
+        while rel.lower() in used:
+            rel, k = f"{stem}_{k}{suffix}", k + 1
+        used.add(rel.lower())
+        out.files.append(Source(path, rel))
+
+    for src in map(str, sources):
+        p = Path(src).expanduser()
+        if p.is_dir():
+            out.dirs.append(p)
+            name = p.resolve().name or "root"
+            for f in _walk_images(p):
+                add(f, (Path(name) / f.relative_to(p)).as_posix())
+        elif p.is_file():
+            add(p, p.name)
+        elif _MAGIC & set(src):
+            base = _glob_base(src)
+            hits = sorted(Path(h) for h in glob.glob(os.path.expanduser(src), recursive=True))
+            hits = [h for h in hits if h.is_file() and h.suffix.lower() in IMAGE_EXTENSIONS]
+            for h in hits:
+                rel = h.relative_to(base) if h.is_relative_to(base) else Path(h.name)
+                add(h, rel.as_posix())
+            if not hits:
+                out.problems.append(Problem(src, "glob matched no image files", kind="no_match"))
+        else:
+            out.problems.append(Problem(src, "no such file or folder", kind="missing_source"))
+    return out
+
+
+
+def read_source(path: Path) -> tuple[np.ndarray | None, str]:
+    """``(image, "")`` or ``(None, reason)``: one unreadable file must never stop the run."""
+    try:
+        return read_image(path), ""
+    except Exception as exc:  # noqa: BLE001 - ImageError, OSError, decoder errors: all are "skip this file"
+        return None, f"{type(exc).__name__}: {exc}"
