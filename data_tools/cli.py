@@ -119,10 +119,14 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("synth", help="generate a synthetic shelf dataset (JPEG + VOC XML)")
     g.add_argument("-o", "--output", required=True, metavar="DIR")
     g.add_argument("--images", type=int, default=64, help=f"1..{SYNTH_MAX_IMAGES:,} (default 64)")
-    g.add_argument("--classes", type=int, default=5, help=f"1..{SYNTH_MAX_CLASSES} (default 5)")
+    g.add_argument("--classes", type=int, default=None,
+                   help=f"1..{SYNTH_MAX_CLASSES} (default 5; 12 with --dense)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--size", default="320x320", metavar="WxH",
-                   help=f"image size, {SYNTH_SIDE[0]}..{SYNTH_SIDE[1]} pixels a side (default 320x320)")
+    g.add_argument("--size", default=None, metavar="WxH",
+                   help=f"image size, {SYNTH_SIDE[0]}..{SYNTH_SIDE[1]} pixels a side (default 320x320; 640x640 with --dense)")
+    g.add_argument("--dense", action="store_true",
+                   help="dense shop shelves: 40-90 small, tightly packed products per 640x640 photo, mostly bottles, "
+                        "look-alike brands in groups of three")
     g.add_argument("--planogram", metavar="PLAN.yaml", help="draw the shelves of this plan and write truth.json")
     g.add_argument("--out-of-stock", type=float, default=0.0, metavar="F",
                    help="with --planogram: fraction of planned facings left out (a gap)")
@@ -358,11 +362,15 @@ def _check_synth_folder(out: str) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    size = _parse_size(args.size)
+    size = _parse_size(args.size or ("640x640" if args.dense else "320x320"))
+    if args.classes is None:
+        args.classes = 12 if args.dense else 5
     if not 1 <= args.images <= SYNTH_MAX_IMAGES:
         raise UserError(f"--images must be between 1 and {SYNTH_MAX_IMAGES:,}, not {args.images}")
     if not 1 <= args.classes <= SYNTH_MAX_CLASSES:
         raise UserError(f"--classes must be between 1 and {SYNTH_MAX_CLASSES}, not {args.classes}")
+    if args.planogram and args.dense:
+        raise UserError("--dense and --planogram do not go together: a plan fixes the facings of every row")
     if args.planogram:  # the plan generator writes only into a new or empty folder
         from data_tools.synth_planogram import run_synth_planogram
 
@@ -373,14 +381,17 @@ def cmd_synth(args: argparse.Namespace) -> int:
     _check_synth_folder(args.output)
     try:
         from data_tools.synth import generate
+        from data_tools.synth_dense import generate_dense
     except ImportError as e:
         raise UserError(f"the synthetic generator is not available ({e})") from None
     for folder in (args.output, os.path.join(args.output, "images"), os.path.join(args.output, "annotations")):
         _prepare_folder(folder)  # the generator creates them
-    result = generate(args.output, args.images, args.classes, args.seed, size)
-    print(f"wrote {args.images} synthetic images ({args.classes} classes, {size[0]}x{size[1]}) to {args.output}")
+    result = (generate_dense if args.dense else generate)(args.output, args.images, args.classes, args.seed, size)
+    kind = "dense synthetic" if args.dense else "synthetic"
+    print(f"wrote {args.images} {kind} images ({args.classes} classes, {size[0]}x{size[1]}) to {args.output}")
     if isinstance(result, dict) and "per_class" in result:
-        print(f"boxes: {result['boxes']} ({result['truncated']} cut by the border); "
+        per_image = f"{result['boxes'] / max(1, result['images']):.1f} per image, " if args.dense else ""
+        print(f"boxes: {result['boxes']} ({per_image}{result['truncated']} cut by the border); "
               f"per class: {per_class(result['per_class'])}")
     print(f"next: retail-data convert {args.output} -o {os.path.join(args.output, 'dataset.pkl')}")
     return 0

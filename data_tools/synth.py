@@ -42,6 +42,23 @@ MIN_SIDE, MAX_SIDE = 16, 4096  # image size bounds (4096x4096: about 200 MB whil
 
 
 @dataclass(frozen=True)
+class ShelfStyle:
+    """How a shelf is stocked: row heights, facings per brand, gaps between products.
+
+    The default is the module doc's shelf; ``data_tools.synth_dense.DENSE_STYLE`` packs many small products.
+    """
+
+    row_height: tuple[float, float] | None = None  # row height range as a fraction of the image height;
+    # None: 2-3 rows (2 under 200 px high)
+    runs: tuple[int, int] = (1, 4)  # facings of one brand side by side: an integer in [lo, hi)
+    gap: tuple[float, float] = (0.03, 0.15)  # gap after a product as a fraction of its width
+    wide_gap_p: float = 0.08  # chance of a wide gap (0.5-1.2 product widths more): an empty slot
+
+
+DEFAULT_STYLE = ShelfStyle()
+
+
+@dataclass(frozen=True)
 class Brand:
     """How one class looks: fixed by its index alone."""
 
@@ -181,9 +198,9 @@ def draw_product(img: np.ndarray, brand: Brand, x: int, y: int, w: int, h: int, 
 
 # ----------------------------------------------------------------------------- scenes
 
-def render_shelf(rng: np.random.Generator, brands: list[Brand], width: int, height: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One shelf image.
+def render_shelf(rng: np.random.Generator, brands: list[Brand], width: int, height: int,
+                 style: ShelfStyle = DEFAULT_STYLE) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One shelf image, stocked as ``style`` says.
 
     Returns ``(image [H, W, 3] uint8 RGB, boxes float32 [N, 4] xyxy record pixels, labels int64 [N] in
     1..K, truncated bool [N])``.
@@ -192,8 +209,12 @@ def render_shelf(rng: np.random.Generator, brands: list[Brand], width: int, heig
     wall = np.array(_rgb(rng.uniform(0.05, 0.15), rng.uniform(0.05, 0.2), rng.uniform(0.72, 0.9)), np.float32)
     img = np.empty((H, W, 3), np.uint8)
     img[:] = np.clip(wall[None, None] * np.linspace(0.85, 1.05, H, dtype=np.float32)[:, None, None], 0, 255)
-    n_rows = 2 if H < 200 else int(rng.integers(2, 4))
-    row_h = H / (n_rows + rng.uniform(-0.12, 0.12))
+    if style.row_height is None:
+        n_rows = 2 if H < 200 else int(rng.integers(2, 4))
+        row_h = H / (n_rows + rng.uniform(-0.12, 0.12))
+    else:
+        row_h = H * rng.uniform(*style.row_height)
+        n_rows = int(H / row_h) + 1
     top = rng.uniform(-0.12, 0.04) * row_h
     board_c = _rgb(rng.uniform(0.05, 0.1), rng.uniform(0.3, 0.6), rng.uniform(0.3, 0.5))
     boxes, labels, truncs = [], [], []
@@ -204,7 +225,7 @@ def render_shelf(rng: np.random.Generator, brands: list[Brand], width: int, heig
             continue
         free = row_h - t - 3
         if board_y - t < H:
-            _fill_row(img, rng, brands, board_y - t, free, boxes, labels, truncs)
+            _fill_row(img, rng, brands, board_y - t, free, boxes, labels, truncs, style)
         cv2.rectangle(img, (0, board_y - t), (W - 1, board_y), board_c, -1)
         cv2.line(img, (0, board_y - t), (W - 1, board_y - t), _shade(board_c, 1.4), 1)
         for _ in range(int(rng.integers(1, 4))):  # price tags: white distractors on the board edge
@@ -215,7 +236,7 @@ def render_shelf(rng: np.random.Generator, brands: list[Brand], width: int, heig
     return img, boxes_a, np.asarray(labels, np.int64), np.asarray(truncs, bool)
 
 
-def _fill_row(img, rng, brands, base_y: int, free: float, boxes, labels, truncs) -> None:
+def _fill_row(img, rng, brands, base_y: int, free: float, boxes, labels, truncs, style: ShelfStyle) -> None:
     """Products standing on the board whose top is ``base_y``, left to right across the image."""
     H, W = img.shape[:2]
     row_scale = rng.uniform(0.85, 1.0)
@@ -223,7 +244,7 @@ def _fill_row(img, rng, brands, base_y: int, free: float, boxes, labels, truncs)
     k, run = int(rng.integers(len(brands))), 0
     while x < W:
         if run <= 0:
-            k, run = int(rng.integers(len(brands))), int(rng.integers(1, 4))
+            k, run = int(rng.integers(len(brands))), int(rng.integers(*style.runs))
         b = brands[k]
         h = max(6, int(free * b.height * row_scale * rng.uniform(0.95, 1.05)))
         w = max(5, int(h * b.aspect * rng.uniform(0.95, 1.05)))
@@ -235,7 +256,7 @@ def _fill_row(img, rng, brands, base_y: int, free: float, boxes, labels, truncs)
             labels.append(k + 1)
             truncs.append((x1, y1, x2, y2) != (xi, yi, xi + w, yi + h))
         run -= 1
-        gap = rng.uniform(0.03, 0.15) * w + (rng.uniform(0.5, 1.2) * w if rng.random() < 0.08 else 0)
+        gap = rng.uniform(*style.gap) * w + (rng.uniform(0.5, 1.2) * w if rng.random() < style.wide_gap_p else 0)
         x += w + max(1.0, gap)
 
 
@@ -263,19 +284,25 @@ def _size(size: tuple[int, int] | int) -> tuple[int, int]:
     return w, h
 
 
-def _render_all(out_dir: str | os.PathLike, images: int, classes: int, seed: int,
-                size: tuple[int, int] | int) -> tuple[list[str], list[Record]]:
-    """Render and write ``images/shelf_%04d.jpg``; return the class names and records (no XML)."""
+def _render_all(out_dir: str | os.PathLike, images: int, classes: int, seed: int, size: tuple[int, int] | int,
+                brands: list[Brand] | None = None, style: ShelfStyle = DEFAULT_STYLE
+                ) -> tuple[list[str], list[Record]]:
+    """Render and write ``images/shelf_%04d.jpg``; return the class names and records (no XML).
+
+    ``brands``: the ``classes`` brand looks (default :func:`brand_styles`).
+    """
     if images < 1 or classes < 1:
         raise ValueError("images and classes must be at least 1")
     W, H = _size(size)
-    brands = brand_styles(classes)
+    brands = brand_styles(classes) if brands is None else brands
+    if len(brands) != classes:
+        raise ValueError(f"{len(brands)} brand looks for {classes} classes")
     img_dir = Path(out_dir) / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(images):
         rng = np.random.default_rng([seed, i, W, H, classes])
-        img, boxes, labels, trunc = render_shelf(rng, brands, W, H)
+        img, boxes, labels, trunc = render_shelf(rng, brands, W, H, style)
         name = f"shelf_{i + 1:04d}.jpg"
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:
@@ -287,11 +314,14 @@ def _render_all(out_dir: str | os.PathLike, images: int, classes: int, seed: int
 
 
 def generate(out_dir: str | os.PathLike, images: int = 64, classes: int = 5, seed: int = 0,
-             size: tuple[int, int] | int = (320, 240)) -> dict:
+             size: tuple[int, int] | int = (320, 240), brands: list[Brand] | None = None,
+             style: ShelfStyle = DEFAULT_STYLE) -> dict:
     """Write a synthetic shelf dataset (JPEG + VOC XML + classes.txt) to ``out_dir`` (layout: module doc).
 
     Args:
         size: ``(width, height)`` in pixels, or one int for square images.
+        brands, style: the brand looks (default :func:`brand_styles`) and how shelves are stocked
+            (``data_tools.synth_dense`` passes its look-alike brands and dense packing).
     Returns:
         A summary: ``out_dir``, ``images``, ``classes``, ``class_names``, ``size`` ([W, H]), ``seed``,
         ``boxes``, ``truncated``, ``per_class`` ({name: boxes}), ``images_dir``, ``annotations_dir``.
@@ -299,7 +329,7 @@ def generate(out_dir: str | os.PathLike, images: int = 64, classes: int = 5, see
     from data_tools.voc import write_voc
 
     out = Path(out_dir)
-    names, records = _render_all(out, images, classes, seed, size)
+    names, records = _render_all(out, images, classes, seed, size, brands, style)
     for rec in records:
         write_voc(rec, names, out / "annotations" / (Path(rec.image).stem + ".xml"))
     atomic_write_text(out / "classes.txt", "".join(n + "\n" for n in names))
@@ -315,11 +345,12 @@ def generate(out_dir: str | os.PathLike, images: int = 64, classes: int = 5, see
 
 
 def make_tiny_dataset(tmp_dir: str | os.PathLike, images: int = 12, classes: int = 3, seed: int = 0,
-                      size: tuple[int, int] | int = (128, 128)) -> RecordSet:
+                      size: tuple[int, int] | int = (128, 128), brands: list[Brand] | None = None,
+                      style: ShelfStyle = DEFAULT_STYLE) -> RecordSet:
     """Render shelves into ``tmp_dir/images`` and return their RecordSet directly (no XML written or parsed).
 
     The RecordSet's ``image_root`` is ``tmp_dir`` (absolute); same drawing code and images as :func:`generate`.
     """
     root = Path(tmp_dir).resolve()
-    names, records = _render_all(root, images, classes, seed, size)
+    names, records = _render_all(root, images, classes, seed, size, brands, style)
     return RecordSet(names, str(root), records, {"source": "synth", "seed": seed, "size": list(_size(size))})
