@@ -50,7 +50,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     evaluate_weights(
         args.weights, args.data, out_json=args.json, device=args.device, batch_size=args.batch,
-        proposals=args.proposals, report=args.report, conf=args.conf,
+        proposals=args.proposals, report=args.report, conf=args.conf, agnostic_nms=args.agnostic_nms,
     )
     return 0
 
@@ -62,6 +62,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.weights, args.sources, args.out, conf=args.conf, device=args.device, csv=args.csv,
         draw=not args.no_draw, tile=args.tile, rows=not args.no_rows, batch_size=args.batch,
         proposals=args.proposals, exist_ok=args.exist_ok, save_labels=args.save_labels,
+        agnostic_nms=args.agnostic_nms,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary.get("class_counts", {}).items())
     for key in ("json", "csv", "out_dir"):
@@ -159,6 +160,12 @@ def _short(path: str) -> str:
         return str(p)
 
 
+def _agnostic_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=None,
+                   help="one NMS over all classes (one box per product on dense shelves); default: as trained "
+                        "(model.agnostic_nms)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retail-detect", description=__doc__.splitlines()[0],
                                      epilog="exit codes: 0 ok, 1 predict read no image, 2 user error, 130 interrupted")
@@ -184,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--proposals", default=None, help="Fast R-CNN: external proposals JSON (skips the RPN)")
+    _agnostic_flag(p)
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write an HTML report (DIR/index.html, metrics.json, per_class.csv); DIR2, ... when DIR holds files")
     p.add_argument("--conf", type=float, default=None,
@@ -205,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--proposals", default=None,
                    help="Fast R-CNN: external proposals JSON {image: [[x1, y1, x2, y2], ...]} (skips the RPN)")
+    _agnostic_flag(p)
     p.add_argument("--save-labels", choices=["voc", "coco", "yolo", "cvat", "labelstudio"], default=None,
                    help="also write the detections as labels of this format in OUT/labels/ (with the photos "
                         "hard-linked beside them) to correct in labelImg, CVAT or Label Studio")

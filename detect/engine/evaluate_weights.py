@@ -25,7 +25,8 @@ from detect.engine.prepare import check_proposals_arg, drop_unreadable, resolve_
 
 def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path | None = None, device: str = "auto",
                      batch_size: int = 32, proposals: str | Path | None = None, max_dets: int | None = None,
-                     log=print, report: str | Path | None = None, conf: float | None = None) -> dict:
+                     log=print, report: str | Path | None = None, conf: float | None = None,
+                     agnostic_nms: bool | None = None) -> dict:
     """Evaluate checkpoint ``weights`` on dataset ``data`` (the training letterbox size and eval settings).
 
     Writes, when ``out_json`` is given: the metrics JSON there, the COCO results beside it
@@ -42,7 +43,8 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
         check_output_file(out.with_name(out.stem + "_pr.png"), inputs, (".png",), "--json (PR plot)")
     dev = resolve_device(device)
     model, class_names, cfg = load_model(weights)
-    model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections)
+    model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections,
+                                    agnostic=agnostic_nms)  # None keeps the recipe's model.agnostic_nms
     rs = select_split(load_dataset(data, class_names, log), "eval", str(data), log)  # labels: in the checkpoint's order
     if list(rs.class_names) != list(class_names):
         raise ValueError(class_mismatch(str(data), rs.class_names, class_names, f"the checkpoint {weights}",

@@ -50,6 +50,7 @@ def run_predict(
     exist_ok: bool = False,
     log: Callable[[str], None] = print,
     save_labels: str | None = None,
+    agnostic_nms: bool | None = None,
 ) -> dict:
     """Predict every image of ``sources`` and write the outputs into ``out_dir``.
 
@@ -73,6 +74,7 @@ def run_predict(
         exist_ok: write into ``out_dir`` even when it holds files (same-named outputs are replaced).
         proposals: Fast R-CNN's external proposals JSON (skips the RPN; see :class:`Predictor`).
         log: where progress lines and warnings (a skipped image) go.
+        agnostic_nms: class-agnostic NMS on or off (None: as trained; see :class:`Predictor`).
         save_labels: also write the detections as labels of this format under ``out_dir/labels/``
             (``voc``, ``coco``, ``yolo``, ``cvat``, ``labelstudio``; :mod:`detect.engine.predict_labels`).
 
@@ -95,7 +97,8 @@ def run_predict(
     po.check_out_dir(out_dir, [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
     predictor = Predictor(
-        weights, device, conf, image_size, use_ema, tile=opts, batch_size=batch_size, proposals=proposals
+        weights, device, conf, image_size, use_ema, tile=opts, batch_size=batch_size, proposals=proposals,
+        agnostic_nms=agnostic_nms
     )
     # a new folder per run (runs/predict -> runs/predict2 when it holds one): no stale drawings beside new ones
     folder, lock = claim_run_dir(out_dir, exist_ok=exist_ok)

@@ -55,6 +55,8 @@ class Predictor:
         amp: bf16 autocast on CUDA; None = the training ``train.amp``.
         proposals: Fast R-CNN only: external proposals JSON (``{image path or file name: [[x1, y1, x2, y2],
             ...]}`` in original pixels) used instead of the RPN; an image without an entry is reported, not run.
+        agnostic_nms: one NMS over all classes (True) or per class (False); None = the recipe's
+            ``model.agnostic_nms``.
     """
 
     def __init__(
@@ -68,8 +70,11 @@ class Predictor:
         batch_size: int = 8,
         amp: bool | None = None,
         proposals: str | Path | None = None,
+        agnostic_nms: bool | None = None,
     ) -> None:
         model, class_names, cfg = load_model(weights, use_ema, score_thresh=conf)
+        if agnostic_nms is not None:  # class-agnostic NMS (dense shelves) whatever the recipe said
+            model.post = model.post.replace(agnostic=agnostic_nms)
         size, m = image_size or cfg.data.image_size, cfg.model
         amp = cfg.train.amp if amp is None else amp
         self._setup(
@@ -116,6 +121,8 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.amp = bool(amp) and self.device.type == "cuda"
         self.nms_thresh = float(nms_thresh)
+        post = getattr(model, "post", None)
+        self.agnostic = bool(post.agnostic) if post is not None else False  # tiles merge the same way
         self.max_detections = int(max_detections)
         self._worked = False  # set once a batch succeeded: later failures are bad inputs, not a bad model
         self.proposals = None  # ProposalsForFiles: Fast R-CNN's external proposals, looked up per image file
@@ -204,6 +211,7 @@ class Predictor:
                     self.tile,
                     self.nms_thresh,
                     self.max_detections,
+                    self.agnostic,
                 )
             r = {k: v.cpu() for k, v in r.items()}
             tiles = 0 if windows is None else n - int(self.tile.full_image)

@@ -111,8 +111,9 @@ def merge_crops(
     opts: TileOptions,
     nms_thresh: float = 0.5,
     max_detections: int = 300,
+    agnostic: bool = False,
 ) -> dict[str, Tensor]:
-    """Merge per-crop detections into one image's detections.
+    """Merge per-crop detections into one image's detections (``agnostic``: one NMS over all classes).
 
     Args:
         results: one dict per crop: ``boxes`` ``[K, 4]`` xyxy in crop pixels, ``scores`` ``[K]``,
@@ -148,7 +149,7 @@ def merge_crops(
 
     # NMS rank, whatever the scores: whole tile views > whole-image views > views cut by a tile border.
     prio = torch.where(full, 1.0, torch.where(cut, 0.0, 2.0))
-    keep = batched_nms(boxes, scores + prio, labels, nms_thresh)
+    keep = batched_nms(boxes, scores + prio, torch.zeros_like(labels) if agnostic else labels, nms_thresh)
     boxes, scores, labels, cut = boxes[keep], scores[keep], labels[keep], cut[keep]
     boxes, scores, alive = _absorb_cut(boxes, scores, labels, cut, opts.cut_ios)
     boxes, scores, labels = boxes[alive], scores[alive], labels[alive]

@@ -234,3 +234,30 @@ def test_image_failing_in_model_is_reported(tmp_path):
         Predictor.from_model(PickyModel(), NAMES, S, tile="off")._predict_chunk(
             [np.zeros((9, 9, 3), np.uint8)]
         )
+
+
+def test_agnostic_nms_can_be_switched_at_predict_time(tmp_path):
+    """A model trained with class-aware NMS keeps boxes of two classes on one spot; --agnostic-nms keeps one."""
+    from detect.config import config_from_dict
+    from detect.engine.checkpoint import save_checkpoint
+    from detect.models.build import build_model
+    from torchvision.ops import box_iou
+
+    torch.manual_seed(0)
+    cfg = config_from_dict({"model": {"name": "ssd", "backbone_weights": "none"}, "data": {"image_size": S}})
+    model = build_model(cfg.model, len(NAMES))
+    path = save_checkpoint(tmp_path / "w.pt", {"model": model.state_dict(), "config": cfg.to_dict(),
+                                               "class_names": NAMES})
+    image = _rgb(S, S, (10, 10, 40, 40))
+
+    def cross_class_overlaps(agnostic):
+        p = Predictor(str(path), device="cpu", conf=0.0, tile="off", agnostic_nms=agnostic)
+        r = p.predict_images([image])[0]
+        iou = box_iou(r["boxes"], r["boxes"])
+        other = r["labels"][:, None] != r["labels"][None, :]
+        return int(((iou > cfg.model.nms_thresh) & other).sum()), p
+
+    aware, p_aware = cross_class_overlaps(None)
+    agnostic, p_agnostic = cross_class_overlaps(True)
+    assert not p_aware.model.post.agnostic and p_agnostic.model.post.agnostic and p_agnostic.agnostic
+    assert aware > 0 and agnostic == 0

@@ -115,3 +115,17 @@ def test_object_larger_than_tile_is_one_detection():
     assert (r["boxes"][:, :2] >= torch.tensor(rect[:2])).all() and (
         r["boxes"][:, 2:] <= torch.tensor(rect[2:])
     ).all()
+
+
+def test_agnostic_merge_keeps_one_box_per_spot_across_classes():
+    opts = TileOptions(mode="on", size=400, overlap=0.25)
+    windows = np.array([[0, 0, 400, 400], [300, 0, 700, 400]], dtype=np.int64)
+    results = [  # one product seen whole by both tiles, as two look-alike classes
+        {"boxes": torch.tensor([[320.0, 100.0, 380.0, 200.0]]), "scores": torch.tensor([0.9]),
+         "labels": torch.tensor([1])},
+        {"boxes": torch.tensor([[21.0, 101.0, 80.0, 200.0]]), "scores": torch.tensor([0.6]),
+         "labels": torch.tensor([2])},
+    ]
+    aware = merge_crops(results, windows, (400, 700), 200, opts)
+    agnostic = merge_crops(results, windows, (400, 700), 200, opts, agnostic=True)
+    assert aware["labels"].tolist() == [1, 2] and agnostic["labels"].tolist() == [1]
