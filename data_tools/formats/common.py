@@ -119,6 +119,27 @@ def number(text: str | None) -> tuple[float | None, str | None]:
     return v, None
 
 
+def corners(values: dict[str, str | None], names: tuple[str, str, str, str], file: str, line: int | None,
+            field_of, problems: list[Problem]) -> tuple[float, float, float, float] | None:
+    """The box ``(x1, y1, x2, y2)`` from the texts ``values[names[i]]``, or None after one Problem naming the
+    field (``field_of(name)``): a missing or non-numeric coordinate, or x2 <= x1 / y2 <= y1."""
+    vals: dict[str, float] = {}
+    for k in names:
+        v, why = number(values.get(k))
+        if why:
+            problems.append(Problem(file, f"{why} {k}", line=line, field=field_of(k), kind="bad_coordinate"))
+            return None
+        vals[k] = v
+    x1, y1, x2, y2 = names
+    for lo, hi in ((x1, x2), (y1, y2)):
+        if vals[hi] <= vals[lo]:
+            kind = "swapped_box" if vals[hi] < vals[lo] else "zero_area_box"
+            problems.append(Problem(file, f"{lo}={vals[lo]:g} {hi}={vals[hi]:g} ({lo} must be < {hi})", line=line,
+                                    field=field_of(hi), kind=kind))
+            return None
+    return vals[x1], vals[y1], vals[x2], vals[y2]
+
+
 def read_text(file: str, max_bytes: int, root: str | None = None, cache: dict | None = None) -> tuple[str | None, Problem | None]:
     """The UTF-8 text of a regular annotation file (BOM stripped), or ``(None, problem)``."""
     try:

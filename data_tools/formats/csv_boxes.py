@@ -30,6 +30,7 @@ from data_tools.formats.common import (
     add_box,
     class_map,
     class_order,
+    corners,
     fmt_coord,
     image_item,
     number,
@@ -172,24 +173,13 @@ def _row(file: str, line: int, row: list[str], cols: dict[str, int], item: Item,
     cells = {k: (row[i].strip() if i < len(row) else "") for k, i in cols.items()}
     if not any(cells[k] for k in ("x1", "y1", "x2", "y2", "label")):
         return  # the image, listed without boxes
-    vals = {}
-    for k in ("x1", "y1", "x2", "y2"):
-        v, why = number(cells[k])
-        if why:
-            problems.append(Problem(file, f"{why} {k}", line=line, field=_col(cols, k), kind="bad_coordinate"))
-            return
-        vals[k] = v
-    for lo, hi in (("x1", "x2"), ("y1", "y2")):
-        if vals[hi] <= vals[lo]:
-            kind = "swapped_box" if vals[hi] < vals[lo] else "zero_area_box"
-            problems.append(Problem(file, f"{lo}={vals[lo]:g} {hi}={vals[hi]:g} ({lo} must be < {hi})", line=line,
-                                    field=_col(cols, hi), kind=kind))
-            return
+    xyxy = corners(cells, ("x1", "y1", "x2", "y2"), file, line, lambda k: _col(cols, k), problems)
+    if xyxy is None:
+        return
     if not cells["label"]:
         problems.append(Problem(file, "row has no label", line=line, field=_col(cols, "label"), kind="missing_name"))
         return
-    add_box(item, cells["label"], (vals["x1"], vals["y1"], vals["x2"], vals["y2"]), problems, line=line,
-            field=_col(cols, "label"))
+    add_box(item, cells["label"], xyxy, problems, line=line, field=_col(cols, "label"))
 
 
 def write_csv_boxes(rs: RecordSet, path: Path, names: list[str], scores=None) -> list[Path]:

@@ -29,6 +29,7 @@ from data_tools.formats.common import (
     ReadOptions,
     add_box,
     class_map,
+    corners,
     fmt_coord,
     image_item,
     number,
@@ -108,20 +109,9 @@ def _box(file: str, box: etree._Element, where: str, item: Item, problems: list[
     if not label:
         problems.append(Problem(file, "box has no label", line=line, field=f"{where}/label", kind="missing_name"))
         return
-    vals = {}
-    for c in _COORDS:
-        v, why = number(box.get(c))
-        if why:
-            problems.append(Problem(file, f"{why} {c}", line=line, field=f"{where}/{c}", kind="bad_coordinate"))
-            return
-        vals[c] = v
-    for lo, hi in (("xtl", "xbr"), ("ytl", "ybr")):
-        if vals[hi] <= vals[lo]:
-            kind = "swapped_box" if vals[hi] < vals[lo] else "zero_area_box"
-            problems.append(Problem(file, f"{lo}={vals[lo]:g} {hi}={vals[hi]:g} ({lo} must be < {hi})", line=line,
-                                    field=f"{where}/{hi}", kind=kind))
-            return
-    xyxy = (vals["xtl"], vals["ytl"], vals["xbr"], vals["ybr"])
+    xyxy = corners({c: box.get(c) for c in _COORDS}, _COORDS, file, line, lambda c: f"{where}/{c}", problems)
+    if xyxy is None:
+        return
     rotation, _ = number(box.get("rotation") or "0")
     if rotation and rotation % 360:
         xyxy = _upright(xyxy, rotation)

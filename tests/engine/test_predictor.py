@@ -238,10 +238,11 @@ def test_image_failing_in_model_is_reported(tmp_path):
 
 def test_agnostic_nms_can_be_switched_at_predict_time(tmp_path):
     """A model trained with class-aware NMS keeps boxes of two classes on one spot; --agnostic-nms keeps one."""
+    from torchvision.ops import box_iou
+
     from detect.config import config_from_dict
     from detect.engine.checkpoint import save_checkpoint
     from detect.models.build import build_model
-    from torchvision.ops import box_iou
 
     torch.manual_seed(0)
     cfg = config_from_dict({"model": {"name": "ssd", "backbone_weights": "none"}, "data": {"image_size": S}})
