@@ -125,6 +125,20 @@ class ModelConfig:
     ssd: SSDConfig = field(default_factory=SSDConfig)
     fast_rcnn: FastRCNNConfig = field(default_factory=FastRCNNConfig)
     yolo: YOLOConfig = field(default_factory=YOLOConfig)
+    # Options of heads registered with their own options dataclass (``DetectorSpec.options``): section
+    # ``model.<name>`` in YAML, ``cfg.model.<name>`` in code, like the three above; filled by _build.
+    heads: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __getattr__(self, name: str) -> Any:  # cfg.model.<registered head> -> its options
+        heads = self.__dict__.get("heads")
+        if heads is None:
+            raise AttributeError(name)
+        if name not in heads:
+            options = _registered_options().get(name)
+            if options is None:
+                raise AttributeError(f"ModelConfig has no '{name}'")
+            heads[name] = options()
+        return heads[name]
 
 
 @dataclass
@@ -182,8 +196,19 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
-        """Plain dict (tuples become lists) for YAML, JSON and checkpoints."""
-        return _plain(dataclasses.asdict(self))
+        """Plain dict (tuples become lists) for YAML, JSON and checkpoints; registered heads' options appear
+        as their own ``model.<name>`` sections."""
+        out = _plain(dataclasses.asdict(self))
+        out["model"].update(out["model"].pop("heads"))
+        return out
+
+
+def _registered_options() -> dict[str, type]:
+    """``{head name: options dataclass}`` of the registry's heads that declare one (imported lazily: the
+    registry imports the models, which import this module)."""
+    from detect.models.build import DETECTORS
+
+    return {name: spec.options for name, spec in DETECTORS.items() if spec.options is not None}
 
 
 def _plain(value: Any) -> Any:
@@ -232,12 +257,16 @@ def _build(cls: type, values: dict, where: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {values!r}")
     default = cls()
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "heads"}
+    heads = _registered_options() if cls is ModelConfig else {}
+    kwargs: dict[str, Any] = {"heads": {}} if cls is ModelConfig else {}
     for key, value in values.items():
         name = f"{where}.{key}" if where else str(key)
+        if key in heads and key not in fields:
+            kwargs["heads"][key] = _build(heads[key], value or {}, name)
+            continue
         if key not in fields:
-            raise ConfigError(f"unknown key '{name}'" + _suggest(str(key), list(fields)))
+            raise ConfigError(f"unknown key '{name}'" + _suggest(str(key), list(fields) + list(heads)))
         current = getattr(default, key)
         if dataclasses.is_dataclass(current):
             kwargs[key] = _build(type(current), value or {}, name)

@@ -30,6 +30,7 @@ class DetectorSpec:
     title: str
     peers: tuple[str, ...]
     takes_proposals: bool = False
+    options: type | None = None  # a dataclass of head options: YAML section model.<name>, cfg.model.<name>
 
 
 DETECTORS: dict[str, DetectorSpec] = {
