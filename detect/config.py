@@ -90,6 +90,9 @@ class FastRCNNConfig:
     bg_iou: float = 0.5
     head_dim: int = 512  # width of the two fully connected layers
     rpn: bool = True  # False: no RPN, the proposals come from data.proposals (set automatically with it)
+    head_init: str = "normal"  # box head outputs: normal (N(0, 0.01) classes, N(0, 0.001) deltas) | pytorch (nn.Linear's)
+    roi_box_beta: float = 1.0 / 9  # smooth-L1 beta of the box head's regression loss (0: plain L1)
+    fpn_init: str = "pytorch"  # FPN convs: pytorch (default init) | kaiming_a1 (the FPN paper's / torchvision's)
 
 
 @dataclass
@@ -320,6 +323,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": ("sgd", "adam", "adamw"),
     "train.scheduler": ("cosine", "step", "plateau", "none"),
     "model.fast_rcnn.roi_op": ("roi_pool", "roi_align"),
+    "model.fast_rcnn.head_init": ("normal", "pytorch"),
+    "model.fast_rcnn.fpn_init": ("pytorch", "kaiming_a1"),
     "model.yolo.assigner": ("tal", "simota"),
     "model.yolo.cls_loss": ("bce", "varifocal"),
     "model.yolo.box_loss": ("giou", "ciou"),
@@ -349,6 +354,7 @@ RANGES: list[tuple[str, Any, str]] = [
     ("augment.translate", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
     ("augment.mosaic_off_epochs", lambda v: v >= 0, ">= 0"),
     ("model.freeze_at", lambda v: v >= 0, ">= 0"),
+    ("model.fast_rcnn.roi_box_beta", lambda v: v >= 0, ">= 0"),
     ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("model.score_thresh", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("model.nms_thresh", lambda v: 0 < v <= 1, "in (0, 1]"),

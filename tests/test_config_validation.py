@@ -27,6 +27,9 @@ def test_yaml_1_1_exponents_read_as_numbers(tmp_path):
     ("train.optimizer=rmsprop", "train.optimizer: 'rmsprop' is not one of sgd, adam, adamw"),
     ("model.name=retinanet", "model.name: 'retinanet' is not one of ssd, fast_rcnn, yolo"),
     ("augment.scale=[1.2, 0.8]", "augment.scale: must be [low, high]"),
+    ("model.fast_rcnn.head_init=xavier", "model.fast_rcnn.head_init: 'xavier' is not one of normal, pytorch"),
+    ("model.fast_rcnn.fpn_init=he", "model.fast_rcnn.fpn_init: 'he' is not one of pytorch, kaiming_a1"),
+    ("model.fast_rcnn.roi_box_beta=-0.1", "model.fast_rcnn.roi_box_beta: must be >= 0"),
 ])
 def test_out_of_range_and_unknown_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:

@@ -96,7 +96,7 @@ def build_fast_rcnn(cfg: ModelConfig, num_classes: int) -> FastRCNN:
             raise ValueError(f"model.fast_rcnn.anchor_sizes has {len(fr.anchor_sizes)} sizes but the FPN has "
                              f"{len(strides)} levels (strides {strides}): give one size per level")
         # The FPN paper's plain outputs: with BN + ReLU the box head learned 2-4x slower on Freiburg.
-        neck: nn.Module | None = FPN(list(backbone.out_channels), fr.neck_channels, norm=False)
+        neck: nn.Module | None = FPN(list(backbone.out_channels), fr.neck_channels, norm=False, init=fr.fpn_init)
         channels, sizes = fr.neck_channels, [[float(s)] for s in fr.anchor_sizes]
     else:
         strides, neck = [backbone.strides[-1]], None
@@ -111,5 +111,6 @@ def build_fast_rcnn(cfg: ModelConfig, num_classes: int) -> FastRCNN:
         channels, strides, num_classes, roi_op=fr.roi_op, roi_size=fr.roi_size, hidden=fr.head_dim,
         dropout=cfg.dropout, canonical_size=fr.roi_canonical_size, batch_per_image=fr.roi_batch_per_image,
         positive_fraction=fr.roi_positive_fraction, fg_iou=fr.fg_iou, bg_iou=fr.bg_iou,
+        init=fr.head_init, box_beta=fr.roi_box_beta,
     )
     return FastRCNN(backbone=backbone, roi_head=roi_head, rpn=rpn, neck=neck, post=PostprocessSettings.from_config(cfg))

@@ -28,6 +28,7 @@ from detect.models.postprocess import PostprocessSettings, postprocess
 from detect.models.rpn import sample_pos_neg
 
 ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target normalisation
+HEAD_INITS = ("normal", "pytorch")  # see BoxHead
 
 
 def roi_levels(boxes: Tensor, strides: list[int], canonical_size: float = 224.0, canonical_level: int = 4) -> Tensor:
@@ -161,11 +162,17 @@ def sample_rois(
 class BoxHead(nn.Module):
     """Two fully connected layers (ReLU + dropout) -> class logits [R, C+1] and deltas [R, C*4].
 
-    Deltas are class-specific for classes 1..C (no regression for background).
+    Deltas are class-specific for classes 1..C (no regression for background). ``init`` of the two output
+    layers: ``normal`` (weights N(0, 0.01) for classes and N(0, 0.001) for deltas, bias 0: Detectron's) or
+    ``pytorch`` (``nn.Linear``'s default, as torchvision's ``FastRCNNPredictor``). The two hidden layers always
+    keep ``nn.Linear``'s default (as torchvision's ``TwoMLPHead``).
     """
 
-    def __init__(self, in_channels: int, roi_size: int, hidden: int, num_classes: int, dropout: float = 0.0):
+    def __init__(self, in_channels: int, roi_size: int, hidden: int, num_classes: int, dropout: float = 0.0,
+                 init: str = "normal"):
         super().__init__()
+        if init not in HEAD_INITS:
+            raise ValueError(f"unknown box head init {init!r}: use one of {', '.join(HEAD_INITS)}")
         self.num_classes = num_classes
         self.fc = nn.Sequential(
             nn.Flatten(),
@@ -178,10 +185,11 @@ class BoxHead(nn.Module):
         )
         self.cls = nn.Linear(hidden, num_classes + 1)
         self.reg = nn.Linear(hidden, num_classes * 4)
-        nn.init.normal_(self.cls.weight, std=0.01)
-        nn.init.normal_(self.reg.weight, std=0.001)
-        nn.init.zeros_(self.cls.bias)
-        nn.init.zeros_(self.reg.bias)
+        if init == "normal":
+            nn.init.normal_(self.cls.weight, std=0.01)
+            nn.init.normal_(self.reg.weight, std=0.001)
+            nn.init.zeros_(self.cls.bias)
+            nn.init.zeros_(self.reg.bias)
 
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
         """pooled [R, C_in, s, s] -> logits [R, C+1], deltas [R, C*4] (both fp32)."""
@@ -189,12 +197,13 @@ class BoxHead(nn.Module):
         return self.cls(h).float(), self.reg(h).float()
 
 
-def fast_rcnn_loss(logits: Tensor, deltas: Tensor, labels: Tensor, reg_targets: Tensor) -> dict[str, Tensor]:
+def fast_rcnn_loss(logits: Tensor, deltas: Tensor, labels: Tensor, reg_targets: Tensor,
+                   beta: float = 1.0 / 9) -> dict[str, Tensor]:
     """Cross-entropy over C+1 classes + smooth-L1 on the true class's deltas (positives only).
 
     Args:
         logits: [R, C+1]; deltas: [R, C*4]; labels: int64 [R] (-1 ignored, 0 background);
-        reg_targets: encoded targets [R, 4].
+        reg_targets: encoded targets [R, 4]; beta: smooth-L1's switch from L2 to L1 (0: plain L1).
 
     Returns:
         ``{"roi_cls", "roi_box"}``, both summed over used RoIs and divided by their number.
@@ -205,7 +214,7 @@ def fast_rcnn_loss(logits: Tensor, deltas: Tensor, labels: Tensor, reg_targets: 
     cls_loss = torch.where(used, ce, 0.0).sum() / n
     r = labels.shape[0]
     d = deltas.float().view(r, -1, 4)[torch.arange(r, device=labels.device), (labels - 1).clamp(min=0)]
-    l1 = F.smooth_l1_loss(d, reg_targets.float(), beta=1.0 / 9, reduction="none").sum(-1)
+    l1 = F.smooth_l1_loss(d, reg_targets.float(), beta=beta, reduction="none").sum(-1)
     box_loss = torch.where(labels > 0, l1, 0.0).sum() / n
     return {"roi_cls": cls_loss, "roi_box": box_loss}
 
@@ -218,6 +227,7 @@ class RoIHead(nn.Module):
         num_classes: C object classes (labels 1..C).
         roi_op / roi_size / canonical_size: see :func:`pool_rois` and :func:`roi_levels`.
         batch_per_image / positive_fraction / fg_iou / bg_iou: see :func:`sample_rois`.
+        hidden / dropout / init: see :class:`BoxHead`; box_beta: smooth-L1 beta of :func:`fast_rcnn_loss`.
     Detections go through ``postprocess`` with the settings the detector passes to :meth:`predict`.
     """
 
@@ -235,13 +245,16 @@ class RoIHead(nn.Module):
         positive_fraction: float = 0.25,
         fg_iou: float = 0.5,
         bg_iou: float = 0.5,
+        init: str = "normal",
+        box_beta: float = 1.0 / 9,
     ) -> None:
         super().__init__()
         if roi_op not in ("roi_pool", "roi_align"):
             raise ValueError(f"unknown roi_op {roi_op!r}: use 'roi_pool' or 'roi_align'")
         self.strides, self.num_classes = list(strides), num_classes
         self.roi_op, self.roi_size, self.canonical_size = roi_op, roi_size, canonical_size
-        self.box_head = BoxHead(in_channels, roi_size, hidden, num_classes, dropout)
+        self.box_head = BoxHead(in_channels, roi_size, hidden, num_classes, dropout, init)
+        self.box_beta = box_beta
         self.batch_per_image, self.positive_fraction = batch_per_image, positive_fraction
         self.fg_iou, self.bg_iou = fg_iou, bg_iou
 
@@ -259,7 +272,7 @@ class RoIHead(nn.Module):
         )
         logits, deltas = self.box_head(self.pool(feats, rois))
         targets = encode(matched.reshape(-1, 4), rois.reshape(-1, 4), ROI_BOX_WEIGHTS)
-        return fast_rcnn_loss(logits, deltas, labels.reshape(-1), targets)
+        return fast_rcnn_loss(logits, deltas, labels.reshape(-1), targets, self.box_beta)
 
     def predict(
         self, feats: list[Tensor], proposals: Tensor, prop_mask: Tensor, image_size: tuple[int, int],

@@ -88,3 +88,15 @@ def test_model_without_rpn_needs_proposals() -> None:
     props = [torch.tensor([[0.0, 0.0, 32.0, 32.0]]), torch.zeros(0, 4)]
     out = model(images, proposals=props)
     assert len(out) == 2 and len(out[1]["boxes"]) == 0
+def test_build_applies_head_init_fpn_init_and_box_beta() -> None:
+    torch.manual_seed(0)
+    default = build_fast_rcnn(_cfg(), num_classes=3)
+    assert default.roi_head.box_head.cls.bias.abs().sum() == 0 and abs(default.roi_head.box_beta - 1 / 9) < 1e-9
+    model = build_fast_rcnn(_cfg(head_init="pytorch", fpn_init="kaiming_a1", roi_box_beta=0.5), num_classes=3)
+    assert model.roi_head.box_beta == 0.5
+    assert model.roi_head.box_head.cls.bias.abs().max() > 0  # nn.Linear's default init, not zeros
+    for conv in [*model.neck.lateral, *model.neck.smooth]:  # kaiming_uniform(a=1): bound sqrt(3 / fan_in), bias 0
+        fan_in = conv.weight[0].numel()
+        assert conv.weight.abs().max() > 1.2 / fan_in**0.5 and conv.bias.abs().sum() == 0
+    for conv in default.neck.lateral:  # PyTorch's default: bound 1 / sqrt(fan_in)
+        assert conv.weight.abs().max() <= 1 / conv.weight[0].numel() ** 0.5

@@ -7,7 +7,7 @@ import torch
 from torchvision.ops import roi_align, roi_pool
 
 from detect.models.postprocess import PostprocessSettings
-from detect.models.roi_head import RoIHead, fast_rcnn_loss, pool_rois, roi_levels, sample_rois
+from detect.models.roi_head import BoxHead, RoIHead, fast_rcnn_loss, pool_rois, roi_levels, sample_rois
 
 
 def _inclusive(rois: torch.Tensor, stride: int) -> torch.Tensor:
@@ -115,3 +115,29 @@ def test_predict_returns_class_specific_detections() -> None:
     for d in dets:
         assert d["labels"].min() >= 1 and d["labels"].max() <= 3
         assert (d["boxes"] >= 0).all() and (d["boxes"] <= 64).all()
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0 / 9, 1.0])
+def test_loss_box_beta_is_the_smooth_l1_switch(beta: float) -> None:
+    logits, deltas = torch.zeros(2, 3), torch.zeros(2, 8)
+    labels = torch.tensor([1, 1])
+    targets = torch.tensor([[0.05, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])  # one error below every beta > 0.05, one above
+    box = fast_rcnn_loss(logits, deltas, labels, targets, beta=beta)["roi_box"]
+
+    def smooth(x: float) -> float:
+        return 0.5 * x * x / beta if x < beta else x - 0.5 * beta
+
+    assert torch.isclose(box, torch.tensor((smooth(0.05) + smooth(2.0)) / 2))
+
+
+def test_box_head_init_options() -> None:
+    torch.manual_seed(0)
+    normal = BoxHead(8, 3, 256, num_classes=5, init="normal")
+    assert abs(normal.cls.weight.std().item() - 0.01) < 0.002 and abs(normal.reg.weight.std().item() - 0.001) < 2e-4
+    assert normal.cls.bias.abs().sum() == 0 and normal.reg.bias.abs().sum() == 0
+    pytorch = BoxHead(8, 3, 256, num_classes=5, init="pytorch")  # nn.Linear's: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    for layer in (pytorch.cls, pytorch.reg):
+        w = layer.weight.abs().max().item()
+        assert 0.9 / 16 < w <= 1 / 16 and layer.bias.abs().max() > 0
+    with pytest.raises(ValueError, match="box head init"):
+        BoxHead(8, 3, 16, num_classes=5, init="xavier")
