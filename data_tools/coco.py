@@ -28,7 +28,7 @@ from data_tools.atomic import atomic_write_bytes
 from data_tools.images import ImageError, orient_boxes, probe_image, resolve_size
 from data_tools.locate import is_absolute_name, within
 from data_tools.records import ClassMap, Problem, Record, RecordSet, check_box
-from data_tools.userfiles import UnsafeFile, first_usable, read_limited
+from data_tools.userfiles import UnsafeFile, first_usable, read_json
 
 MAX_JSON_BYTES = 1 << 30
 """Largest COCO JSON read (1 GiB; COCO 2017's train instances file is 448 MB)."""
@@ -165,17 +165,7 @@ def _short(v) -> str:
 
 
 def _load_json(file: str) -> dict:
-    try:
-        raw = read_limited(file, MAX_JSON_BYTES)
-        data = json.loads(raw.decode("utf-8-sig"))
-    except UnsafeFile as e:
-        raise CocoFormatError(str(e)) from None
-    except json.JSONDecodeError as e:
-        raise CocoFormatError(f"{file}:{e.lineno}: invalid JSON: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise CocoFormatError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except RecursionError:
-        raise CocoFormatError(f"{file}: JSON nested too deeply to be a COCO file") from None
+    data = read_json(file, MAX_JSON_BYTES, CocoFormatError, "a COCO file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CocoFormatError(f"{file}: not a COCO detection file (no 'images' list)")
     if not isinstance(data.get("categories", []), list) or not isinstance(data.get("annotations", []), list):

@@ -11,6 +11,7 @@ path where their message needs it; ``str()`` of the exception is ``"<path> <reas
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from collections.abc import Iterable
@@ -135,3 +136,21 @@ def first_usable(candidates: Iterable[str], root: str, cache: dict | None = None
             continue
         return p, None
     return None, refused
+
+
+def read_json(path: str, max_bytes: int, error: type[Exception], what: str) -> object:
+    """Parse a user's JSON file (a regular file of at most ``max_bytes``, UTF-8 with or without BOM).
+
+    Every failure is raised as ``error`` with one line naming the file (and the line for invalid JSON);
+    ``what`` names the expected kind in the "nested too deeply" message (e.g. ``"a COCO file"``).
+    """
+    try:
+        return json.loads(read_limited(path, max_bytes).decode("utf-8-sig"))
+    except UnsafeFile as e:
+        raise error(str(e)) from None
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply to be {what}") from None

@@ -47,7 +47,7 @@ from data_tools.formats.common import (
 )
 from data_tools.locate import IMAGE_EXTS
 from data_tools.records import Problem, RecordSet
-from data_tools.userfiles import UnsafeFile, read_limited
+from data_tools.userfiles import read_json
 
 MARKER = "retail-detect"
 """``data.exported_by`` of the tasks this project writes (``retail-data export`` recognises its own files by it)."""
@@ -61,16 +61,7 @@ class LabelStudioError(ValueError):
 
 def load_tasks(file: str) -> list:
     """The task list of a Label Studio export (a single task object is accepted too)."""
-    try:
-        data = json.loads(read_limited(file, MAX_LABEL_BYTES).decode("utf-8-sig"))
-    except UnsafeFile as e:
-        raise LabelStudioError(str(e)) from None
-    except json.JSONDecodeError as e:
-        raise LabelStudioError(f"{file}:{e.lineno}: invalid JSON: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise LabelStudioError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except RecursionError:
-        raise LabelStudioError(f"{file}: JSON nested too deeply to be a Label Studio export") from None
+    data = read_json(file, MAX_LABEL_BYTES, LabelStudioError, "a Label Studio export")
     if isinstance(data, dict) and ("data" in data or "image" in data):
         data = [data]
     if not isinstance(data, list):
