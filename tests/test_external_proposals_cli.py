@@ -70,4 +70,4 @@ def test_proposals_file_errors_name_the_file_and_key(tiny_split, tmp_path, capsy
     broken.write_text('{"a.jpg": [[1, 2, 3, 4]],\n oops}')
     with pytest.raises(ProposalsError) as bad_json:  # invalid JSON is refused
         ProposalsForFiles(broken)
-    assert "broken.json" in str(bad_json.value) and "line 2" in str(bad_json.value)
+    assert "broken.json:2: invalid JSON" in str(bad_json.value)

@@ -22,7 +22,6 @@ lookup by image file for ``predict``.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -32,7 +31,9 @@ import torch
 from torch import Tensor
 
 from data_tools.records import Record, RecordSet
+from data_tools.userfiles import read_json
 
+MAX_PROPOSALS_BYTES = 1 << 30  # as a COCO file: ~10k photos x 300 proposals fit many times over
 PREDICTIONS_FORMAT = "retail-detect-predictions"  # the "format" of predict's predictions.json
 
 
@@ -80,16 +81,13 @@ def parse_boxes(value: object, width: int, height: int, where: str) -> np.ndarra
 
 
 def read_proposals_json(path: str | Path) -> dict:
-    """The proposals file as ``{key: value}`` (values not yet validated); errors name the file and the line."""
+    """The proposals file as ``{key: value}`` (values not yet validated); errors name the file and the line.
+
+    Read as every user file is (``data_tools.userfiles.read_json``): a regular file of at most
+    ``MAX_PROPOSALS_BYTES``, so a FIFO or a device cannot hang the run.
+    """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ProposalsError(f"proposals file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProposalsError(f"{path}: cannot read proposals: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ProposalsError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    data = read_json(str(path), MAX_PROPOSALS_BYTES, ProposalsError, "a proposals file")
     if not isinstance(data, dict):
         raise ProposalsError(f"{path}: top level must be an object {{image path: [[x1, y1, x2, y2], ...]}}, "
                              f"got {type(data).__name__}")

@@ -18,7 +18,10 @@ class LRSchedule:
     Args:
         optimizer: its groups' ``lr`` are overwritten; cfg: ``lr``, ``scheduler``, ``warmup_epochs``,
         ``milestones`` (fractions of the run), ``gamma``, ``plateau_patience``.
-        steps_per_epoch, epochs: length of the run in optimizer steps.
+        steps_per_epoch, epochs: length of the run in optimizer steps; ``cfg.max_steps`` (when set and
+        shorter) ends it earlier, so a run stopped by ``train.max_steps`` still warms up and anneals fully.
+    Warmup lasts ``warmup_epochs`` but at most half the run (a 120-step run with 99 steps per epoch would
+    otherwise spend 99 steps warming up and never decay).
     Plateau: call :meth:`observe` with each val mAP; after ``plateau_patience`` evaluations without a better
     one the lr is multiplied by ``gamma``.
     """
@@ -30,7 +33,9 @@ class LRSchedule:
         if self.kind not in ("cosine", "step", "plateau", "none"):
             raise ValueError(f"unknown train.scheduler '{cfg.scheduler}' (use cosine, step, plateau or none)")
         self.total = max(1, steps_per_epoch * epochs)
-        self.warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        if cfg.max_steps:
+            self.total = min(self.total, cfg.max_steps)
+        self.warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), self.total // 2)
         self.milestones = [int(m * self.total) for m in cfg.milestones]
         self.gamma, self.patience = cfg.gamma, cfg.plateau_patience
         self.plateau_factor, self.best, self.bad = 1.0, -math.inf, 0

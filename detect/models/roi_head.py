@@ -60,6 +60,7 @@ def pool_rois(
     canonical_size: float = 224.0,
     sampling_ratio: int = 2,
     by_mask: bool | None = None,
+    upsample: int = 1,
 ) -> Tensor:
     """Pool a fixed-size feature for every RoI of the batch.
 
@@ -70,6 +71,9 @@ def pool_rois(
             ``roi_pool`` reads a box's end as an inclusive cell (``round(x2 / stride)``, Caffe's pixel-index
             boxes); our x2 is exclusive (a box over the whole image is [0, 0, W, H]), so it is given
             ``x2 - stride, y2 - stride``: the box [0, 0, 8s, 8s] pools cells 0..7, not 0..8.
+        upsample: pool from each map bilinearly upsampled by this factor (stride / ``upsample``): ``roi_pool``
+            rounds a box's edges to the map's cells, so at small inputs (a product covering 3-15 cells of the
+            stride-8 map at 160 px) the finer grid makes the pooled window follow the box; 1 = the maps as they are.
         by_mask: select each RoI's level by mask (True) or pool each level's RoIs only (False); None: by mask
             on CUDA, per level on the CPU. Both give the same result.
 
@@ -86,10 +90,13 @@ def pool_rois(
     indexed = torch.cat([batch_idx[:, None], flat], 1)  # [B*S, 5] as torchvision.ops expects
 
     def one(f: Tensor, stride: int, boxes: Tensor) -> Tensor:  # fp32: bf16 boxes would be off by pixels
+        f = f.float()
+        if upsample > 1:  # cell j of the upsampled map covers pixels [j, j + 1) * stride / upsample
+            f, stride = F.interpolate(f, scale_factor=upsample, mode="bilinear", align_corners=False), stride / upsample
         if op == "roi_pool":
-            return roi_pool(f.float(), boxes - boxes.new_tensor([0, 0, 0, stride, stride]), output_size, 1.0 / stride)
+            return roi_pool(f, boxes - boxes.new_tensor([0, 0, 0, stride, stride]), output_size, 1.0 / stride)
         if op == "roi_align":
-            return roi_align(f.float(), boxes, output_size, 1.0 / stride, sampling_ratio, aligned=True)
+            return roi_align(f, boxes, output_size, 1.0 / stride, sampling_ratio, aligned=True)
         raise ValueError(f"unknown roi_op {op!r}: use 'roi_pool' or 'roi_align'")
 
     if len(feats) == 1:
@@ -225,7 +232,7 @@ class RoIHead(nn.Module):
     Args:
         in_channels: channels of the pooled maps; strides: stride of each map (finest first).
         num_classes: C object classes (labels 1..C).
-        roi_op / roi_size / canonical_size: see :func:`pool_rois` and :func:`roi_levels`.
+        roi_op / roi_size / canonical_size / upsample: see :func:`pool_rois` and :func:`roi_levels`.
         batch_per_image / positive_fraction / fg_iou / bg_iou: see :func:`sample_rois`.
         hidden / dropout / init: see :class:`BoxHead`; box_beta: smooth-L1 beta of :func:`fast_rcnn_loss`.
     Detections go through ``postprocess`` with the settings the detector passes to :meth:`predict`.
@@ -247,12 +254,16 @@ class RoIHead(nn.Module):
         bg_iou: float = 0.5,
         init: str = "normal",
         box_beta: float = 1.0 / 9,
+        upsample: int = 1,
     ) -> None:
         super().__init__()
         if roi_op not in ("roi_pool", "roi_align"):
             raise ValueError(f"unknown roi_op {roi_op!r}: use 'roi_pool' or 'roi_align'")
         self.strides, self.num_classes = list(strides), num_classes
         self.roi_op, self.roi_size, self.canonical_size = roi_op, roi_size, canonical_size
+        if upsample < 1:
+            raise ValueError(f"RoI pooling upsample must be >= 1, got {upsample}")
+        self.upsample = upsample
         self.box_head = BoxHead(in_channels, roi_size, hidden, num_classes, dropout, init)
         self.box_beta = box_beta
         self.batch_per_image, self.positive_fraction = batch_per_image, positive_fraction
@@ -260,7 +271,8 @@ class RoIHead(nn.Module):
 
     def pool(self, feats: list[Tensor], rois: Tensor) -> Tensor:
         """rois [B, S, 4] -> pooled [B*S, C, roi_size, roi_size]."""
-        return pool_rois(feats, self.strides, rois, self.roi_op, self.roi_size, self.canonical_size)
+        return pool_rois(feats, self.strides, rois, self.roi_op, self.roi_size, self.canonical_size,
+                         upsample=self.upsample)
 
     def loss(
         self, feats: list[Tensor], proposals: Tensor, prop_mask: Tensor, gt: tuple[Tensor, Tensor, Tensor]

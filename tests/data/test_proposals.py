@@ -45,7 +45,7 @@ def test_predict_output_is_a_proposals_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content, match", [
-    ("not json", "invalid JSON at line 1"),
+    ("not json", r"props.json:1: invalid JSON"),
     ("[1, 2]", "top level must be an object"),
     ('{"b.jpg": {"x": 1}}', "key 'b.jpg': expected a list"),
     ('{"b.jpg": [[0, 0, 10]]}', "key 'b.jpg': box 0: expected 4 numbers"),
@@ -70,8 +70,14 @@ def test_strict_and_missing_file(tmp_path: Path) -> None:
     assert proposals_for_records(path, _records())[1].shape == (0, 4)
     with pytest.raises(ProposalsError, match="'zzz.jpg': no such image"):
         proposals_for_records(path, _records(), strict=True)
-    with pytest.raises(ProposalsError, match="not found"):
+    with pytest.raises(ProposalsError, match="nope.json.*does not exist"):
         proposals_for_records(tmp_path / "nope.json", _records())
+    with pytest.raises(ProposalsError, match="not a regular file"):
+        proposals_for_records(tmp_path, _records())
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"b.jpg": [],\n  "a.jpg": [[0, 0, 1, 1]')
+    with pytest.raises(ProposalsError, match=r"bad.json:2: invalid JSON"):
+        proposals_for_records(bad, _records())
 
 
 def test_proposals_move_with_the_image_through_a_flip(tmp_path: Path) -> None:

@@ -99,6 +99,22 @@ def test_lr_schedules():
     assert s.factor(5) == 0.5
 
 
+def test_schedule_ends_at_max_steps():
+    """A run stopped by train.max_steps warms up and anneals within those steps (the compare setting:
+    120 steps of 99-step epochs once spent 99 steps warming up and never decayed)."""
+    model = torch.nn.Linear(2, 2)
+    cfg = TrainConfig(lr=1.0, warmup_epochs=1, scheduler="cosine", max_steps=120)
+    s = LRSchedule(build_optimizer(model, cfg), cfg, steps_per_epoch=99, epochs=2)
+    assert s.total == 120 and s.warmup == 60
+    assert s.factor(60) == pytest.approx(1.0) and s.factor(119) < 0.02
+    step = TrainConfig(lr=1.0, warmup_epochs=0, scheduler="step", milestones=(0.5,), gamma=0.1, max_steps=40)
+    s = LRSchedule(build_optimizer(model, step), step, 10, 10)
+    assert s.factor(19) == 1.0 and s.factor(20) == pytest.approx(0.1)
+    long_run = TrainConfig(lr=1.0, warmup_epochs=1, scheduler="cosine", max_steps=1000)
+    s = LRSchedule(build_optimizer(model, long_run), long_run, 10, 10)
+    assert s.total == 100 and s.warmup == 10
+
+
 def test_weight_decay_groups_and_l1():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     opt = build_optimizer(model, TrainConfig(weight_decay=0.1))

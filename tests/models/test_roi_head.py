@@ -141,3 +141,25 @@ def test_box_head_init_options() -> None:
         assert 0.9 / 16 < w <= 1 / 16 and layer.bias.abs().max() > 0
     with pytest.raises(ValueError, match="box head init"):
         BoxHead(8, 3, 16, num_classes=5, init="xavier")
+
+
+@pytest.mark.parametrize("by_mask", [True, False])
+def test_upsample_makes_roi_pool_follow_box_edges(by_mask: bool) -> None:
+    """On a map whose value is the x (pixel) of each cell's centre, roi_pool's last output column is the x of
+    the last cell it covered: the box's right edge quantised to the grid. Pooling from the map upsampled 2x
+    (bilinear, so still the x of each finer cell's centre) quantises to half the stride: the edge error halves."""
+    stride = 8
+    centres = (torch.arange(20, dtype=torch.float32) + 0.5) * stride
+    feats = [centres.view(1, 1, 1, 20).expand(1, 1, 20, 20).contiguous(), torch.zeros(1, 1, 10, 10)]
+    x2 = torch.arange(40.0, 150.0, 1.0)  # right edges at every pixel, boxes 30-140 px wide
+    rois = torch.stack([torch.full_like(x2, 10.0), torch.full_like(x2, 10.0), x2, torch.full_like(x2, 50.0)], 1)[None]
+    errors = {}
+    for up in (1, 2):
+        out = pool_rois(feats, [stride, 2 * stride], rois, "roi_pool", output_size=7, canonical_size=1e4,
+                        by_mask=by_mask, upsample=up)
+        last_centre = out[:, 0, 3, -1]  # centre x of the last pooled cell; ideal: x2 - stride / (2 * up)
+        errors[up] = (last_centre - (x2 - stride / (2 * up))).abs()
+    assert errors[1].max() <= stride / 2 + 1e-4 and errors[2].max() <= stride / 4 + 1e-4
+    assert errors[2].mean() < 0.6 * errors[1].mean()
+    with pytest.raises(ValueError, match="upsample must be >= 1"):
+        RoIHead(4, [8], 3, upsample=0)
