@@ -91,6 +91,7 @@ class FastRCNNConfig:
     head_dim: int = 512  # width of the two fully connected layers
     rpn: bool = True  # False: no RPN, the proposals come from data.proposals (set automatically with it)
     head_init: str = "normal"  # box head outputs: normal (N(0, 0.01) classes, N(0, 0.001) deltas) | pytorch (nn.Linear's)
+    roi_norm: str = "none"  # normalise the pooled RoI features: none | group (GroupNorm) | batch (BatchNorm)
     roi_upsample: int = 1  # pool from maps bilinearly upsampled by this factor (finer roi_pool quantisation)
     roi_box_beta: float = 1.0 / 9  # smooth-L1 beta of the box head's regression loss (0: plain L1)
     fpn_init: str = "pytorch"  # FPN convs: pytorch (default init) | kaiming_a1 (the FPN paper's / torchvision's)
@@ -325,6 +326,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.scheduler": ("cosine", "step", "plateau", "none"),
     "model.fast_rcnn.roi_op": ("roi_pool", "roi_align"),
     "model.fast_rcnn.head_init": ("normal", "pytorch"),
+    "model.fast_rcnn.roi_norm": ("none", "group", "batch"),
     "model.fast_rcnn.fpn_init": ("pytorch", "kaiming_a1"),
     "model.yolo.assigner": ("tal", "simota"),
     "model.yolo.cls_loss": ("bce", "varifocal"),

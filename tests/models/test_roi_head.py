@@ -143,6 +143,28 @@ def test_box_head_init_options() -> None:
         BoxHead(8, 3, 16, num_classes=5, init="xavier")
 
 
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_box_head_norm_centres_max_pooled_features(norm: str) -> None:
+    """roi_pool of a zero-mean map has a positive mean (the max of each bin); the norm option hands the fully
+    connected layers centred, unit-scale inputs, in training and (for BatchNorm, from running stats) in eval."""
+    torch.manual_seed(0)
+    feats = [torch.randn(4, 64, 20, 20)]
+    rois = torch.tensor([[[8.0, 8.0, 90.0, 120.0], [30.0, 0.0, 160.0, 70.0]]]).expand(4, 2, 4).contiguous()
+    rois = rois + torch.rand(4, 2, 4) * 20
+    pooled = pool_rois(feats, [8], rois, "roi_pool", output_size=7)
+    assert pooled.mean() > 0.8  # max pooling: far from zero mean
+    head = BoxHead(64, 7, 32, num_classes=3, norm=norm)
+    for _ in range(30 if norm == "batch" else 1):  # BatchNorm: let the running statistics converge
+        normed = head.norm(pooled)
+    assert abs(normed.mean().item()) < 0.05 and abs(normed.std().item() - 1) < 0.1
+    head.eval()
+    assert abs(head.norm(pooled).mean().item()) < 0.1
+    none = BoxHead(64, 7, 32, num_classes=3)
+    assert torch.equal(none.norm(pooled), pooled)
+    with pytest.raises(ValueError, match="RoI feature norm"):
+        BoxHead(8, 3, 16, num_classes=5, norm="layer")
+
+
 @pytest.mark.parametrize("by_mask", [True, False])
 def test_upsample_makes_roi_pool_follow_box_edges(by_mask: bool) -> None:
     """On a map whose value is the x (pixel) of each cell's centre, roi_pool's last output column is the x of
