@@ -92,6 +92,7 @@ class FastRCNNConfig:
     rpn: bool = True  # False: no RPN, the proposals come from data.proposals (set automatically with it)
     head_init: str = "normal"  # box head outputs: normal (N(0, 0.01) classes, N(0, 0.001) deltas) | pytorch (nn.Linear's)
     roi_norm: str = "none"  # normalise the pooled RoI features: none | group (GroupNorm) | batch (BatchNorm)
+    roi_subbins: int = 1  # roi_pool: each output bin averages subbins x subbins max-pooled bins
     roi_upsample: int = 1  # pool from maps bilinearly upsampled by this factor (finer roi_pool quantisation)
     roi_box_beta: float = 1.0 / 9  # smooth-L1 beta of the box head's regression loss (0: plain L1)
     fpn_init: str = "pytorch"  # FPN convs: pytorch (default init) | kaiming_a1 (the FPN paper's / torchvision's)
@@ -359,6 +360,7 @@ RANGES: list[tuple[str, Any, str]] = [
     ("model.freeze_at", lambda v: v >= 0, ">= 0"),
     ("model.fast_rcnn.roi_box_beta", lambda v: v >= 0, ">= 0"),
     ("model.fast_rcnn.roi_upsample", lambda v: v >= 1, ">= 1"),
+    ("model.fast_rcnn.roi_subbins", lambda v: v >= 1, ">= 1"),
     ("model.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("model.score_thresh", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("model.nms_thresh", lambda v: 0 < v <= 1, "in (0, 1]"),

@@ -62,6 +62,7 @@ def pool_rois(
     sampling_ratio: int = 2,
     by_mask: bool | None = None,
     upsample: int = 1,
+    subbins: int = 1,
 ) -> Tensor:
     """Pool a fixed-size feature for every RoI of the batch.
 
@@ -75,6 +76,8 @@ def pool_rois(
         upsample: pool from each map bilinearly upsampled by this factor (stride / ``upsample``): ``roi_pool``
             rounds a box's edges to the map's cells, so at small inputs (a product covering 3-15 cells of the
             stride-8 map at 160 px) the finer grid makes the pooled window follow the box; 1 = the maps as they are.
+        subbins: ``roi_pool`` only: pool ``output_size * subbins`` bins and average each ``subbins x subbins``
+            block, so an output bin is the mean of several small maxima (RoIAlign averages 4 samples per bin).
         by_mask: select each RoI's level by mask (True) or pool each level's RoIs only (False); None: by mask
             on CUDA, per level on the CPU. Both give the same result.
 
@@ -95,7 +98,8 @@ def pool_rois(
         if upsample > 1:  # cell j of the upsampled map covers pixels [j, j + 1) * stride / upsample
             f, stride = F.interpolate(f, scale_factor=upsample, mode="bilinear", align_corners=False), stride / upsample
         if op == "roi_pool":
-            return roi_pool(f, boxes - boxes.new_tensor([0, 0, 0, stride, stride]), output_size, 1.0 / stride)
+            pooled = roi_pool(f, boxes - boxes.new_tensor([0, 0, 0, stride, stride]), output_size * subbins, 1.0 / stride)
+            return F.avg_pool2d(pooled, subbins) if subbins > 1 else pooled
         if op == "roi_align":
             return roi_align(f, boxes, output_size, 1.0 / stride, sampling_ratio, aligned=True)
         raise ValueError(f"unknown roi_op {op!r}: use 'roi_pool' or 'roi_align'")
@@ -245,7 +249,7 @@ class RoIHead(nn.Module):
     Args:
         in_channels: channels of the pooled maps; strides: stride of each map (finest first).
         num_classes: C object classes (labels 1..C).
-        roi_op / roi_size / canonical_size / upsample: see :func:`pool_rois` and :func:`roi_levels`.
+        roi_op / roi_size / canonical_size / upsample / subbins: see :func:`pool_rois` and :func:`roi_levels`.
         batch_per_image / positive_fraction / fg_iou / bg_iou: see :func:`sample_rois`.
         hidden / dropout / init / norm: see :class:`BoxHead`; box_beta: smooth-L1 beta of :func:`fast_rcnn_loss`.
     Detections go through ``postprocess`` with the settings the detector passes to :meth:`predict`.
@@ -269,6 +273,7 @@ class RoIHead(nn.Module):
         box_beta: float = 1.0 / 9,
         upsample: int = 1,
         norm: str = "none",
+        subbins: int = 1,
     ) -> None:
         super().__init__()
         if roi_op not in ("roi_pool", "roi_align"):
@@ -277,7 +282,9 @@ class RoIHead(nn.Module):
         self.roi_op, self.roi_size, self.canonical_size = roi_op, roi_size, canonical_size
         if upsample < 1:
             raise ValueError(f"RoI pooling upsample must be >= 1, got {upsample}")
-        self.upsample = upsample
+        if subbins < 1:
+            raise ValueError(f"RoI pooling subbins must be >= 1, got {subbins}")
+        self.upsample, self.subbins = upsample, subbins
         self.box_head = BoxHead(in_channels, roi_size, hidden, num_classes, dropout, init, norm)
         self.box_beta = box_beta
         self.batch_per_image, self.positive_fraction = batch_per_image, positive_fraction
@@ -286,7 +293,7 @@ class RoIHead(nn.Module):
     def pool(self, feats: list[Tensor], rois: Tensor) -> Tensor:
         """rois [B, S, 4] -> pooled [B*S, C, roi_size, roi_size]."""
         return pool_rois(feats, self.strides, rois, self.roi_op, self.roi_size, self.canonical_size,
-                         upsample=self.upsample)
+                         upsample=self.upsample, subbins=self.subbins)
 
     def loss(
         self, feats: list[Tensor], proposals: Tensor, prop_mask: Tensor, gt: tuple[Tensor, Tensor, Tensor]

@@ -185,3 +185,18 @@ def test_upsample_makes_roi_pool_follow_box_edges(by_mask: bool) -> None:
     assert errors[2].mean() < 0.6 * errors[1].mean()
     with pytest.raises(ValueError, match="upsample must be >= 1"):
         RoIHead(4, [8], 3, upsample=0)
+
+
+def test_subbins_average_finer_max_pooled_bins() -> None:
+    """subbins=k: each 7x7 output bin is the mean of k x k roi_pool bins (torchvision's roi_pool at 7k, then
+    k x k averaging); on a zero-mean map this halves the upward bias of plain max pooling."""
+    torch.manual_seed(0)
+    feats = torch.randn(2, 16, 24, 24)
+    rois = torch.tensor([[[8.0, 16.0, 150.0, 170.0]], [[0.0, 0.0, 100.0, 60.0]]])
+    out = pool_rois([feats], [8], rois, "roi_pool", output_size=7, subbins=2)
+    fine = roi_pool(feats, _inclusive(rois, 8), 14, 1.0 / 8)
+    assert out.shape == (2, 16, 7, 7) and torch.allclose(out, torch.nn.functional.avg_pool2d(fine, 2))
+    plain = pool_rois([feats], [8], rois, "roi_pool", output_size=7)
+    assert out.mean() < 0.75 * plain.mean()
+    with pytest.raises(ValueError, match="subbins must be >= 1"):
+        RoIHead(4, [8], 3, subbins=0)
