@@ -95,6 +95,7 @@ class FastRCNNConfig:
     roi_subbins: int = 1  # roi_pool: each output bin averages subbins x subbins max-pooled bins
     roi_upsample: int = 1  # pool from maps bilinearly upsampled by this factor (finer roi_pool quantisation)
     roi_box_beta: float = 1.0 / 9  # smooth-L1 beta of the box head's regression loss (0: plain L1)
+    roi_class_agnostic: bool = False  # one set of box deltas for all classes (True) or one per class
     fpn_init: str = "pytorch"  # FPN convs: pytorch (default init) | kaiming_a1 (the FPN paper's / torchvision's)
 
 

@@ -112,6 +112,6 @@ def build_fast_rcnn(cfg: ModelConfig, num_classes: int) -> FastRCNN:
         dropout=cfg.dropout, canonical_size=fr.roi_canonical_size, batch_per_image=fr.roi_batch_per_image,
         positive_fraction=fr.roi_positive_fraction, fg_iou=fr.fg_iou, bg_iou=fr.bg_iou,
         init=fr.head_init, box_beta=fr.roi_box_beta, upsample=fr.roi_upsample,
-        norm=fr.roi_norm, subbins=fr.roi_subbins,
+        norm=fr.roi_norm, subbins=fr.roi_subbins, class_agnostic=fr.roi_class_agnostic,
     )
     return FastRCNN(backbone=backbone, roi_head=roi_head, rpn=rpn, neck=neck, post=PostprocessSettings.from_config(cfg))

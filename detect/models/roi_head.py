@@ -6,8 +6,9 @@ Each concern is one function or one small module (not one 900-line ``roi_heads.p
   Fast R-CNN; ``roi_align`` as an option) with FPN multi-level assignment;
 - :func:`sample_rois`: GT boxes appended to the proposals, IoU thresholds, positive fraction, vectorised
   across the batch on padded tensors;
-- :class:`BoxHead`: two fully connected layers with dropout -> C+1 class scores + class-specific deltas;
-- :func:`fast_rcnn_loss`: cross-entropy + smooth-L1 on the true class's deltas;
+- :class:`BoxHead`: two fully connected layers with dropout -> C+1 class scores + class-specific (or one
+  class-agnostic set of) deltas;
+- :func:`fast_rcnn_loss`: cross-entropy + smooth-L1 on the true class's deltas (or the shared ones);
 - :class:`RoIHead`: glues them; eval ends in the shared ``postprocess`` with [B, N, C, 4] boxes.
 
 Box coding and losses run in fp32 (ARCHITECTURE.md, "Numerics").
@@ -172,9 +173,11 @@ def sample_rois(
 
 
 class BoxHead(nn.Module):
-    """Two fully connected layers (ReLU + dropout) -> class logits [R, C+1] and deltas [R, C*4].
+    """Two fully connected layers (ReLU + dropout) -> class logits [R, C+1] and deltas [R, K*4].
 
-    Deltas are class-specific for classes 1..C (no regression for background). ``init`` of the two output
+    Deltas are class-specific for classes 1..C (K = C, no regression for background), or with
+    ``class_agnostic`` one set for every class (K = 1, as Cascade R-CNN and MMDetection's
+    ``reg_class_agnostic``): every foreground RoI then trains the same regressor instead of 1/C of them. ``init`` of the two output
     layers: ``normal`` (weights N(0, 0.01) for classes and N(0, 0.001) for deltas, bias 0: Detectron's) or
     ``pytorch`` (``nn.Linear``'s default, as torchvision's ``FastRCNNPredictor``). The two hidden layers always
     keep ``nn.Linear``'s default (as torchvision's ``TwoMLPHead``).
@@ -187,7 +190,7 @@ class BoxHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, roi_size: int, hidden: int, num_classes: int, dropout: float = 0.0,
-                 init: str = "normal", norm: str = "none"):
+                 init: str = "normal", norm: str = "none", class_agnostic: bool = False):
         super().__init__()
         if init not in HEAD_INITS:
             raise ValueError(f"unknown box head init {init!r}: use one of {', '.join(HEAD_INITS)}")
@@ -209,7 +212,7 @@ class BoxHead(nn.Module):
             nn.Dropout(dropout),
         )
         self.cls = nn.Linear(hidden, num_classes + 1)
-        self.reg = nn.Linear(hidden, num_classes * 4)
+        self.reg = nn.Linear(hidden, (1 if class_agnostic else num_classes) * 4)
         if init == "normal":
             nn.init.normal_(self.cls.weight, std=0.01)
             nn.init.normal_(self.reg.weight, std=0.001)
@@ -217,7 +220,7 @@ class BoxHead(nn.Module):
             nn.init.zeros_(self.reg.bias)
 
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
-        """pooled [R, C_in, s, s] -> logits [R, C+1], deltas [R, C*4] (both fp32)."""
+        """pooled [R, C_in, s, s] -> logits [R, C+1], deltas [R, K*4] (both fp32; K = C or 1)."""
         h = self.fc(self.norm(pooled))
         return self.cls(h).float(), self.reg(h).float()
 
@@ -227,7 +230,7 @@ def fast_rcnn_loss(logits: Tensor, deltas: Tensor, labels: Tensor, reg_targets: 
     """Cross-entropy over C+1 classes + smooth-L1 on the true class's deltas (positives only).
 
     Args:
-        logits: [R, C+1]; deltas: [R, C*4]; labels: int64 [R] (-1 ignored, 0 background);
+        logits: [R, C+1]; deltas: [R, C*4] class-specific or [R, 4] class-agnostic; labels: int64 [R] (-1 ignored, 0 background);
         reg_targets: encoded targets [R, 4]; beta: smooth-L1's switch from L2 to L1 (0: plain L1).
 
     Returns:
@@ -238,7 +241,9 @@ def fast_rcnn_loss(logits: Tensor, deltas: Tensor, labels: Tensor, reg_targets: 
     ce = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
     cls_loss = torch.where(used, ce, 0.0).sum() / n
     r = labels.shape[0]
-    d = deltas.float().view(r, -1, 4)[torch.arange(r, device=labels.device), (labels - 1).clamp(min=0)]
+    per_class = deltas.float().view(r, -1, 4)  # [R, K, 4], K = C or 1
+    which = (labels - 1).clamp(min=0) if per_class.shape[1] > 1 else torch.zeros_like(labels)
+    d = per_class[torch.arange(r, device=labels.device), which]
     l1 = F.smooth_l1_loss(d, reg_targets.float(), beta=beta, reduction="none").sum(-1)
     box_loss = torch.where(labels > 0, l1, 0.0).sum() / n
     return {"roi_cls": cls_loss, "roi_box": box_loss}
@@ -252,7 +257,7 @@ class RoIHead(nn.Module):
         num_classes: C object classes (labels 1..C).
         roi_op / roi_size / canonical_size / upsample / subbins: see :func:`pool_rois` and :func:`roi_levels`.
         batch_per_image / positive_fraction / fg_iou / bg_iou: see :func:`sample_rois`.
-        hidden / dropout / init / norm: see :class:`BoxHead`; box_beta: smooth-L1 beta of :func:`fast_rcnn_loss`.
+        hidden / dropout / init / norm / class_agnostic: see :class:`BoxHead`; box_beta: smooth-L1 beta of :func:`fast_rcnn_loss`.
     Detections go through ``postprocess`` with the settings the detector passes to :meth:`predict`.
     """
 
@@ -275,6 +280,7 @@ class RoIHead(nn.Module):
         upsample: int = 1,
         norm: str = "none",
         subbins: int = 1,
+        class_agnostic: bool = False,
     ) -> None:
         super().__init__()
         if roi_op not in ("roi_pool", "roi_align"):
@@ -286,7 +292,7 @@ class RoIHead(nn.Module):
         if subbins < 1:
             raise ValueError(f"RoI pooling subbins must be >= 1, got {subbins}")
         self.upsample, self.subbins = upsample, subbins
-        self.box_head = BoxHead(in_channels, roi_size, hidden, num_classes, dropout, init, norm)
+        self.box_head = BoxHead(in_channels, roi_size, hidden, num_classes, dropout, init, norm, class_agnostic)
         self.box_beta = box_beta
         self.batch_per_image, self.positive_fraction = batch_per_image, positive_fraction
         self.fg_iou, self.bg_iou = fg_iou, bg_iou
@@ -318,5 +324,6 @@ class RoIHead(nn.Module):
         logits, deltas = self.box_head(self.pool(feats, proposals))
         scores = logits.softmax(-1)[:, 1:].reshape(b, p, c) * prop_mask[..., None]
         anchors = proposals.float()[:, :, None, :].expand(b, p, c, 4)
-        boxes = decode(deltas.reshape(b, p, c, 4), anchors, ROI_BOX_WEIGHTS)  # [B, P, C, 4]
+        deltas = deltas.reshape(b, p, -1, 4).expand(b, p, c, 4)  # class-agnostic: one set for every class
+        boxes = decode(deltas, anchors, ROI_BOX_WEIGHTS)  # [B, P, C, 4]
         return postprocess(boxes, scores, image_size, post)

@@ -93,7 +93,8 @@ def test_build_applies_head_init_fpn_init_and_box_beta() -> None:
     default = build_fast_rcnn(_cfg(), num_classes=3)
     assert default.roi_head.box_head.cls.bias.abs().sum() == 0 and abs(default.roi_head.box_beta - 1 / 9) < 1e-9
     model = build_fast_rcnn(_cfg(head_init="pytorch", fpn_init="kaiming_a1", roi_box_beta=0.5, roi_norm="group",
-                                 roi_upsample=2, roi_subbins=3), num_classes=3)
+                                 roi_upsample=2, roi_subbins=3, roi_class_agnostic=True), num_classes=3)
+    assert model.roi_head.box_head.reg.out_features == 4 and default.roi_head.box_head.reg.out_features == 12
     assert model.roi_head.box_beta == 0.5 and model.roi_head.upsample == 2 and model.roi_head.subbins == 3
     assert isinstance(model.roi_head.box_head.norm, torch.nn.GroupNorm) and default.roi_head.upsample == 1
     assert model.roi_head.box_head.cls.bias.abs().max() > 0  # nn.Linear's default init, not zeros

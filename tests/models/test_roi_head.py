@@ -117,6 +117,29 @@ def test_predict_returns_class_specific_detections() -> None:
         assert (d["boxes"] >= 0).all() and (d["boxes"] <= 64).all()
 
 
+def test_class_agnostic_regression_shares_one_set_of_deltas() -> None:
+    """Loss: every positive trains the same 4 outputs whatever its class; predict: all classes get one box."""
+    deltas = torch.zeros(3, 4, requires_grad=True)
+    labels = torch.tensor([2, 3, 0])  # two classes, one background
+    targets = torch.tensor([[1.0, 0, 0, 0], [0.0, 1, 0, 0], [5.0, 5, 5, 5]])
+    losses = fast_rcnn_loss(torch.zeros(3, 4), deltas, labels, targets)
+    assert torch.isclose(losses["roi_box"], torch.tensor(2 * (1.0 - 1 / 18) / 3))
+    losses["roi_box"].backward()
+    assert deltas.grad[0, 0] != 0 and deltas.grad[1, 1] != 0 and deltas.grad[2].abs().sum() == 0
+
+    torch.manual_seed(0)
+    head = RoIHead(4, [8], num_classes=3, roi_size=3, hidden=16, class_agnostic=True).eval()
+    assert head.box_head.reg.out_features == 4
+    with torch.no_grad():
+        head.box_head.reg.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))  # shift every box right
+    props = torch.tensor([[[0, 0, 32, 32]]], dtype=torch.float32)
+    dets = head.predict([torch.randn(1, 4, 8, 8)], props, torch.ones(1, 1, dtype=torch.bool), (64, 64),
+                        PostprocessSettings(score_thresh=0.0))[0]
+    assert sorted(dets["labels"].tolist()) == [1, 2, 3]
+    assert torch.allclose(dets["boxes"], dets["boxes"][:1].expand(3, 4))  # one box for every class
+    assert dets["boxes"][0, 0] > 0.5  # the shared deltas were applied
+
+
 @pytest.mark.parametrize("beta", [0.0, 1.0 / 9, 1.0])
 def test_loss_box_beta_is_the_smooth_l1_switch(beta: float) -> None:
     logits, deltas = torch.zeros(2, 3), torch.zeros(2, 8)
