@@ -156,6 +156,7 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: str = "sgd"  # sgd | adam | adamw
     lr: float = 0.02
+    head_lr_mult: float = 1.0  # lr of the layers outside the pretrained backbone (neck, heads) = lr x this
     momentum: float = 0.9  # SGD momentum
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)  # Adam / AdamW
@@ -344,6 +345,7 @@ RANGES: list[tuple[str, Any, str]] = [
     ("train.time_budget_s", lambda v: v >= 0, ">= 0"),
     ("train.batch_size", lambda v: v >= 1, ">= 1"),
     ("train.lr", lambda v: v > 0, "> 0"),
+    ("train.head_lr_mult", lambda v: v > 0, "> 0"),
     ("train.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("train.weight_decay", lambda v: v >= 0, ">= 0"),
     ("train.l1", lambda v: v >= 0, ">= 0"),

@@ -13,7 +13,8 @@ COSINE_FLOOR = 0.01  # cosine ends at this fraction of the base lr
 
 
 class LRSchedule:
-    """Sets ``lr = base_lr * warmup(step) * decay(step)`` on every param group.
+    """Sets ``lr = base_lr * warmup(step) * decay(step) * lr_mult`` on every param group (``lr_mult``: the
+    group's key from :func:`~detect.engine.optim.param_groups`, 1 when absent).
 
     Args:
         optimizer: its groups' ``lr`` are overwritten; cfg: ``lr``, ``scheduler``, ``warmup_epochs``,
@@ -69,7 +70,7 @@ class LRSchedule:
         """Set the lr for optimizer step ``step`` (and time-budget ``progress``); returns it."""
         lr = self.base_lr * self.factor(step, progress)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         return lr
 
     def observe(self, metric: float) -> None:

@@ -125,6 +125,29 @@ def test_weight_decay_groups_and_l1():
     assert l1_penalty(model, 2.0).item() == pytest.approx(2.0 * model[0].weight.abs().sum().item())
 
 
+def test_head_lr_mult_scales_the_new_layers_only():
+    """train.head_lr_mult: the backbone's (pretrained) parameters keep the scheduled lr, neck and heads get it
+    times the multiplier, decayed or not; with 1 the two groups of earlier checkpoints stay."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+            self.head = torch.nn.Linear(4, 2)
+
+    model = Net()
+    cfg = TrainConfig(lr=0.1, warmup_epochs=0, scheduler="none", weight_decay=0.1, head_lr_mult=4.0)
+    opt = build_optimizer(model, cfg)
+    LRSchedule(opt, cfg, 10, 1).step(3)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(model.backbone[0].weight)] == (pytest.approx(0.1), 0.1)
+    assert lr_of[id(model.backbone[1].weight)] == (pytest.approx(0.1), 0.0)
+    assert lr_of[id(model.head.weight)] == (pytest.approx(0.4), 0.1)
+    assert lr_of[id(model.head.bias)] == (pytest.approx(0.4), 0.0)
+    assert len(lr_of) == len(list(model.parameters()))
+    assert len(build_optimizer(model, TrainConfig()).param_groups) == 2
+
+
 class _Payload:
     def __reduce__(self):
         return (print, ("pwned",))
