@@ -35,7 +35,7 @@ def test_yolo_learns_synthetic_shelves(shelf_split, tmp_path):
 
 SMALL_FAST_RCNN = {"anchor_sizes": [16.0, 32.0, 64.0], "rpn_pre_nms_topk": 300, "rpn_post_nms_topk": 100,
                    "rpn_batch_per_image": 128, "roi_batch_per_image": 64, "head_dim": 256,
-                   "roi_upsample": 2, "roi_subbins": 2}  # the recipe's RoI pooling
+                   "roi_upsample": 2, "roi_subbins": 2, "roi_class_agnostic": True}  # the recipe's RoI pooling + deltas
 
 
 @pytest.mark.slow
