@@ -64,3 +64,17 @@ def test_compare_with_peers_at_equal_steps(tiny_split, tmp_path, capsys):
     again = json.loads((tmp_path / "cmp2" / "compare.json").read_text())
     assert [r["model"] for r in again["rows"]] == ["ssd", "tv_ssd"] and again["meta"]["budget_minutes"] == 0.02
     assert json.loads((out / "compare.json").read_text()) == result  # the first one is kept
+
+
+def test_compare_finds_the_repository_recipes_from_another_folder(tmp_path, monkeypatch):
+    """Run from outside the checkout (no ./configs), compare falls back to the repository's configs/."""
+    from detect.tools.compare import recipe_path
+
+    monkeypatch.chdir(tmp_path)
+    repo_configs = Path(__file__).resolve().parents[1] / "configs"
+    assert recipe_path("ssd", None) == repo_configs / "ssd.yaml"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "ssd.yaml").write_text("model:\n  name: ssd\n")
+    assert recipe_path("ssd", None) == Path("configs") / "ssd.yaml"  # ./configs first
+    with pytest.raises(FileNotFoundError, match="nope.yaml not found"):
+        recipe_path("nope", None)

@@ -28,7 +28,7 @@ from detect.tables import aligned, write_dicts_csv
 
 def recipe_path(name: str, configs_dir: str | Path | None) -> Path:
     """``configs_dir/<name>.yaml``; by default ``./configs`` or the repository's ``configs/``."""
-    candidates = [Path(configs_dir)] if configs_dir else [Path("configs"), Path(__file__).resolve().parents[1] / "configs"]
+    candidates = [Path(configs_dir)] if configs_dir else [Path("configs"), Path(__file__).resolve().parents[2] / "configs"]
     for folder in candidates:
         if (folder / f"{name}.yaml").is_file():
             return folder / f"{name}.yaml"
