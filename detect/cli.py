@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers-recipe", choices=["torchvision", "ours"], default="torchvision",
                    help="peers train with torchvision's reference recipe (SGD, warmup + cosine, flip only) or ours")
     p.add_argument("--models", default=None, help="comma-separated detector names (default: every registered detector)")
-    p.add_argument("--configs", default=None, help="folder of the recipes (default: ./configs)")
+    p.add_argument("--configs", default=None, help="folder of the recipes (default: ./configs, else the checkout's configs/)")
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for every detector")
