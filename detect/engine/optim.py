@@ -29,7 +29,7 @@ def param_groups(model: nn.Module, weight_decay: float, head_lr_mult: float = 1.
     for name, p in model.named_parameters():
         mult = 1.0 if not pretrained or id(p) in pretrained else head_lr_mult
         groups.setdefault((_is_decayed(name, p), mult), []).append(p)
-    order = sorted(groups, key=lambda k: (not k[0], k[1]))  # decayed first, backbone before new layers
+    order = sorted(groups, key=lambda k: (not k[0], k[1] != 1.0))  # decayed first, backbone before new layers
     return [{"params": groups[k], "weight_decay": weight_decay if k[0] else 0.0, "lr_mult": k[1]} for k in order]
 
 

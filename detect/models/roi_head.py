@@ -327,7 +327,7 @@ class RoIHead(nn.Module):
         c = self.num_classes
         logits, deltas = self.box_head(self.pool(feats, proposals))
         scores = logits.softmax(-1)[:, 1:].reshape(b, p, c) * prop_mask[..., None]
-        anchors = proposals.float()[:, :, None, :].expand(b, p, c, 4)
-        deltas = deltas.reshape(b, p, -1, 4).expand(b, p, c, 4)  # class-agnostic: one set for every class
-        boxes = decode(deltas, anchors, ROI_BOX_WEIGHTS)  # [B, P, C, 4]
+        deltas = deltas.reshape(b, p, -1, 4)  # [B, P, K, 4], K = C or 1
+        anchors = proposals.float()[:, :, None, :].expand_as(deltas)
+        boxes = decode(deltas, anchors, ROI_BOX_WEIGHTS).expand(b, p, c, 4)  # class-agnostic: decoded once
         return postprocess(boxes, scores, image_size, post)
