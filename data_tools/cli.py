@@ -398,7 +398,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_browse(args: argparse.Namespace) -> int:
-    from data_tools.browse import browse
+    from detect.report.browse import browse
 
     if args.max is not None and args.max < 1 or args.samples < 1:
         raise UserError("--max and --samples must be at least 1")

@@ -41,7 +41,7 @@ def _safe(name: str) -> str:
 
 def _check_names(plan, images: int) -> list[str]:
     """Photo file names; each must lead back to its own bay under the plan's matching rule."""
-    from detect.audit.planogram import PlanogramError
+    from data_tools.planogram import PlanogramError
 
     names, problems = [], []
     for i in range(images):
@@ -168,8 +168,8 @@ def generate_planogram(
         PlanogramError: a bad plan (one ``FILE:LINE`` line per problem). ValueError: bad options, a
         non-empty ``out_dir``, a row too dense for the image width.
     """
+    from data_tools.planogram import load_planogram
     from data_tools.voc import write_voc
-    from detect.audit.planogram import load_planogram
 
     for name, v in (("--out-of-stock", out_of_stock), ("--misplace", misplace)):
         if not 0.0 <= v <= 1.0:
@@ -231,7 +231,7 @@ def run_synth_planogram(out_dir: str, planogram: str, images: int, classes: int,
 
     A bad plan prints one ``error: FILE:LINE: ...`` line per problem and returns 2.
     """
-    from detect.audit.planogram import PlanogramError
+    from data_tools.planogram import PlanogramError
 
     try:
         s = generate_planogram(out_dir, planogram, images, classes, seed, size, out_of_stock, misplace)

@@ -1,6 +1,6 @@
 """``python -m detect`` runs the ``retail-detect`` command line."""
 
-from detect.engine.threads import openmp_env_defaults
+from detect.engine.runtime.threads import openmp_env_defaults
 
 openmp_env_defaults()  # before anything imports torch
 

@@ -17,18 +17,18 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from detect.engine.threads import openmp_env_defaults
+from detect.engine.runtime.threads import openmp_env_defaults
 
 
 def _train(args: argparse.Namespace) -> int:
     from detect.config import load_config
-    from detect.engine.trainer import fit
+    from detect.engine.training.trainer import fit
 
     overrides = list(args.overrides)
     if args.exist_ok:
         overrides.append("train.exist_ok=true")
     if args.resume:
-        from detect.engine.resume import resume_config
+        from detect.engine.training.resume import resume_config
 
         cfg = resume_config(args.resume, args.config, overrides)
     elif args.config is None:
@@ -46,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from detect.engine.evaluate_weights import evaluate_weights
+    from detect.verbs.evaluate_weights import evaluate_weights
 
     evaluate_weights(
         args.weights, args.data, out_json=args.json, device=args.device, batch_size=args.batch,
@@ -56,7 +56,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from detect.engine.predict_run import run_predict
+    from detect.verbs.predict_run import run_predict
 
     summary = run_predict(
         args.weights, args.sources, args.out, conf=args.conf, device=args.device, csv=args.csv,
@@ -133,7 +133,7 @@ def _names(text: str | None, default: tuple[str, ...]) -> list[str]:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from detect.audit.planogram import PlanogramError
+    from data_tools.planogram import PlanogramError
     from detect.audit.report import format_summary
     from detect.audit.run import run_audit
 

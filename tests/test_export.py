@@ -10,7 +10,7 @@ import torch
 
 from detect.cli import main
 from detect.config import config_from_dict
-from detect.engine.checkpoint import load_model, save_checkpoint
+from detect.engine.runtime.checkpoint import load_model, save_checkpoint
 from detect.models.build import build_model
 from detect.tools.export import run_exported
 

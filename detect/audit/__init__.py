@@ -1,6 +1,6 @@
 """Shelf audit: planogram compliance, out-of-stock gaps and share of shelf from detections.
 
-- :mod:`detect.audit.planogram`: load and validate a planogram file (YAML or JSON).
+- :mod:`data_tools.planogram`: load and validate a planogram file (YAML or JSON).
 - :mod:`detect.audit.gaps`: empty horizontal space in a shelf row.
 - :mod:`detect.audit.align`: edit-distance alignment of planned and detected facings (and of rows).
 - :mod:`detect.audit.photo`: one photo's detections + its plan -> rows, statuses, gaps, share of shelf.

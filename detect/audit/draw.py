@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from detect.engine.predict_output import class_colors
+from detect.verbs.predict_output import class_colors
 
 GREEN, ORANGE, MAGENTA, RED, WHITE, BLACK = (60, 180, 60), (0, 140, 255), (200, 60, 200), (40, 40, 230), (255, 255, 255), (0, 0, 0)
 

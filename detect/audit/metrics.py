@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from data_tools.planogram import PlanogramError
 from data_tools.synth_planogram import TRUTH_FORMAT
-from detect.audit.planogram import PlanogramError
 
 
 def load_truth(path: str | Path) -> dict:

@@ -2,7 +2,7 @@
 
 0. Facings: a product is one SKU, so overlapping detections (class-aware NMS keeps one box per class)
    are reduced to the best-scoring one (:func:`distinct_facings`); empty boxes are dropped.
-1. Rows: :func:`detect.engine.shelf_rows.assign_rows` (the same grouping ``predict`` reports), each
+1. Rows: :func:`detect.verbs.shelf_rows.assign_rows` (the same grouping ``predict`` reports), each
    row's products sorted left to right by centre.
 2. Gaps: :func:`detect.audit.gaps.find_gaps` on every row (the shelf ends are the image borders).
 3. With a plan: planned rows are matched to detected rows top to bottom (order-preserving, the cost of
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import Tensor
 
+from data_tools.planogram import Bay, brand_prefix
 from detect.audit.align import AlignCosts, Op, align_row, match_sequences
 from detect.audit.gaps import DEFAULT_MIN_GAP, Gap, find_gaps
-from detect.audit.planogram import Bay, brand_prefix
-from detect.engine.shelf_rows import assign_rows
+from detect.verbs.shelf_rows import assign_rows
 
 STATUSES = ("present", "misplaced", "out_of_stock", "missing", "extra", "detected")
 

@@ -3,7 +3,7 @@
 :func:`run_audit` is the whole verb: read the plan (and the truth) first, so a bad file fails before the
 model loads; pick the output folder (a new or empty one; an earlier audit's folder ``DIR`` moves on to
 ``DIR2``, ``DIR3``, ...; any other non-empty folder is refused, as is a folder of the photos); predict
-with :class:`detect.engine.predictor.Predictor` (large photos are tiled); audit each photo
+with :class:`detect.engine.inference.predictor.Predictor` (large photos are tiled); audit each photo
 (:func:`detect.audit.photo.audit_photo`); draw; write the CSV and HTML, then ``audit.json`` last.
 """
 
@@ -13,17 +13,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from data_tools.planogram import load_planogram
 from detect.audit import report
 from detect.audit.draw import draw_audit
 from detect.audit.gaps import DEFAULT_MIN_GAP
 from detect.audit.html import HTML_NAME, write_html
 from detect.audit.metrics import load_truth, score_audit
 from detect.audit.photo import AuditOptions, audit_photo
-from detect.audit.planogram import load_planogram
-from detect.engine import predict_output as po
-from detect.engine.predictor import Predictor
-from detect.engine.sources import expand_sources
-from detect.engine.tiling import TileOptions
+from detect.engine.inference.predictor import Predictor
+from detect.engine.inference.sources import expand_sources
+from detect.engine.inference.tiling import TileOptions
+from detect.verbs import predict_output as po
 
 
 def _usable(folder: Path) -> bool:
@@ -75,12 +75,12 @@ def run_audit(
         weights: checkpoint from ``retail-detect train``.
         sources: image files, folders (recursive) and globs.
         out_dir: output folder (see :func:`fresh_out_dir`; never a folder of the photos).
-        planogram: plan file (:mod:`detect.audit.planogram`); None = rows, gaps and share of shelf only.
+        planogram: plan file (:mod:`data_tools.planogram`); None = rows, gaps and share of shelf only.
         conf: detection score threshold.
         tile: ``auto`` | ``on`` | ``off``: tiled inference for photos much larger than the model input.
         truth: ``truth.json`` of ``retail-data synth --planogram``: also measure the audit's accuracy.
         min_gap: a gap is wider than this x the row's median product width.
-        row_gap: shelf-row split (see :func:`detect.engine.shelf_rows.assign_rows`).
+        row_gap: shelf-row split (see :func:`detect.verbs.shelf_rows.assign_rows`).
         brand_sep: brand = class name up to this separator, unless the plan's ``brands`` maps it.
         draw: write the drawn photos.
 

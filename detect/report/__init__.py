@@ -1,4 +1,4 @@
 """Evaluation reports: matching detections to ground truth, count accuracy, and static HTML pages.
 
-``write_report`` (:mod:`detect.report.build`) is the one entry; :mod:`data_tools.browse` builds the dataset page.
+``write_report`` (:mod:`detect.report.build`) is the one entry; :mod:`detect.report.browse` builds the dataset page.
 """

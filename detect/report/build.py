@@ -3,7 +3,7 @@
 
 The one entry for ``retail-detect eval --report DIR`` and the report ``train`` writes for its best checkpoint.
 It takes the detections, not the model, so it never runs the network again: COCO metrics
-(:func:`detect.engine.evaluator.coco_evaluate`, unless given), matching at IoU 0.5
+(:func:`detect.engine.inference.evaluator.coco_evaluate`, unless given), matching at IoU 0.5
 (:mod:`detect.report.matching`), count accuracy and the confidence sweep (:mod:`detect.report.counts`),
 figures (:mod:`detect.report.plots`), galleries (:mod:`detect.report.galleries`), the page
 (:mod:`detect.report.report_page`). Every file is written atomically; ``index.html`` is written last.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from data_tools.atomic import atomic_write_text
 from data_tools.records import RecordSet
-from detect.engine.evaluator import coco_evaluate, plot_pr_curves
+from detect.engine.inference.evaluator import coco_evaluate, plot_pr_curves
 from detect.report.counts import (
     SWEEP,
     confidence_sweep,

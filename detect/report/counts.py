@@ -10,7 +10,7 @@ differences, so a missed facing and an extra one both count as one miscount:
   miscounts), the number :func:`recommend_conf` minimises;
 - per class: ``|predicted_k - true_k|`` over the images where class ``k`` is in the ground truth or predicted;
 - per shelf row: ground truth and detections are grouped into rows together
-  (:func:`detect.engine.shelf_rows.assign_rows` on both sets), then ``|predicted - true|`` per row.
+  (:func:`detect.verbs.shelf_rows.assign_rows` on both sets), then ``|predicted - true|`` per row.
 
 MAE is the mean error, ``exact`` the fraction of images (rows) counted exactly.
 """
@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from data_tools.records import RecordSet
-from detect.engine.shelf_rows import assign_rows
 from detect.report.matching import TP, Detections, match_image
+from detect.verbs.shelf_rows import assign_rows
 
 SWEEP = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 

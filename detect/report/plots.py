@@ -1,5 +1,5 @@
 """The report's figures as PNG files (matplotlib, Agg): per-class PR curves, the confusion matrix, the
-confidence sweep. The all-classes PR plot is :func:`detect.engine.evaluator.plot_pr_curves`."""
+confidence sweep. The all-classes PR plot is :func:`detect.engine.inference.evaluator.plot_pr_curves`."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from detect.config import Config
-from detect.engine.evaluator import format_metrics
+from detect.engine.inference.evaluator import format_metrics
 
 REPORT_DIR = "report"
 
@@ -35,8 +35,8 @@ def best_checkpoint_report(out: Path, cfg: Config, val_ds, best_eval: tuple[dict
         return None
     if best_eval is None:
         from detect.data import build_loader
-        from detect.engine.checkpoint import load_model
-        from detect.engine.trainer import evaluate
+        from detect.engine.runtime.checkpoint import load_model
+        from detect.engine.training.trainer import evaluate
 
         model, _, _ = load_model(best)
         loader = build_loader(val_ds, cfg.eval.batch_size, False, 0, False, False, 0)

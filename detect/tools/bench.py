@@ -32,7 +32,7 @@ import torchvision
 from torch import Tensor, nn
 
 from detect.config import AugmentConfig, Config, ModelConfig
-from detect.engine.prepare import resolve_device
+from detect.engine.runtime.device import resolve_device
 from detect.models.build import DETECTORS, NAMES
 from detect.models.torchvision_peers import PEER_TITLES, build_peer
 from detect.tables import aligned

@@ -21,7 +21,7 @@ from data_tools.figures import pyplot, save_png
 from data_tools.split import split_train_val
 from data_tools.store import load_dataset, save_dataset
 from detect.config import load_config
-from detect.engine.run_dir import claim_run_dir
+from detect.engine.runtime.run_dir import claim_run_dir
 from detect.models.build import NAMES
 from detect.tables import aligned, write_dicts_csv
 
@@ -50,7 +50,7 @@ def _splits(data: str | None, train: str | None, val: str | None, out: Path, see
 
 def batch1_latency_ms(weights: Path, device: torch.device, image_size: int, iters: int = 10) -> float:
     """Median batch-1 latency (ms, postprocess included) of a checkpoint on ``device``."""
-    from detect.engine.checkpoint import load_model
+    from detect.engine.runtime.checkpoint import load_model
     from detect.tools.bench import time_inference
 
     model, _, cfg = load_model(weights)
@@ -113,7 +113,7 @@ def _compare_into(out: Path, data, train, val, budget_minutes: float | None, mod
                   device: str, overrides: list[str], seed: int, log, steps: int | None, peers: bool,
                   peers_recipe: str) -> list[dict]:
     """:func:`run_compare` once its output folder ``out`` is claimed."""
-    from detect.engine.prepare import resolve_device
+    from detect.engine.runtime.device import resolve_device
     from detect.models.build import DETECTORS, PEER_PREFIX
 
     for name in models:
@@ -157,8 +157,8 @@ def _compare_into(out: Path, data, train, val, budget_minutes: float | None, mod
 def _train_and_measure(label: str, recipe: Path, overrides: list[str], val_pkl: str, dev: torch.device, budget: str,
                        log) -> dict:
     """Train one detector (ours or a peer) from ``recipe`` + ``overrides``, evaluate its best checkpoint."""
-    from detect.engine.evaluate_weights import evaluate_weights
-    from detect.engine.trainer import fit
+    from detect.engine.training.trainer import fit
+    from detect.verbs.evaluate_weights import evaluate_weights
 
     cfg = load_config(recipe, overrides)
     log(f"[{label}] training for {budget} ({cfg.model.backbone}, {cfg.data.image_size} px, batch "

@@ -18,7 +18,7 @@ from data_tools.split import split_train_val
 from data_tools.store import save_dataset
 from data_tools.synth import generate
 from detect.config import config_from_dict
-from detect.engine.run_dir import claim_run_dir
+from detect.engine.runtime.run_dir import claim_run_dir
 
 DEMO_CLASSES = 5
 DEMO_SIZE = (320, 240)  # synthetic photo size (W, H)
@@ -58,9 +58,9 @@ def run_demo(out: str | Path = "demo_out", images: int = 120, minutes: float = 1
 
 def _demo_into(out: Path, images: int, minutes: float, device: str, log, start: float) -> dict:
     """:func:`run_demo` once its output folder ``out`` is claimed."""
-    from detect.engine.evaluate_weights import evaluate_weights
-    from detect.engine.predict_run import run_predict
-    from detect.engine.trainer import fit
+    from detect.engine.training.trainer import fit
+    from detect.verbs.evaluate_weights import evaluate_weights
+    from detect.verbs.predict_run import run_predict
 
     log(f"[1/6] synth: {images} shelf photos -> {out / 'shelves'}")
     generate(out / "shelves", images=images, classes=DEMO_CLASSES, seed=0, size=DEMO_SIZE)

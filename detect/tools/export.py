@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from data_tools.atomic import atomic_write_text
-from detect.engine.checkpoint import load_model
-from detect.engine.outputs import check_output_file
+from detect.engine.runtime.checkpoint import load_model
+from detect.verbs.outputs import check_output_file
 
 FORMATS = ("onnx", "torchscript")
 

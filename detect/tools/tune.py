@@ -64,7 +64,7 @@ def _run_one(cfg_path: str | None, overrides: list[str], gpu: int | None, log) -
     """Train one run; returns its summary (from ``summary.json``)."""
     out_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("train.out_dir="))
     if gpu is None:
-        from detect.engine.trainer import fit
+        from detect.engine.training.trainer import fit
 
         cfg = load_config(cfg_path, overrides)
         fit(cfg, log=lambda *a: None)

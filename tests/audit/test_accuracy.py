@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.planogram import load_planogram
 from data_tools.synth_planogram import generate_planogram
 from detect.audit.metrics import load_truth, score_audit
 from detect.audit.photo import AuditOptions, audit_photo
-from detect.audit.planogram import load_planogram
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "planogram_example.yaml"
 

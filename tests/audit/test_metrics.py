@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from data_tools.planogram import PlanogramError
 from detect.audit.metrics import load_truth, score_audit, score_photo
-from detect.audit.planogram import PlanogramError
 
 
 def _truth(file="images/bay_0001.jpg", compliance=0.8, changes=()):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from data_tools.planogram import Bay, Facing
 from detect.audit.photo import audit_photo, distinct_facings
-from detect.audit.planogram import Bay, Facing
 
 NAMES = ["acme_cola", "acme_lime", "zest_chips"]
 

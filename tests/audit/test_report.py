@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_tools.planogram import Bay, Facing
 from detect.audit.draw import draw_audit
 from detect.audit.html import render_html
 from detect.audit.photo import audit_photo
-from detect.audit.planogram import Bay, Facing
 from detect.audit.report import csv_rows, summarize, worst_first
 
 NAMES = ["acme_cola", "zest_chips"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from data_tools.cli import main as data_main
+from data_tools.planogram import PlanogramError
 from data_tools.synth_planogram import generate_planogram
 from data_tools.voc import read_voc
-from detect.audit.planogram import PlanogramError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "planogram_example.yaml"
 

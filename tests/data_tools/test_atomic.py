@@ -58,7 +58,7 @@ def test_convert_output_is_readable_by_others(dataset, tmp_path, umask):
 
 def test_checkpoint_follows_the_umask(tmp_path, umask):
     pytest.importorskip("torch")
-    from detect.engine.checkpoint import save_checkpoint
+    from detect.engine.runtime.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "last.pt", {"epoch": 1})
     assert _mode(tmp_path / "last.pt") == 0o644

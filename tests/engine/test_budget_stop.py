@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from detect.config import TrainConfig, config_from_dict
-from detect.engine.schedule import COSINE_FLOOR, LRSchedule
-from detect.engine.trainer import fit
+from detect.engine.training.schedule import COSINE_FLOOR, LRSchedule
+from detect.engine.training.trainer import fit
 
 
 def tiny_run(split: dict, out, **train):

@@ -9,8 +9,13 @@ import pickle
 import pytest
 import torch
 
-from detect.engine import checkpoint as ck
-from detect.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from detect.engine.runtime import checkpoint as ck
+from detect.engine.runtime.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 class _Payload:

@@ -16,7 +16,7 @@ from data_tools.split import split_train_val
 from data_tools.store import load_dataset, save_dataset
 from data_tools.synth_dense import make_dense_dataset
 from detect.config import load_config
-from detect.engine.trainer import fit
+from detect.engine.training.trainer import fit
 from detect.report.duplicates import cross_class_duplicates
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

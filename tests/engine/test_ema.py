@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from detect.engine.ema import ModelEMA
+from detect.engine.training.ema import ModelEMA
 
 
 def test_ema_follows_the_ramped_decay_and_copies_buffers():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_tools.records import Record, RecordSet
-from detect.engine.evaluator import coco_evaluate, format_metrics, plot_pr_curves
+from detect.engine.inference.evaluator import coco_evaluate, format_metrics, plot_pr_curves
 
 
 def _grid_recordset(n_objects: int) -> RecordSet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from detect.config import config_from_dict
-from detect.engine.trainer import fit
+from detect.engine.training.trainer import fit
 
 
 def learning_config(split: dict, name: str, out, epochs: int = 16, **model) -> object:

@@ -8,12 +8,12 @@ from torch import nn
 
 from data_tools.records import Problem
 from detect.config import Config
-from detect.engine import predict_output as po
-from detect.engine.checkpoint import load_model
-from detect.engine.predict_run import run_predict
-from detect.engine.predictor import Predictor
-from detect.engine.sources import expand_sources
-from detect.engine.tiling import TileOptions
+from detect.engine.inference.predictor import Predictor
+from detect.engine.inference.sources import expand_sources
+from detect.engine.inference.tiling import TileOptions
+from detect.engine.runtime.checkpoint import load_model
+from detect.verbs import predict_output as po
+from detect.verbs.predict_run import run_predict
 
 NAMES = ["cola", "chips"]
 S = 64
@@ -241,7 +241,7 @@ def test_agnostic_nms_can_be_switched_at_predict_time(tmp_path):
     from torchvision.ops import box_iou
 
     from detect.config import config_from_dict
-    from detect.engine.checkpoint import save_checkpoint
+    from detect.engine.runtime.checkpoint import save_checkpoint
     from detect.models.build import build_model
 
     torch.manual_seed(0)

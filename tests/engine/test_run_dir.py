@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from detect.engine.run_dir import LOCK_NAME, RunDirError, RunLock, claim_run_dir
+from detect.engine.runtime.run_dir import LOCK_NAME, RunDirError, RunLock, claim_run_dir
 
 
 def test_new_empty_and_taken_folders(tmp_path):

@@ -6,8 +6,8 @@ import csv
 import sys
 import types
 
-from detect.engine.run_writers import RunWriters
-from detect.engine.train_state import TrainState
+from detect.engine.training.run_writers import RunWriters
+from detect.engine.training.train_state import TrainState
 
 
 def _history() -> list[dict]:

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from detect.config import config_from_dict
-from detect.engine import threads
-from detect.engine.prepare import Dist, build_datasets
-from detect.engine.threads import (
+from detect.engine.runtime import threads
+from detect.engine.runtime.device import Dist
+from detect.engine.runtime.threads import (
     ThreadPlan,
     apply_plan,
     free_cores,
@@ -16,6 +16,7 @@ from detect.engine.threads import (
     plan_threads,
     usable_cores,
 )
+from detect.engine.training.prepare import build_datasets
 
 
 @pytest.fixture

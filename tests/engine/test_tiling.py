@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from detect.engine.tiling import (
+from detect.engine.inference.tiling import (
     TileOptions,
     merge_crops,
     plan_crops,

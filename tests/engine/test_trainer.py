@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from detect.config import TrainConfig, config_from_dict
-from detect.engine import trainer
-from detect.engine.checkpoint import load_checkpoint, save_checkpoint
-from detect.engine.optim import build_optimizer, l1_penalty
-from detect.engine.schedule import LRSchedule
-from detect.engine.trainer import fit
+from detect.engine.runtime.checkpoint import load_checkpoint, save_checkpoint
+from detect.engine.training import trainer
+from detect.engine.training.optim import build_optimizer, l1_penalty
+from detect.engine.training.schedule import LRSchedule
+from detect.engine.training.trainer import fit
 
 
 def tiny_config(split: dict, out, **train) -> object:

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 import detect.models.build as build
 from detect.config import ConfigError, ModelConfig, config_from_dict
-from detect.engine.checkpoint import load_model
-from detect.engine.trainer import fit
+from detect.engine.runtime.checkpoint import load_model
+from detect.engine.training.trainer import fit
 from detect.models.backbones import build_backbone
 from detect.models.box_ops import cell_centres
 from detect.models.detector import Detector

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools.browse import browse, find_problems
 from data_tools.cli import main as data_main
 from data_tools.records import Record, RecordSet
 from data_tools.store import save_dataset
 from data_tools.synth import make_tiny_dataset
+from detect.report.browse import browse, find_problems
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "yolo.yaml"
 

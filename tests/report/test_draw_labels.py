@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from detect.engine import predict_output as po
 from detect.report import draw
 from detect.report.draw import layout_labels
+from detect.verbs import predict_output as po
 
 
 def _dense_row(n: int = 8, width: int = 22) -> np.ndarray:

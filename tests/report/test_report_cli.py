@@ -13,9 +13,9 @@ import torch
 
 from data_tools.store import load_dataset
 from detect.cli import main
-from detect.engine import progress as progress_mod
-from detect.engine import trainer
-from detect.engine.evaluator import coco_evaluate, predict_dataset
+from detect.engine.inference.evaluator import coco_evaluate, predict_dataset
+from detect.engine.runtime import progress as progress_mod
+from detect.engine.training import trainer
 from detect.report.train_report import best_checkpoint_report
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
@@ -69,7 +69,7 @@ def test_train_closes_with_best_checkpoint_and_its_report(run):
 def test_closing_report_of_a_resumed_run_evaluates_best_pt(run, tiny_split):
     from detect.config import config_from_dict
     from detect.data import DetectionDataset
-    from detect.engine.checkpoint import load_checkpoint
+    from detect.engine.runtime.checkpoint import load_checkpoint
 
     cfg = config_from_dict(load_checkpoint(run["out"] / "best.pt")["config"])
     cfg.train.report = False

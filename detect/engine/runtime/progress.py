@@ -35,3 +35,7 @@ def progress(iterable: Iterable[T], total: int | None, desc: str, unit: str = "i
     """``iterable`` with a progress bar of ``total`` items (:func:`progress_bar`'s rule)."""
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False,
                 disable=not show_progress(total, enabled))
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -37,11 +37,11 @@ from torchvision.ops import box_iou
 from data_tools.atomic import atomic_write_text
 from data_tools.records import Record, RecordSet
 from detect.data.images import read_image
-from detect.engine.predict_output import check_out_dir, class_colors
-from detect.engine.progress import progress
-from detect.engine.run_dir import claim_run_dir
+from detect.engine.runtime.progress import progress
+from detect.engine.runtime.run_dir import claim_run_dir
 from detect.report.draw import draw_boxes, write_jpeg
 from detect.report.html import esc, page, table
+from detect.verbs.predict_output import check_out_dir, class_colors
 
 SEVERITY = {"unreadable": 5, "duplicate_box": 4, "duplicate_image": 4, "tiny_box": 3, "thin_box": 2,
             "no_boxes": 2, "many_objects": 1, "cut_by_border": 1}

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from detect.engine.shelf_rows import assign_rows, class_counts, group_rows, row_counts
+from detect.verbs.shelf_rows import assign_rows, class_counts, group_rows, row_counts
 
 NAMES = ["cola", "chips", "soap"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from detect.config import Config, ConfigError, config_from_dict, flatten, get_key, load_config
-from detect.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, require_keys
+from detect.engine.runtime.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, require_keys
 
 # keys a resumed run may change: budgets, logging and the hardware it runs on
 SAFE_KEYS = frozenset({

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detect.audit.planogram import PlanogramError, load_planogram
+from data_tools.planogram import PlanogramError, load_planogram
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "planogram_example.yaml"
 CLASSES = ["brand_a", "brand_b", "brand_c", "brand_d", "brand_e"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from detect.engine import predict_output as po
+from detect.verbs import predict_output as po
 
 NAMES = ["cola", "chips"]
 

@@ -104,7 +104,7 @@ def image_entry(
     Args:
         result: ``boxes`` ``[K, 4]`` xyxy original pixels, ``scores`` ``[K]``, ``labels`` ``[K]`` in 1..C.
         rows: int64 ``[K]`` shelf row per detection, or None (``row`` is then null).
-        row_summary, counts: per-row and per-class counts (see :mod:`detect.engine.shelf_rows`).
+        row_summary, counts: per-row and per-class counts (see :mod:`detect.verbs.shelf_rows`).
     """
     boxes = np.round(_np(result.get("boxes"), np.float64, (-1, 4)), 2).tolist()
     scores = np.round(_np(result.get("scores"), np.float64), 4).tolist()

@@ -15,7 +15,7 @@ from torch import nn
 from data_tools.convert import convert
 from detect.cli import main
 from detect.config import Config
-from detect.engine.predict_run import run_predict
+from detect.verbs.predict_run import run_predict
 
 NAMES = ["cola", "chips"]
 S = 64

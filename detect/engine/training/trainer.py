@@ -25,7 +25,8 @@ from tqdm import tqdm
 from data_tools.atomic import atomic_write_text
 from detect.config import Config
 from detect.data.proposals import model_inputs
-from detect.engine.checkpoint import (
+from detect.engine.inference.evaluator import evaluate_coco, plot_pr_curves, write_results
+from detect.engine.runtime.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     load_checkpoint,
@@ -34,14 +35,15 @@ from detect.engine.checkpoint import (
     save_checkpoint,
     unwrap,
 )
-from detect.engine.ema import ModelEMA
-from detect.engine.evaluator import evaluate_coco, plot_pr_curves, write_results
-from detect.engine.optim import build_optimizer, l1_penalty
-from detect.engine.prepare import Dist, build_datasets, init_distributed, is_tty
-from detect.engine.run_dir import RunLock, claim_run_dir
-from detect.engine.run_writers import RunWriters
-from detect.engine.schedule import LRSchedule
-from detect.engine.train_state import TrainState
+from detect.engine.runtime.device import Dist, init_distributed
+from detect.engine.runtime.progress import is_tty
+from detect.engine.runtime.run_dir import RunLock, claim_run_dir
+from detect.engine.training.ema import ModelEMA
+from detect.engine.training.optim import build_optimizer, l1_penalty
+from detect.engine.training.prepare import build_datasets
+from detect.engine.training.run_writers import RunWriters
+from detect.engine.training.schedule import LRSchedule
+from detect.engine.training.train_state import TrainState
 from detect.models.build import build_model
 from detect.models.detector import postprocess_settings
 from detect.report.train_report import best_checkpoint_report

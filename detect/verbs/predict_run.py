@@ -16,16 +16,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from data_tools.records import Problem
-from detect.engine import predict_output as po
-from detect.engine.predict_labels import FORMATS as LABEL_FORMATS
-from detect.engine.predict_labels import check_labels_folder
-from detect.engine.predict_labels import save_labels as write_labels
-from detect.engine.predictor import Predictor
-from detect.engine.progress import progress
-from detect.engine.run_dir import claim_run_dir
-from detect.engine.shelf_rows import class_counts, group_rows
-from detect.engine.sources import expand_sources
-from detect.engine.tiling import TileOptions
+from detect.engine.inference.predictor import Predictor
+from detect.engine.inference.sources import expand_sources
+from detect.engine.inference.tiling import TileOptions
+from detect.engine.runtime.progress import progress
+from detect.engine.runtime.run_dir import claim_run_dir
+from detect.verbs import predict_output as po
+from detect.verbs.predict_labels import FORMATS as LABEL_FORMATS
+from detect.verbs.predict_labels import check_labels_folder
+from detect.verbs.predict_labels import save_labels as write_labels
+from detect.verbs.shelf_rows import class_counts, group_rows
 
 
 def run_predict(
@@ -76,12 +76,12 @@ def run_predict(
         log: where progress lines and warnings (a skipped image) go.
         agnostic_nms: class-agnostic NMS on or off (None: as trained; see :class:`Predictor`).
         save_labels: also write the detections as labels of this format under ``out_dir/labels/``
-            (``voc``, ``coco``, ``yolo``, ``cvat``, ``labelstudio``; :mod:`detect.engine.predict_labels`).
+            (``voc``, ``coco``, ``yolo``, ``cvat``, ``labelstudio``; :mod:`detect.verbs.predict_labels`).
 
     Returns:
         Summary: ``images`` (predicted), ``errors``, ``detections``, ``class_counts``, ``tiled_images``,
         ``drawn``, ``seconds``, ``images_per_s``, ``device``, ``out_dir``, ``json``, ``csv``, ``labels``
-        (what :func:`~detect.engine.predict_labels.save_labels` returned, or None).
+        (what :func:`~detect.verbs.predict_labels.save_labels` returned, or None).
 
     Raises:
         OutputError: ``out_dir`` clashes with the inputs (nothing is written).

@@ -19,7 +19,7 @@ def param_groups(model: nn.Module, weight_decay: float, head_lr_mult: float = 1.
 
     ``head_lr_mult`` != 1 splits both groups again: parameters of ``model.backbone`` (the pretrained part, of
     ours and of the torchvision peers alike) keep ``lr_mult`` 1, the new layers (neck, heads) get
-    ``lr_mult = head_lr_mult``; :class:`~detect.engine.schedule.LRSchedule` sets ``lr = base lr x lr_mult``.
+    ``lr_mult = head_lr_mult``; :class:`~detect.engine.training.schedule.LRSchedule` sets ``lr = base lr x lr_mult``.
     With 1 there are two groups, as in checkpoints written before the option existed.
     """
     pretrained: set[int] = set()

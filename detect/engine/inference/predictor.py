@@ -6,9 +6,9 @@ preferred), then
 - :meth:`Predictor.predict_images` letterboxes a list of ``H x W x 3`` uint8 RGB arrays to ``S``,
   runs them as ``[B, 3, S, S]`` uint8 batches on the device and maps boxes back to original pixels
   (``original = tensor / scale``). Images much larger than ``S`` are tiled
-  (:mod:`detect.engine.tiling`); their tiles share the same batches.
+  (:mod:`detect.engine.inference.tiling`); their tiles share the same batches.
 - :meth:`Predictor.predict_paths` does the same for files, folders (recursive) and globs, decoding
-  the next batch in background threads while the current one runs (sources: :mod:`detect.engine.sources`).
+  the next batch in background threads while the current one runs (sources: :mod:`detect.engine.inference.sources`).
   A file that cannot be read is yielded as a :class:`~data_tools.records.Problem` (path + reason) and the
   run goes on.
 """
@@ -27,10 +27,11 @@ from torch import Tensor, nn
 from data_tools.records import Problem
 from detect.data.augment import letterbox
 from detect.data.proposals import ProposalsError, ProposalsForFiles
-from detect.engine.checkpoint import load_model
-from detect.engine.prepare import check_proposals_arg, resolve_device
-from detect.engine.sources import Source, Sources, expand_sources, read_source
-from detect.engine.tiling import TileOptions, merge_crops, plan_crops, should_tile
+from detect.engine.inference.sources import Source, Sources, expand_sources, read_source
+from detect.engine.inference.tiling import TileOptions, merge_crops, plan_crops, should_tile
+from detect.engine.runtime.checkpoint import load_model
+from detect.engine.runtime.device import resolve_device
+from detect.models.build import takes_proposals
 
 
 @dataclass
@@ -302,3 +303,11 @@ class Predictor:
         """``(path, result)`` per image (result as in :meth:`predict_images`), or ``(path, Problem)``."""
         for p in self.iter_predictions(sources):
             yield (str(p.source.path), p.result if p.error is None else p.error)
+
+
+def check_proposals_arg(model: torch.nn.Module, name: str, weights: str | Path, proposals: str | Path | None) -> None:
+    """Refuse ``--proposals`` for a model that cannot use them, and its absence for one built without an RPN."""
+    if proposals is not None and not takes_proposals(name):
+        raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
+    if proposals is None and getattr(model, "needs_proposals", False):
+        raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")

@@ -11,16 +11,18 @@ from data_tools.sources import class_mismatch, select_split
 from data_tools.store import load_dataset
 from detect.data import DetectionDataset, build_loader
 from detect.data.proposals import proposals_for_records
-from detect.engine.checkpoint import load_model
-from detect.engine.evaluator import (
+from detect.engine.inference.evaluator import (
     coco_evaluate,
     format_metrics,
     plot_pr_curves,
     predict_dataset,
     write_results,
 )
-from detect.engine.outputs import check_output_file
-from detect.engine.prepare import check_proposals_arg, drop_unreadable, resolve_device
+from detect.engine.inference.predictor import check_proposals_arg
+from detect.engine.runtime.checkpoint import load_model
+from detect.engine.runtime.device import resolve_device
+from detect.engine.training.prepare import drop_unreadable
+from detect.verbs.outputs import check_output_file
 
 
 def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path | None = None, device: str = "auto",
@@ -55,7 +57,7 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     loader = build_loader(ds, batch_size, False, 0, False, False, 0)
     lock = None
     if report is not None:  # claimed before the long part: a fresh folder (DIR -> DIR2 when it holds files)
-        from detect.engine.run_dir import claim_run_dir
+        from detect.engine.runtime.run_dir import claim_run_dir
 
         report, lock = claim_run_dir(report)
     try:

@@ -14,7 +14,7 @@ COSINE_FLOOR = 0.01  # cosine ends at this fraction of the base lr
 
 class LRSchedule:
     """Sets ``lr = base_lr * warmup(step) * decay(step) * lr_mult`` on every param group (``lr_mult``: the
-    group's key from :func:`~detect.engine.optim.param_groups`, 1 when absent).
+    group's key from :func:`~detect.engine.training.optim.param_groups`, 1 when absent).
 
     Args:
         optimizer: its groups' ``lr`` are overwritten; cfg: ``lr``, ``scheduler``, ``warmup_epochs``,

@@ -30,7 +30,7 @@ def check_labels_folder(out: str | Path) -> None:
 def detections_recordset(entries: list[dict], rels: list[str], class_names: list[str]) -> tuple[RecordSet, list, int]:
     """``(RecordSet with one record per predicted image, per-record score arrays, boxes left out)``.
 
-    ``entries``: the images of ``predictions.json`` (:func:`~detect.engine.predict_output.image_entry`);
+    ``entries``: the images of ``predictions.json`` (:func:`~detect.verbs.predict_output.image_entry`);
     ``rels``: each image's mirror name (its path below ``labels/images``).
     """
     records, scores, dropped = [], [], 0

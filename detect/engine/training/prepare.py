@@ -1,14 +1,11 @@
-"""What a run needs before its first step: device, distributed process group, datasets and loaders."""
+"""What a training run needs before its first step: its datasets and loaders (the device and process group are
+:mod:`detect.engine.runtime.device`)."""
 
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from data_tools.records import RecordSet
 from data_tools.sources import class_mismatch, select_split
@@ -16,53 +13,8 @@ from data_tools.store import load_dataset
 from detect.config import Config
 from detect.data import DetectionDataset, build_loader
 from detect.data.proposals import proposals_for_records
-from detect.engine.threads import apply_plan, plan_threads
-from detect.models.build import takes_proposals
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' requested but no CUDA GPU is available (use --device cpu)")
-    return device
-
-
-@dataclass
-class Dist:
-    """Process group facts: ``rank``, ``world`` size, ``local_rank``; ``enabled`` when world > 1."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
-    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1): NCCL on CUDA, gloo on CPU.
-
-    Returns the process facts and this process's device (``cuda:LOCAL_RANK`` under DDP on GPUs).
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), resolve_device(device_name)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local_rank), device
+from detect.engine.runtime.device import Dist, resolve_device
+from detect.engine.runtime.threads import apply_plan, plan_threads
 
 
 def load_split(path: str | None, what: str, required: bool, class_names: list[str] | None = None,
@@ -98,7 +50,7 @@ def build_datasets(cfg: Config, d: Dist, log=print):
     """``(train_ds, train_loader, val_ds | None, val_loader | None, class_names)`` for ``cfg``.
 
     Also sets this process's threads: ``data.workers`` (-1 = automatic) and PyTorch's intra-op threads
-    come from :func:`~detect.engine.threads.plan_threads` (the cores free on this machine), logged in one line.
+    come from :func:`~detect.engine.runtime.threads.plan_threads` (the cores free on this machine), logged in one line.
     """
     say = log if d.main else (lambda *_: None)
     train_rs = load_split(cfg.data.train, "train", required=True, log=say)
@@ -125,15 +77,3 @@ def build_datasets(cfg: Config, d: Dist, log=print):
                                                   proposals=proposals_for_records(props, val_rs) if props else None), log)
         val_loader = build_loader(val_ds, cfg.eval.batch_size, False, min(plan.workers, 2), pin, False, 0)
     return train_ds, train_loader, val_ds, val_loader, list(train_rs.class_names)
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()
-
-
-def check_proposals_arg(model: torch.nn.Module, name: str, weights: str | Path, proposals: str | Path | None) -> None:
-    """Refuse ``--proposals`` for a model that cannot use them, and its absence for one built without an RPN."""
-    if proposals is not None and not takes_proposals(name):
-        raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
-    if proposals is None and getattr(model, "needs_proposals", False):
-        raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")

@@ -1,0 +1,1 @@
+"""Inference: the Predictor (sources, tiling) and the COCO evaluator."""

@@ -1,0 +1,1 @@
+"""What training and inference share: checkpoints (format, writer, reader), run folders, device and thread setup, progress."""

@@ -1,0 +1,1 @@
+"""Training: the fit loop, its state, schedule, optimizer, EMA, run writers, resume and dataset preparation."""
