@@ -11,7 +11,8 @@ import torch
 
 from detect.config import ModelConfig
 from detect.models.torchvision_peers import PEER_BUILDERS, build_peer
-from detect.tools.bench import FAMILIES, format_table, run_bench, synthetic_batch
+from detect.tools.bench import FAMILIES, format_table, run_bench
+from detect.tools.timing import synthetic_batch
 
 SIZE, K = 64, 3
 

@@ -14,15 +14,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import gc
 import itertools
 import json
-import math
 import os
 import platform
-import statistics
 import tempfile
-import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,8 +32,8 @@ from detect.engine.runtime.device import resolve_device
 from detect.models.build import DETECTORS, NAMES
 from detect.models.torchvision_peers import PEER_TITLES, build_peer
 from detect.tables import aligned
+from detect.tools.timing import Batch, reset_peak, synthetic_batch, time_inference, time_training
 
-Batch = tuple[Tensor, list[dict[str, Tensor]]]
 FAMILIES = NAMES  # every registered detector (detect.models.build.DETECTORS)
 # What a CPU run defaults to (small enough for CI) and what a GPU run defaults to.
 CPU_DEFAULTS = {"size": 128, "batch": 4, "steps": 2, "warmup": 1, "latency_iters": 2}
@@ -46,113 +42,6 @@ CUDA_DEFAULTS = {"size": 320, "batch": 32, "steps": 20, "warmup": 5, "latency_it
 GOALS = {"train": 2.0, "latency_b1": 2.0, "real_vs_synthetic": 0.9}
 # Real-data augmentation when none is given: what our recipes use (flip, light affine, colour jitter).
 BENCH_AUGMENT = AugmentConfig(hflip=0.5, affine_p=0.3, scale=(0.8, 1.2), translate=0.05, color_jitter=0.3)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (convolutions; our box math stays fp32 by contract); nothing on the CPU."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _reset_peak(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_mib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-
-
-def synthetic_batch(batch: int, size: int, num_classes: int, device: torch.device, seed: int = 0,
-                    min_boxes: int = 3, max_boxes: int = 15) -> Batch:
-    """Random uint8 images [B,3,S,S] and per-image targets with ``min_boxes..max_boxes`` random valid boxes."""
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
-    targets = []
-    for _ in range(batch):
-        n = int(torch.randint(min_boxes, max_boxes + 1, (1,), generator=g))
-        centers = torch.rand(n, 2, generator=g) * size
-        wh = (0.05 + 0.35 * torch.rand(n, 2, generator=g)) * size
-        boxes = torch.cat([centers - wh / 2, centers + wh / 2], 1).clamp(0, size)  # width >= 0.025 S after clamp
-        labels = torch.randint(1, num_classes + 1, (n,), generator=g)
-        targets.append({"boxes": boxes.to(device), "labels": labels.to(device)})
-    return images.to(device), targets
-
-
-def time_training(model: nn.Module, batches: Iterator[Batch], steps: int, warmup: int, device: torch.device,
-                  amp: bool, lr: float = 1e-3) -> dict:
-    """Images/s of ``steps`` SGD steps (forward + backward + step) after ``warmup`` untimed ones.
-
-    ``batches`` yields ``(images, targets)``; moving them to ``device`` (a no-op for on-device synthetic batches)
-    is part of the timed work, as in the trainer. Returns ``img_s``, ``peak_mib`` (None on the CPU) and the
-    last summed loss (read after the clock stops; None when not finite).
-    """
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=4e-5)
-    cl = device.type == "cuda" and getattr(model, "_bench_channels_last", False)
-
-    def run(n: int) -> tuple[int, Tensor | None]:
-        seen, loss = 0, None
-        for _ in range(n):
-            images, targets = next(batches)
-            images = images.to(device, non_blocking=True)
-            if cl:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = [{"boxes": t["boxes"].to(device, non_blocking=True),
-                        "labels": t["labels"].to(device, non_blocking=True)} for t in targets]
-            with _autocast(device, amp):
-                losses = model(images, targets)
-            loss = sum(v.float() for v in losses.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += images.shape[0]
-        return seen, loss
-
-    run(warmup)
-    _sync(device)
-    _reset_peak(device)
-    t0 = time.perf_counter()
-    seen, loss = run(steps)
-    _sync(device)
-    elapsed = time.perf_counter() - t0
-    last = float(loss.detach()) if loss is not None else math.nan
-    return {"img_s": seen / elapsed, "peak_mib": _peak_mib(device), "loss_last": last if math.isfinite(last) else None}
-
-
-@torch.inference_mode()
-def time_inference(model: nn.Module, images: Tensor, iters: int, warmup: int, device: torch.device,
-                   amp: bool) -> dict:
-    """Median ms/image of ``model(images)`` in eval mode (postprocess included), timed call by call.
-
-    Returns ``ms_per_image``, ``peak_mib`` (None on the CPU) and ``dets_per_image`` of the last call.
-    """
-    model.eval()
-    if device.type == "cuda" and getattr(model, "_bench_channels_last", False):
-        images = images.contiguous(memory_format=torch.channels_last)
-    with _autocast(device, amp):
-        for _ in range(warmup):
-            model(images)
-        _sync(device)
-        _reset_peak(device)
-        times, out = [], []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            out = model(images)
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-    dets = sum(int(d["boxes"].shape[0]) for d in out) / max(len(out), 1)
-    return {"ms_per_image": 1000.0 * statistics.median(times) / images.shape[0], "peak_mib": _peak_mib(device),
-            "dets_per_image": dets}
 
 
 def _model_config(backbone: str, weights: str) -> ModelConfig:
@@ -235,7 +124,7 @@ def bench_family(family: str, peers: Sequence[str], s: dict, device: torch.devic
         out["peers"][name] = _measure(peer_model, PEER_TITLES[name], synth, b1, s, device)
         del peer_model
         out["ratios"][name] = _ratios(ours, out["peers"][name])
-    _reset_peak(device)
+    reset_peak(device)
     return out
 
 

@@ -51,7 +51,7 @@ def _splits(data: str | None, train: str | None, val: str | None, out: Path, see
 def batch1_latency_ms(weights: Path, device: torch.device, image_size: int, iters: int = 10) -> float:
     """Median batch-1 latency (ms, postprocess included) of a checkpoint on ``device``."""
     from detect.engine.runtime.checkpoint import load_model
-    from detect.tools.bench import time_inference
+    from detect.tools.timing import time_inference
 
     model, _, cfg = load_model(weights)
     model = model.to(device)
