@@ -29,9 +29,19 @@ from pathlib import Path
 
 import yaml
 
+from data_tools.safe_yaml import NoAliasLoader
+from data_tools.userfiles import UnsafeFile, read_limited
+
 _TOP_KEYS = ("bays", "rows", "brands", "name")
 _BAY_KEYS = ("name", "match", "rows")
 _ITEM_KEYS = ("sku", "facings")
+# Bounds: a real bay has a few shelves of a few dozen facings; the audit aligns rows pairwise (cost rows x
+# facings squared), so far larger plans are typos or hostile files, refused before any work.
+MAX_PLANOGRAM_BYTES = 4 * 1024 * 1024
+MAX_FACINGS = 1000  # of one SKU in one row
+MAX_ROWS = 100  # per bay
+MAX_BAY_FACINGS = 5000  # planned facings in one bay
+MAX_BAYS = 1000
 
 
 class PlanogramError(ValueError):
@@ -139,8 +149,8 @@ class _LineList(list):
     item_lines: list
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings and sequences remember the line of every key and item."""
+class _LineLoader(NoAliasLoader):
+    """Safe loader (no aliases) whose mappings and sequences remember the line of every key and item."""
 
 
 def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
@@ -240,10 +250,16 @@ def _unknown_keys(d: dict, allowed: tuple[str, ...], path: str, what: str, probl
             problems.append(f"{_where(path, _key_line(d, key, getattr(d, 'line', None)))}: {what}: unknown key '{key}'{hint}")
 
 
-def _positive_int(value) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def _positive_int(value, most: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
         return None
     return value
+
+
+def _short(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a message never grows with the file)."""
+    text = repr(value) if not isinstance(value, (list, dict)) or len(value) < 50 else f"a {type(value).__name__} of {len(value)} items"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _build_row(path: str, row, line: int | None, label: str, problems: list[str]) -> tuple[Facing, ...]:
@@ -258,18 +274,18 @@ def _build_row(path: str, row, line: int | None, label: str, problems: list[str]
         at = _item_line(row, i, line)
         what = f"{label} item {i + 1}"
         if not isinstance(item, dict):
-            problems.append(f"{_where(path, at)}: {what} must be {{sku: NAME, facings: N}}, got {item!r}")
+            problems.append(f"{_where(path, at)}: {what} must be {{sku: NAME, facings: N}}, got {_short(item)}")
             continue
         _unknown_keys(item, _ITEM_KEYS, path, what, problems)
         sku = item.get("sku")
         if not isinstance(sku, str) or not sku.strip():
-            problems.append(f"{_where(path, _key_line(item, 'sku', at))}: {what}: 'sku' must be a class name, got {sku!r}")
+            problems.append(f"{_where(path, _key_line(item, 'sku', at))}: {what}: 'sku' must be a class name, got {_short(sku)}")
             continue
-        n = _positive_int(item.get("facings", 1))
+        n = _positive_int(item.get("facings", 1), MAX_FACINGS)
         if n is None:
             problems.append(
-                f"{_where(path, _key_line(item, 'facings', at))}: {what} ('{sku}'): 'facings' must be a whole "
-                f"number >= 1, got {item.get('facings')!r}"
+                f"{_where(path, _key_line(item, 'facings', at))}: {what} ('{sku[:80]}'): 'facings' must be a whole "
+                f"number from 1 to {MAX_FACINGS}, got {_short(item.get('facings'))}"
             )
             continue
         out.append(Facing(sku.strip(), n, at))
@@ -296,13 +312,21 @@ def _build_bay(path: str, raw, line: int | None, index: int, problems: list[str]
     rows = raw.get("rows")
     rows_line = _key_line(raw, "rows", line)
     if not isinstance(rows, list) or not rows:
-        got = "nothing" if rows is None else repr(rows)
+        got = "nothing" if rows is None else _short(rows)
         problems.append(f"{_where(path, rows_line)}: {label}: 'rows' must be a non-empty list of rows (top shelf first), got {got}")
+        return None
+    if len(rows) > MAX_ROWS:
+        problems.append(f"{_where(path, rows_line)}: {label}: {len(rows)} rows, more than the {MAX_ROWS} a bay may have")
         return None
     built = tuple(
         _build_row(path, row, _item_line(rows, r, rows_line), f"{label} row {r + 1}", problems)
         for r, row in enumerate(rows)
     )
+    planned = sum(f.facings for row in built for f in row)
+    if planned > MAX_BAY_FACINGS:
+        problems.append(f"{_where(path, line)}: {label}: {planned:,} planned facings, more than the {MAX_BAY_FACINGS:,} "
+                        "a bay may have")
+        return None
     return Bay(name, match.strip() if match else None, built, line)
 
 
@@ -319,12 +343,14 @@ def load_planogram(path: str | Path, class_names: list[str] | None = None, what:
         OSError: the file cannot be read.
     """
     path = str(path)
+    if not Path(path).exists():
+        raise PlanogramError([f"{path}: planogram file not found"])
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_limited(path, MAX_PLANOGRAM_BYTES).decode("utf-8")
+    except UnsafeFile as e:
+        raise PlanogramError([str(e)]) from None
     except UnicodeDecodeError as e:
         raise PlanogramError([f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})"]) from None
-    except FileNotFoundError:
-        raise PlanogramError([f"{path}: planogram file not found"]) from None
     data = _parse(path, text)
     if data is None:
         raise PlanogramError([f"{path}: the planogram is empty: give 'bays:' (or 'rows:' for one plan)"])
@@ -340,6 +366,9 @@ def load_planogram(path: str | Path, class_names: list[str] | None = None, what:
         if not isinstance(raw_bays, list) or not raw_bays:
             problems.append(f"{_where(path, bays_line)}: 'bays' must be a non-empty list of bays")
             raw_bays = []
+        elif len(raw_bays) > MAX_BAYS:
+            raise PlanogramError([f"{_where(path, bays_line)}: {len(raw_bays):,} bays, more than the {MAX_BAYS} "
+                                  "a planogram may have"])
     elif "rows" in data:
         single = _LineDict(name=data.get("name", "plan"), rows=data["rows"])
         single.key_lines = {k: _key_line(data, k, None) for k in ("name", "rows")}

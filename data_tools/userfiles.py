@@ -154,3 +154,5 @@ def read_json(path: str, max_bytes: int, error: type[Exception], what: str) -> o
         raise error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except RecursionError:
         raise error(f"{path}: JSON nested too deeply to be {what}") from None
+    except ValueError as e:  # Python's int-digits limit: a number of thousands of digits
+        raise error(f"{path}: a number too long to be {what} ({str(e).split(';')[0]})") from None

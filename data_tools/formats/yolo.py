@@ -42,6 +42,7 @@ from data_tools.formats.common import (
 )
 from data_tools.locate import IMAGE_EXTS
 from data_tools.records import Problem, RecordSet
+from data_tools.safe_yaml import load_yaml
 from data_tools.userfiles import first_usable
 
 MAX_YAML_BYTES = 1 << 20
@@ -219,7 +220,7 @@ def _yaml_names(f: str, root: str, problems: list[Problem], required: bool) -> d
         problems.append(problem)
         return None
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problems.append(Problem(f, f"invalid YAML: {getattr(e, 'problem', None) or e}",

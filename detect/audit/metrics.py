@@ -16,24 +16,10 @@ Counts are pooled over all photos (recall = all hits / all truth items).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from data_tools.planogram import PlanogramError
 from data_tools.synth_planogram import TRUTH_FORMAT
-
-
-def load_truth(path: str | Path) -> dict:
-    """Read a ``truth.json`` written by ``retail-data synth --planogram``; one clear error line if not."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanogramError([f"{path}: truth file not found"]) from None
-    except json.JSONDecodeError as e:
-        raise PlanogramError([f"{path}:{e.lineno}: malformed JSON: {e.msg}"]) from None
-    if not isinstance(doc, dict) or doc.get("format") != TRUTH_FORMAT or not isinstance(doc.get("images"), list):
-        raise PlanogramError([f"{path}: not a truth.json of `retail-data synth --planogram` (format {TRUTH_FORMAT})"])
-    return doc
+from detect.audit.truth import load_truth
 
 
 def _overlap(a: list[float], b: list[float], axis: int) -> float:

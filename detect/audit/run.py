@@ -18,8 +18,9 @@ from detect.audit import report
 from detect.audit.draw import draw_audit
 from detect.audit.gaps import DEFAULT_MIN_GAP
 from detect.audit.html import HTML_NAME, write_html
-from detect.audit.metrics import load_truth, score_audit
+from detect.audit.metrics import score_audit
 from detect.audit.photo import AuditOptions, audit_photo
+from detect.audit.truth import load_truth
 from detect.engine.inference.predictor import Predictor
 from detect.engine.inference.sources import expand_sources
 from detect.engine.inference.tiling import TileOptions

@@ -68,5 +68,5 @@ def test_load_truth_refuses_other_files(tmp_path):
     with pytest.raises(PlanogramError, match="not a truth.json"):
         load_truth(p)
     p.write_text("{")
-    with pytest.raises(PlanogramError, match=r"t.json:1: malformed JSON"):
+    with pytest.raises(PlanogramError, match=r"t.json:1: invalid JSON"):
         load_truth(p)

@@ -60,7 +60,7 @@ def test_empty_row_bad_facings_and_unknown_key_each_one_line(tmp_path):
     problems = _error(p)
     assert len(problems) == 3
     assert problems[0] == f"{p}:4: bay 'b1' row 1 is empty: list at least one {{sku: NAME, facings: N}}"
-    assert problems[1].startswith(f"{p}:5: bay 'b1' row 2 item 1 ('brand_a'): 'facings' must be a whole number >= 1")
+    assert problems[1].startswith(f"{p}:5: bay 'b1' row 2 item 1 ('brand_a'): 'facings' must be a whole number from 1 to 1000")
     assert problems[2].startswith(f"{p}:6: bay 'b1' row 3 item 1: unknown key 'facing'; did you mean 'facings'?")
 
 
