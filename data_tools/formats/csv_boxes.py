@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from pathlib import Path
 
 from data_tools.atomic import atomic_write_text
@@ -54,6 +55,10 @@ class CsvError(ValueError):
     """The CSV as a whole is unusable (unreadable, or its columns cannot be found)."""
 
 
+MAX_CSV_LINE = 1 << 20  # characters in one line (a box row is under 1 KB)
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def parse_columns(text: str) -> dict[str, str]:
     """``"image=img,label=sku"`` -> ``{"image": "img", "label": "sku"}`` (``--csv-columns``)."""
     out = {}
@@ -72,7 +77,7 @@ def read_csv_boxes(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Problem
     if problem is not None:
         raise CsvError(str(problem).removesuffix(" (skipped)"))
     problems: list[Problem] = []
-    rows = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(file, text))
+    rows = csv.reader(_lines(text), delimiter=_delimiter(file, text))
     cols, data_first = _columns(file, rows, opts.csv_columns or {}, problems)
     groups: dict[str, list] = {}  # image name -> [(line, row)]
     try:
@@ -99,6 +104,22 @@ def read_csv_boxes(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Problem
     return to_recordset(items, cmap, root, problems, finder, meta), problems
 
 
+def _lines(text: str, most: int = MAX_CSV_LINE):
+    """The lines of ``text`` with their endings (``\\n``, ``\\r\\n`` or ``\\r``), as slices, with no copy of the
+    whole text; a line longer than ``most`` characters raises ``csv.Error`` naming it (no box row is that long)."""
+    start, number = 0, 1
+    while start < len(text):
+        m = _LINE_END.search(text, start, start + most + 2)
+        if m is None:
+            if len(text) - start > most:
+                raise csv.Error(f"line {number} is over {most:,} characters")
+            end = len(text)
+        else:
+            end = m.end()
+        yield text[start:end]
+        start, number = end, number + 1
+
+
 def _numbered(rows, data_first: list | None):
     """``(line, row)`` pairs, the first data row (when there is no header) on line 1."""
     if data_first is not None:
@@ -120,7 +141,10 @@ def _col(cols: dict[str, int], key: str) -> str:
 
 def _columns(file: str, rows, given: dict[str, str], problems: list[Problem]) -> tuple[dict[str, int], list | None]:
     """Column index per key, and the first row when it is data (no header)."""
-    first = next(rows, None)
+    try:
+        first = next(rows, None)
+    except csv.Error as e:
+        raise CsvError(f"{file}:1: unreadable CSV header ({e})") from None
     if first is None:
         raise CsvError(f"{file}: empty CSV (no header, no rows)")
     head = [c.strip().lower() for c in first]

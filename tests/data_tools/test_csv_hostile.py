@@ -100,3 +100,29 @@ def test_fifo_csv_is_refused_without_hanging(tmp_path):
     os.mkfifo(tmp_path / "boxes.csv")
     r = run_cli("convert", str(tmp_path / "boxes.csv"), "-o", str(tmp_path / "d.pkl"), timeout=30)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "FIFO" in r.stderr
+
+
+def test_a_header_cell_over_the_csv_field_limit_is_one_line(tmp_path):
+    path = _csv(tmp_path / "h", "image," + "x" * 200_000 + ",y1,x2,y2,label\na.jpg,1,2,3,4,cola\n")
+    with pytest.raises(CsvError) as e:
+        read_csv_boxes(str(path), ReadOptions())
+    assert str(e.value).startswith(f"{path}:1: unreadable CSV header (field larger than field limit")
+    assert len(str(e.value)) < 300
+
+
+def test_an_overlong_line_stops_the_reading_at_its_number_and_earlier_rows_load(tmp_path):
+    from data_tools.formats.csv_boxes import MAX_CSV_LINE
+    text = ("image,x1,y1,x2,y2,label\na.jpg,1,2,11,12,cola\nb.jpg,1,2," + "9" * (MAX_CSV_LINE + 10)
+            + ",12,cola\nb.jpg,1,2,11,12,cola\n")
+    path = _csv(tmp_path / "l", text)
+    rs, problems = read_csv_boxes(str(path), ReadOptions())
+    bad = [p for p in problems if p.kind == "bad_line"]
+    assert len(bad) == 1 and f"line 3 is over {MAX_CSV_LINE:,} characters" in bad[0].reason
+    assert [r.image for r in rs.records] == ["images/a.jpg"]
+
+
+def test_cr_line_endings_and_quoted_newlines_still_parse(tmp_path):
+    text = 'image,x1,y1,x2,y2,label\r"a.jpg",1,2,11,12,"co\nla"\rb.jpg,1,2,11,12,chips\r'
+    path = _csv(tmp_path / "cr", text)
+    rs, problems = read_csv_boxes(str(path), ReadOptions())
+    assert sorted(rs.class_names) == ["chips", "co la"] and len(rs.records) == 2
