@@ -197,7 +197,7 @@ def _rectangle(file: str, r, where: str, item: Item, base: tuple[int, int], mini
     nums = {}
     for k in ("x", "y", "width", "height"):
         x = v.get(k)
-        if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
+        if not _finite(x):
             problems.append(Problem(file, f"{k} {short(x)} is not a finite number", field=f"{vw}/{k}",
                                     kind="bad_coordinate"))
             return
@@ -219,11 +219,21 @@ def _rectangle(file: str, r, where: str, item: Item, base: tuple[int, int], mini
     x1, y1, w, h = nums["x"] * W / 100, nums["y"] * H / 100, nums["width"] * W / 100, nums["height"] * H / 100
     box = (x1, y1, x1 + w, y1 + h)
     rotation = v.get("rotation") or 0
-    if isinstance(rotation, (int, float)) and not isinstance(rotation, bool) and math.isfinite(rotation) and rotation % 360:
+    if _finite(rotation) and rotation % 360:
         box = _rotated_about_corner(x1, y1, w, h, rotation)
         problems.append(Problem(file, f"rectangle rotated by {rotation:g} degrees read as its enclosing upright box",
                                 field=f"{vw}/rotation", action="fixed", kind="rotated_box"))
     add_box(item, labels[0], box, problems, field=where, slack=ROUNDING_SLACK * max(W, H))
+
+
+def _finite(x: object) -> bool:
+    """A JSON number that is a finite float (a 400-digit integer is not: it overflows a float)."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _rotated_about_corner(x: float, y: float, w: float, h: float, degrees: float) -> tuple[float, float, float, float]:

@@ -46,6 +46,7 @@ from data_tools.safe_yaml import load_yaml
 from data_tools.userfiles import first_usable
 
 MAX_YAML_BYTES = 1 << 20
+MAX_CLASS_ID = 1_000_000  # classes without names are listed 0..max id: a larger id is a typo, not a SKU
 NAMES_FILES = ("classes.txt", "obj.names", "_darknet.labels")
 _FIELDS = ("class", "x_center", "y_center", "width", "height")
 _NOT_NORMALISED = 1.5  # a coordinate this far past 1 was written in pixels, not fractions
@@ -164,6 +165,8 @@ def _parse(parts: list[str]):
     cls_v, why = number(parts[0])
     if why or cls_v != int(cls_v) or cls_v < 0:
         return None, ("class", f"class id {parts[0][:40]!r} is not a non-negative integer", "bad_class_id")
+    if cls_v > MAX_CLASS_ID:
+        return None, ("class", f"class id {parts[0][:40]} is over {MAX_CLASS_ID:,}", "bad_class_id")
     nums = []
     for i, text in enumerate(parts[1:5] if not polygon else parts[1:], start=1):
         v, why = number(text)

@@ -86,3 +86,13 @@ def test_fifo_export_is_refused_without_hanging(tmp_path):
     r = run_cli("convert", str(tmp_path / "export.json"), "-o", str(tmp_path / "d.pkl"), "--format", "labelstudio",
                 timeout=30)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "FIFO" in r.stderr
+
+
+def test_a_400_digit_coordinate_or_rotation_is_a_problem_not_a_traceback(tmp_path):
+    huge = 10 ** 400
+    tasks = [{"data": {"image": "images/a.jpg"}, "annotations": [{"result": [
+        _rect(huge, 0, 5, 5), _rect(0, 0, 5, 5, rotation=huge), _rect(10, 10, 20, 20)]}]}]
+    rs, problems = read_labelstudio(str(_write(tmp_path / "ls", tasks)), ReadOptions())
+    kinds = {(p.field, p.kind) for p in problems}
+    assert ("[0]/annotations[0]/result[0]/value/x", "bad_coordinate") in kinds
+    assert len(rs.records) == 1 and rs.records[0].num_boxes == 2  # the huge rotation is read as none

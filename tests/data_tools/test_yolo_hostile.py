@@ -141,3 +141,13 @@ def test_images_that_are_links_out_of_the_root_loops_or_fifos_are_skipped(tmp_pa
     assert {(Path(p.file).name, p.kind) for p in problems} == {
         ("secret.jpg", "outside_root"), ("loop.jpg", "symlink_loop"), ("pipe.jpg", "not_regular_file")}
     assert [Path(r.image).name for r in rs.records] == ["a.jpg"]
+
+
+def test_a_class_id_of_a_billion_without_names_is_refused_not_listed(tmp_path):
+    from data_tools.formats.yolo import MAX_CLASS_ID
+    root = _yolo(tmp_path / "y", {"a": "1000000000 0.5 0.5 0.5 0.5\n0 0.5 0.5 0.2 0.2\n"})
+    (root / "data.yaml").unlink()
+    rs, problems = read_yolo(str(root), ReadOptions())
+    [bad] = [p for p in problems if p.kind == "bad_class_id"]
+    assert bad.line == 1 and f"is over {MAX_CLASS_ID:,}" in bad.reason
+    assert rs.class_names == ["0"] and rs.records[0].num_boxes == 1
