@@ -154,12 +154,21 @@ def check_box(
     return (x1, y1, x2, y2), None, "ignored"
 
 
+def clean_name(raw: str) -> str:
+    """A class name as it is kept: Unicode NFC, control characters (``\\x00``-``\\x1f``, ``\\x7f``-``\\x9f``, which
+    break XML exports and reach the terminal) and runs of whitespace turned into one space, stripped."""
+    text = unicodedata.normalize("NFC", raw)
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    return " ".join(text.split())
+
+
 def class_key(name: str) -> str:
-    """The form class names are compared in: Unicode NFC, case-folded, whitespace stripped and collapsed.
+    """The form class names are compared in: :func:`clean_name`, case-folded.
 
     ``" Tomato  Sauce"`` and ``"tomato sauce"`` have the same key.
     """
-    return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
+    return clean_name(name).casefold()
 
 
 class ClassMap:
@@ -169,7 +178,7 @@ class ClassMap:
         self.names: list[str] = []
         self._label: dict[str, int] = {}
         for raw in names:
-            name = " ".join(unicodedata.normalize("NFC", raw).split())
+            name = clean_name(raw)
             key = class_key(name)
             if not key:
                 raise ValueError("empty class name in the class list")
@@ -188,7 +197,7 @@ class ClassMap:
         """
         spellings: dict[str, Counter] = {}
         for raw in observed:
-            name = " ".join(unicodedata.normalize("NFC", raw).split())
+            name = clean_name(raw)
             if name:
                 spellings.setdefault(class_key(name), Counter())[name] += 1
         canon = [min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for c in spellings.values()]

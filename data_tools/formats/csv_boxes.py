@@ -57,6 +57,7 @@ class CsvError(ValueError):
 
 MAX_CSV_LINE = 1 << 20  # characters in one line (a box row is under 1 KB)
 _LINE_END = re.compile(r"\r\n|\r|\n")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def parse_columns(text: str) -> dict[str, str]:
@@ -84,7 +85,7 @@ def read_csv_boxes(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Problem
         for line, row in _numbered(rows, data_first):
             if not any(c.strip() for c in row):
                 continue
-            name = row[cols["image"]].strip() if cols["image"] < len(row) else ""
+            name = from_spreadsheet(row[cols["image"]].strip()) if cols["image"] < len(row) else ""
             if not name:
                 problems.append(Problem(file, "row has no image name", line=line, field=_col(cols, "image"),
                                         kind="missing_image"))
@@ -195,6 +196,7 @@ def _image(file: str, name: str, group: list, cols: dict[str, int], finder: Imag
 
 def _row(file: str, line: int, row: list[str], cols: dict[str, int], item: Item, problems: list[Problem]) -> None:
     cells = {k: (row[i].strip() if i < len(row) else "") for k, i in cols.items()}
+    cells["label"] = from_spreadsheet(cells["label"])
     if not any(cells[k] for k in ("x1", "y1", "x2", "y2", "label")):
         return  # the image, listed without boxes
     xyxy = corners(cells, ("x1", "y1", "x2", "y2"), file, line, lambda k: _col(cols, k), problems)
@@ -206,6 +208,18 @@ def _row(file: str, line: int, row: list[str], cols: dict[str, int], item: Item,
     add_box(item, cells["label"], xyxy, problems, line=line, field=_col(cols, "label"))
 
 
+def spreadsheet_safe(text: str) -> str:
+    """A text cell that a spreadsheet shows as text: one starting with ``= + - @``, a tab or a carriage return
+    would run as a formula (``=HYPERLINK(...)``, ``=cmd|...``), so it gets a leading ``'`` (OWASP's advice);
+    :func:`from_spreadsheet` takes it off when the file is read back."""
+    return "'" + text if text[:1] in _FORMULA_START else text
+
+
+def from_spreadsheet(text: str) -> str:
+    """Undo :func:`spreadsheet_safe`."""
+    return text[1:] if text[:1] == "'" and text[1:2] in _FORMULA_START and text[1:2] else text
+
+
 def write_csv_boxes(rs: RecordSet, path: Path, names: list[str], scores=None) -> list[Path]:
     """Write one row per box (``image,x1,y1,x2,y2,label,width,height``); an image without boxes gets one row
     with empty coordinates."""
@@ -215,7 +229,8 @@ def write_csv_boxes(rs: RecordSet, path: Path, names: list[str], scores=None) ->
     for rec, name in zip(rs.records, names):
         size = [int(rec.width), int(rec.height)]
         if not rec.num_boxes:
-            w.writerow([name, "", "", "", "", "", *size])
+            w.writerow([spreadsheet_safe(name), "", "", "", "", "", *size])
         for box, label in zip(rec.boxes, rec.labels):
-            w.writerow([name, *(fmt_coord(v) for v in box), rs.class_names[int(label) - 1], *size])
+            w.writerow([spreadsheet_safe(name), *(fmt_coord(v) for v in box),
+                        spreadsheet_safe(rs.class_names[int(label) - 1]), *size])
     return [atomic_write_text(path, buf.getvalue())]

@@ -136,3 +136,29 @@ def test_export_names_strip_the_image_folder_and_stay_unique(tmp_path):
     r = export_records(rs, "csv", tmp_path / "out")
     rows = (tmp_path / "out" / "annotations.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["x.jpg", "X_2.jpg"] and r["images"] == 2
+
+
+def test_csv_export_quotes_formula_like_cells_and_reads_them_back(records, tmp_path):
+    """OWASP's CSV injection advice: a class name a spreadsheet would run (``=...``, ``+``, ``-``, ``@``) is written
+    with a leading ``'`` and read back as it was."""
+    evil = ["=cmd|' /C calc'!A0", "@HYPERLINK(\"http://x\")"]
+    rs = RecordSet(evil, records.image_root, records.records, {})
+    out = tmp_path / "boxes.csv"
+    export_records(rs, "csv", out)
+    text = out.read_text()
+    assert "'=cmd|" in text and "'@HYPERLINK" in text
+    assert not any(cell.startswith(("=", "@")) for line in text.splitlines() for cell in line.split(","))
+    back, problems, _ = convert(out, "csv", image_root=rs.image_root, class_names=evil, progress=False)
+    assert problems == [] and back.class_names == evil
+    assert_same(rs, back, TOLERANCE["csv"])
+
+
+def test_control_characters_in_class_names_become_spaces_and_voc_export_works(records, tmp_path):
+    rs = RecordSet(["tomato\x01sauce", "beans\x1b[31m"], records.image_root, records.records, {})
+    from data_tools.records import ClassMap
+    assert ClassMap(rs.class_names).names == ["tomato sauce", "beans [31m"]
+    src = tmp_path / "csv_in.csv"
+    export_records(rs, "csv", src)
+    back, _, _ = convert(src, "csv", image_root=rs.image_root, progress=False)
+    assert sorted(back.class_names) == ["beans [31m", "tomato sauce"]
+    export_records(back, "voc", tmp_path / "voc_out")  # lxml refuses control characters; none are left
