@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from data_tools.planogram import load_planogram
+from data_tools.records import Problem
 from detect.audit import report
 from detect.audit.draw import draw_audit
 from detect.audit.gaps import DEFAULT_MIN_GAP
@@ -21,6 +22,7 @@ from detect.audit.html import HTML_NAME, write_html
 from detect.audit.metrics import score_audit
 from detect.audit.photo import AuditOptions, audit_photo
 from detect.audit.truth import load_truth
+from detect.data.proposals import check_proposals_arg
 from detect.engine.inference.predictor import Predictor
 from detect.engine.inference.sources import expand_sources
 from detect.engine.inference.tiling import TileOptions
@@ -99,7 +101,9 @@ def run_audit(
     src = expand_sources(sources)
     out = po.check_out_dir(fresh_out_dir(out_dir), [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
-    predictor = Predictor(weights, device, conf, image_size, tile=TileOptions(mode=tile), batch_size=batch_size)
+    predictor = Predictor.from_weights(weights, device=device, conf=conf, image_size=image_size,
+                                       tile=TileOptions(mode=tile), batch_size=batch_size)
+    check_proposals_arg(predictor.model, predictor.config.model.name, weights, None)
     names = predictor.class_names
     if plan is not None:
         plan.check_classes(names)
@@ -128,7 +132,8 @@ def run_audit(
                 entry["drawn"] = target.relative_to(out).as_posix()
                 drawn += 1
             except (ValueError, OSError) as exc:
-                errors.append({"file": str(p.source.path), "reason": f"drawing failed: {exc}", "kind": "draw_failed"})
+                errors.append(Problem(str(p.source.path), f"drawing failed: {exc}", action="ignored",
+                                      kind="draw_failed").to_dict())
             p.image = None
         photos.append(entry)
 

@@ -5,6 +5,7 @@ pipeline maps a sample to a sample.
 
 - :func:`letterbox`: resize so the longer side is ``S``, pad bottom/right with 114 grey to ``S x S``.
   ``tensor pixel = original pixel * scale``. The validation pipeline is exactly this (deterministic).
+  :func:`boxes_to_original` maps a model's boxes back (``original = tensor / scale``), for eval and predict.
 - :class:`TrainPipeline`: colour jitter, Gaussian noise, blur, horizontal/vertical flips, affine
   (rotate/scale/translate, 114 border), letterbox to ``S``, then a bbox-safe random crop
   (``AtLeastOneBBoxRandomCrop`` of 50/65/80 % of ``S``, resized back to ``S``). Transforms whose
@@ -27,6 +28,7 @@ from typing import NamedTuple
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 
 from detect.config import AugmentConfig
 
@@ -77,6 +79,22 @@ def letterbox(image: np.ndarray, size: int, boxes: np.ndarray | None = None) -> 
         out = np.asarray(boxes, np.float32).reshape(-1, 4) * np.float32(scale)
         np.clip(out, 0, [w, h, w, h], out=out)
     return Letterboxed(np.ascontiguousarray(resized), scale, out)
+
+
+def boxes_to_original(boxes: torch.Tensor, scale: float, width: int, height: int) -> torch.Tensor:
+    """Undo :func:`letterbox` for boxes: letterboxed tensor pixels -> the original image's pixels.
+
+    Args:
+        boxes: ``[K, 4]`` xyxy in tensor pixels (any float dtype, any device).
+        scale: the letterbox scale (tensor pixels per original pixel).
+        width, height: the original image's size.
+    Returns:
+        float32 ``[K, 4]`` ``boxes / scale`` clipped to ``[0, width] x [0, height]``, on the same device.
+    """
+    out = boxes.float() / float(scale)
+    out[:, 0::2] = out[:, 0::2].clamp(0, width)
+    out[:, 1::2] = out[:, 1::2].clamp(0, height)
+    return out
 
 
 def val_pipeline(size: int) -> Pipeline:

@@ -16,14 +16,19 @@ than the split in use) unless ``strict``; records with no key get no proposals.
 How it is wired: ``data.proposals: FILE`` -> :func:`proposals_for_records` gives the dataset one
 ``[P, 4]`` array per record; the dataset moves them with the image through augmentation and hands them
 out as ``target["proposals"]`` (input-tensor pixels); the engine passes them to the model as
-``model(images, targets, proposals=...)`` (:func:`model_inputs`). :class:`ProposalsForFiles` does the
-lookup by image file for ``predict``.
+``model(images, targets, proposals=...)`` (:func:`model_inputs`).
+
+On the predict path they ride with the photo too: :class:`ProposalsForFiles` finds each source file's entry
+(a :class:`FileProposals`) once, when the sources are expanded; reading the photo validates it against the
+photo's size into the photo's ``extras``; the predictor letterboxes them with the photo
+(:func:`letterboxed_inputs`). :func:`check_proposals_arg` refuses a proposals file a model cannot use.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -32,6 +37,7 @@ from torch import Tensor
 
 from data_tools.records import Record, RecordSet
 from data_tools.userfiles import read_json
+from detect.models.build import takes_proposals
 
 MAX_PROPOSALS_BYTES = 1 << 30  # as a COCO file: ~10k photos x 300 proposals fit many times over
 PREDICTIONS_FORMAT = "retail-detect-predictions"  # the "format" of predict's predictions.json
@@ -113,6 +119,18 @@ def _from_predictions(data: dict, path: Path) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class FileProposals:
+    """One image's entry of a proposals file, found by name; its boxes are checked once its size is known."""
+
+    value: object  # the JSON value: a list of [x1, y1, x2, y2] in original pixels (not yet checked)
+    where: str  # "FILE: key 'KEY'", for messages
+
+    def boxes(self, width: int, height: int) -> np.ndarray:
+        """float32 [P, 4] xyxy original pixels clipped to a ``width`` x ``height`` image (ProposalsError)."""
+        return parse_boxes(self.value, width, height, self.where)
+
+
 class ProposalsForFiles:
     """External proposals for ``retail-detect predict``: looked up by image file rather than dataset record.
 
@@ -126,8 +144,12 @@ class ProposalsForFiles:
         self._keys = list(self.data)
         self._by_path, self._by_name = _index(self._keys)
 
-    def boxes_for(self, image_path: str | Path, rel: str, width: int, height: int) -> np.ndarray:
-        """float32 [P, 4] xyxy original pixels of one image; ProposalsError when missing or malformed."""
+    def entry_for(self, image_path: str | Path, rel: str) -> FileProposals:
+        """The entry naming one image (its path as given or ``rel``, else its unique file name).
+
+        Raises:
+            ProposalsError: no key names it.
+        """
         for candidate in (str(image_path), rel):
             i = self._by_path.get(_norm(candidate))
             if i is not None:
@@ -140,7 +162,11 @@ class ProposalsForFiles:
                                      "as given, relative to their folder, or file names)")
             i = hits[0]
         key = self._keys[i]
-        return parse_boxes(self.data[key], width, height, f"{self.path}: key {key!r}")
+        return FileProposals(self.data[key], f"{self.path}: key {key!r}")
+
+    def boxes_for(self, image_path: str | Path, rel: str, width: int, height: int) -> np.ndarray:
+        """float32 [P, 4] xyxy original pixels of one image; ProposalsError when missing or malformed."""
+        return self.entry_for(image_path, rel).boxes(width, height)
 
 
 def _match(norm: str, by_path: dict[str, int], by_name: dict[str, list[int]]) -> list[int]:
@@ -201,3 +227,31 @@ def model_inputs(targets: list[dict], device: torch.device | str) -> dict[str, l
     if not targets or "proposals" not in targets[0]:
         return {}
     return {"proposals": [t["proposals"].to(device, torch.float32, non_blocking=True) for t in targets]}
+
+
+def letterboxed_inputs(extras: Sequence[dict[str, np.ndarray]], scales: Sequence[float],
+                       device: torch.device | str) -> dict[str, list[Tensor]]:
+    """:func:`model_inputs` for the predict path: the extras each photo carries, letterboxed with it.
+
+    Args:
+        extras: per image ``{name: float32 [P, 4] xyxy in original pixels}`` (``{}`` = none), e.g. its
+            external ``proposals``; every image of a batch carries the same names.
+        scales: per image letterbox scale (tensor pixels per original pixel).
+
+    Returns:
+        ``{name: B float32 [P_i, 4] in tensor pixels on device}``, or ``{}`` when the images carry nothing.
+    """
+    names = set(extras[0]) if extras else set()
+    if any(set(e) != names for e in extras):
+        raise ValueError("every image of a batch must carry the same extra inputs (e.g. proposals)")
+    return {name: [torch.from_numpy(np.asarray(e[name], np.float32) * np.float32(s)).to(device)
+                   for e, s in zip(extras, scales)] for name in sorted(names)}
+
+
+def check_proposals_arg(model: torch.nn.Module, name: str, weights: str | Path,
+                        proposals: str | Path | None) -> None:
+    """Refuse ``--proposals`` for a model that cannot use them, and its absence for a model without an RPN."""
+    if proposals is not None and not takes_proposals(name):
+        raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
+    if proposals is None and getattr(model, "needs_proposals", False):
+        raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")

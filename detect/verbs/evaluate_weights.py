@@ -10,7 +10,7 @@ from data_tools.atomic import atomic_write_text
 from data_tools.sources import class_mismatch, select_split
 from data_tools.store import load_dataset
 from detect.data import DetectionDataset, build_loader
-from detect.data.proposals import proposals_for_records
+from detect.data.proposals import check_proposals_arg, proposals_for_records
 from detect.engine.inference.evaluator import (
     coco_evaluate,
     format_metrics,
@@ -18,7 +18,6 @@ from detect.engine.inference.evaluator import (
     predict_dataset,
     write_results,
 )
-from detect.engine.inference.predictor import check_proposals_arg
 from detect.engine.runtime.checkpoint import load_model
 from detect.engine.runtime.device import resolve_device
 from detect.engine.training.prepare import drop_unreadable

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from data_tools.records import Problem
+from detect.data.proposals import ProposalsForFiles, check_proposals_arg
 from detect.engine.inference.predictor import Predictor
 from detect.engine.inference.sources import expand_sources
 from detect.engine.inference.tiling import TileOptions
@@ -72,7 +73,8 @@ def run_predict(
         row_gap: row-split gap as a fraction of the median box height.
         workers: threads decoding images and drawing.
         exist_ok: write into ``out_dir`` even when it holds files (same-named outputs are replaced).
-        proposals: Fast R-CNN's external proposals JSON (skips the RPN; see :class:`Predictor`).
+        proposals: Fast R-CNN's external proposals JSON (skips the RPN; :mod:`detect.data.proposals`): each
+            photo carries its entry; a photo the file does not name is reported and skipped.
         log: where progress lines and warnings (a skipped image) go.
         agnostic_nms: class-agnostic NMS on or off (None: as trained; see :class:`Predictor`).
         save_labels: also write the detections as labels of this format under ``out_dir/labels/``
@@ -96,10 +98,13 @@ def run_predict(
     src = expand_sources(sources)
     po.check_out_dir(out_dir, [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
-    predictor = Predictor(
-        weights, device, conf, image_size, use_ema, tile=opts, batch_size=batch_size, proposals=proposals,
-        agnostic_nms=agnostic_nms
+    predictor = Predictor.from_weights(
+        weights, device=device, conf=conf, image_size=image_size, use_ema=use_ema, tile=opts,
+        batch_size=batch_size, agnostic_nms=agnostic_nms,
     )
+    check_proposals_arg(predictor.model, predictor.config.model.name, weights, proposals)
+    if proposals is not None:  # each photo carries its own proposals from here on
+        src.attach_proposals(ProposalsForFiles(proposals))
     # a new folder per run (runs/predict -> runs/predict2 when it holds one): no stale drawings beside new ones
     folder, lock = claim_run_dir(out_dir, exist_ok=exist_ok)
     with lock:

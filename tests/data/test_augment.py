@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from detect.config import AugmentConfig
-from detect.data.augment import TrainPipeline, letterbox, mosaic, val_pipeline
+from detect.data.augment import TrainPipeline, boxes_to_original, letterbox, mosaic, val_pipeline
 
 
 def _marked(h: int = 60, w: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -28,6 +29,16 @@ def test_letterbox_round_trip_and_padding():
     assert lb.boxes.tolist() == [[10, 5, 25, 15]]
     assert (lb.image[30:] == 114).all()  # bottom padding, grey 114
     assert np.allclose(lb.boxes / lb.scale, boxes)  # tensor pixels back to original pixels
+    back = boxes_to_original(torch.from_numpy(lb.boxes).half(), lb.scale, 100, 60)
+    assert back.dtype == torch.float32 and back.tolist() == boxes.tolist()
+
+
+def test_boxes_to_original_clips_to_the_original_image():
+    """A box reaching into the padding (or past the canvas) ends at the original image's border."""
+    tensor_px = torch.tensor([[-4.0, 10.0, 60.0, 45.0], [0.0, 0.0, 0.0, 0.0]])
+    back = boxes_to_original(tensor_px, 0.5, 100, 60)
+    assert back.tolist() == [[0.0, 20.0, 100.0, 60.0], [0.0, 0.0, 0.0, 0.0]]
+    assert boxes_to_original(torch.zeros((0, 4)), 0.5, 100, 60).shape == (0, 4)
 
 
 @pytest.mark.parametrize("aug", [AugmentConfig(hflip=1.0), AugmentConfig(hflip=0, vflip=1.0),

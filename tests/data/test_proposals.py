@@ -15,7 +15,14 @@ from data_tools.synth import make_tiny_dataset
 from detect.config import AugmentConfig
 from detect.data.dataset import DetectionDataset
 from detect.data.loader import collate
-from detect.data.proposals import ProposalsError, model_inputs, proposals_for_records
+from detect.data.proposals import (
+    ProposalsError,
+    ProposalsForFiles,
+    check_proposals_arg,
+    letterboxed_inputs,
+    model_inputs,
+    proposals_for_records,
+)
 
 
 def _records() -> list[Record]:
@@ -111,3 +118,38 @@ def test_batch_hands_proposals_to_the_model_and_subsets_keep_them(tmp_path: Path
     assert len(sub) == 1 and sub[0][1]["proposals"].shape == (3, 4)
     with pytest.raises(ValueError, match="proposals for 2 records"):
         DetectionDataset(RecordSet(rs.class_names, rs.image_root, rs.records, {}), 64, None, False, proposals=props[:2])
+
+
+def test_predict_path_letterboxes_the_extras_each_photo_carries(tmp_path: Path) -> None:
+    """The predict path's model_inputs: per photo boxes in original px -> tensor px, by its own scale."""
+    extras = [{"proposals": np.array([[10, 20, 110, 90]], np.float32)},
+              {"proposals": np.zeros((0, 4), np.float32)}]
+    inputs = letterboxed_inputs(extras, [0.5, 2.0], "cpu")
+    assert inputs["proposals"][0].tolist() == [[5, 10, 55, 45]] and inputs["proposals"][1].shape == (0, 4)
+    assert letterboxed_inputs([{}, {}], [0.5, 2.0], "cpu") == {}
+    with pytest.raises(ValueError, match="same extra inputs"):  # one batch cannot mix photos with and without
+        letterboxed_inputs([extras[0], {}], [0.5, 2.0], "cpu")
+
+
+def test_file_entries_are_found_by_name_and_checked_against_the_image(tmp_path: Path) -> None:
+    path = tmp_path / "props.json"
+    path.write_text(json.dumps({"shelf/a.jpg": [[10, 20, 300, 90]], "b.jpg": [[500, 0, 600, 10]]}))
+    table = ProposalsForFiles(path)
+    entry = table.entry_for("/photos/shelf/a.jpg", "shelf/a.jpg")
+    assert entry.where == f"{path}: key 'shelf/a.jpg'"
+    assert entry.boxes(200, 100).tolist() == [[10, 20, 200, 90]]  # clipped once the image size is known
+    with pytest.raises(ProposalsError, match="lies outside the 100x100 image"):
+        table.entry_for("x/b.jpg", "b.jpg").boxes(100, 100)
+    with pytest.raises(ProposalsError, match="no proposals for c.jpg"):
+        table.entry_for("c.jpg", "c.jpg")
+
+
+def test_proposals_refused_for_a_model_that_cannot_take_them_and_required_without_an_rpn() -> None:
+    no_rpn = torch.nn.Module()
+    no_rpn.needs_proposals = True
+    with pytest.raises(ValueError, match="for Fast R-CNN checkpoints"):
+        check_proposals_arg(torch.nn.Module(), "ssd", "w.pt", "props.json")
+    with pytest.raises(ValueError, match="trained on external proposals"):
+        check_proposals_arg(no_rpn, "fast_rcnn", "w.pt", None)
+    check_proposals_arg(no_rpn, "fast_rcnn", "w.pt", "props.json")
+    check_proposals_arg(torch.nn.Module(), "ssd", "w.pt", None)

@@ -8,8 +8,9 @@ from torch import nn
 
 from data_tools.records import Problem
 from detect.config import Config
+from detect.data.proposals import ProposalsForFiles
 from detect.engine.inference.predictor import Predictor
-from detect.engine.inference.sources import expand_sources
+from detect.engine.inference.sources import expand_sources, load_source
 from detect.engine.inference.tiling import TileOptions
 from detect.engine.runtime.checkpoint import load_model
 from detect.verbs import predict_output as po
@@ -69,7 +70,7 @@ def _save(path, img):
 
 
 def test_boxes_mapped_back_exactly():
-    p = Predictor.from_model(KnownBoxModel(), NAMES, S, device="auto", conf=0.25, tile="off")
+    p = Predictor(KnownBoxModel(), NAMES, S, device="auto", conf=0.25, tile="off")
     # letterbox scale = S / long side: 0.32 for 200 x 100, 0.5 for 96 x 128 (portrait)
     res = p.predict_images([_rgb(100, 200), _rgb(128, 96)])
     assert p.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -84,7 +85,7 @@ def test_boxes_mapped_back_exactly():
 def test_batched_and_tiled_image_found_at_right_place():
     model = BlobModel()
     rect = (1234, 777, 1294, 857)
-    p = Predictor.from_model(
+    p = Predictor(
         model, NAMES, S, conf=0.25, tile=TileOptions(mode="auto", size=512), batch_size=16
     )
     big, small = _rgb(1500, 2000, rect), _rgb(48, 64, (8, 8, 24, 40))
@@ -127,14 +128,15 @@ def test_expand_sources(tree, tmp_path):
 
 
 def test_bad_images_reported_good_ones_predicted(tree):
-    p = Predictor.from_model(BlobModel(), NAMES, S, tile="off", batch_size=2)
+    p = Predictor(BlobModel(), NAMES, S, tile="off", batch_size=2)
     out = dict(p.predict_paths([str(tree), str(tree / "sub" / "b.jpg"), str(tree / "nope.png")]))
     assert set(out) == {str(tree / n) for n in ["a.png", "empty.jpg", "sub/b.jpg", "sub/bad.jpg"]} | {
         str(tree / "nope.png")
     }
-    for bad in ["empty.jpg", "sub/bad.jpg", "nope.png"]:
+    kinds = {"empty.jpg": "bad_image", "sub/bad.jpg": "bad_image", "nope.png": "missing_source"}
+    for bad, kind in kinds.items():
         err = out[str(tree / bad)]
-        assert isinstance(err, Problem) and err.file == str(tree / bad) and err.reason
+        assert isinstance(err, Problem) and err.file == str(tree / bad) and err.reason and err.kind == kind
     torch.testing.assert_close(
         out[str(tree / "a.png")]["boxes"], torch.tensor([[10.0, 20.0, 30.0, 50.0]]), atol=1.0, rtol=0
     )
@@ -168,7 +170,7 @@ def test_load_model_prefers_ema(checkpoint):
     assert model.w.item() == 1.0 and names == NAMES and cfg.model.score_thresh == 0.3 and not model.training
     model, _, _ = load_model(checkpoint, use_ema=False)
     assert model.w.item() == 0.0
-    p = Predictor(str(checkpoint), device="cpu", conf=0.5)
+    p = Predictor.from_weights(str(checkpoint), device="cpu", conf=0.5)
     assert p.image_size == S and p.class_names == NAMES and p.model.w.item() == 1.0
 
 
@@ -221,17 +223,18 @@ def test_image_failing_in_model_is_reported(tmp_path):
     _save(tmp_path / "a.png", _rgb(40, 40, (5, 5, 20, 20)))
     _save(tmp_path / "b.png", np.zeros((40, 40, 3), np.uint8))
     _save(tmp_path / "c.png", _rgb(40, 40, (5, 5, 20, 20)))
-    p = Predictor.from_model(PickyModel(), NAMES, S, tile="off", batch_size=3)
+    p = Predictor(PickyModel(), NAMES, S, tile="off", batch_size=3)
     out = dict(p.predict_paths([str(tmp_path)]))
     assert (
         isinstance(out[str(tmp_path / "b.png")], Problem) and "black" in out[str(tmp_path / "b.png")].reason
     )
+    assert out[str(tmp_path / "b.png")].kind == "predict_failed"
     assert (
         out[str(tmp_path / "a.png")]["boxes"].shape == (1, 4)
         and out[str(tmp_path / "c.png")]["labels"].numel() == 1
     )
     with pytest.raises(RuntimeError):  # nothing ever worked: a broken model is raised, not reported
-        Predictor.from_model(PickyModel(), NAMES, S, tile="off")._predict_chunk(
+        Predictor(PickyModel(), NAMES, S, tile="off")._predict_chunk(
             [np.zeros((9, 9, 3), np.uint8)]
         )
 
@@ -252,7 +255,7 @@ def test_agnostic_nms_can_be_switched_at_predict_time(tmp_path):
     image = _rgb(S, S, (10, 10, 40, 40))
 
     def cross_class_overlaps(agnostic):
-        p = Predictor(str(path), device="cpu", conf=0.0, tile="off", agnostic_nms=agnostic)
+        p = Predictor.from_weights(str(path), device="cpu", conf=0.0, tile="off", agnostic_nms=agnostic)
         r = p.predict_images([image])[0]
         iou = box_iou(r["boxes"], r["boxes"])
         other = r["labels"][:, None] != r["labels"][None, :]
@@ -262,3 +265,43 @@ def test_agnostic_nms_can_be_switched_at_predict_time(tmp_path):
     agnostic, p_agnostic = cross_class_overlaps(True)
     assert not p_aware.model.post.agnostic and p_agnostic.model.post.agnostic and p_agnostic.agnostic
     assert aware > 0 and agnostic == 0
+
+
+class ProposalEchoModel(nn.Module):
+    """Needs external proposals (no RPN): returns each image's proposals (tensor pixels) as class-1 boxes."""
+
+    needs_proposals = True
+
+    def forward(self, images, proposals):
+        assert len(proposals) == images.shape[0]
+        ones = [torch.ones(len(p), dtype=torch.int64) for p in proposals]
+        return [{"boxes": p.clone(), "scores": 0.9 * k.float(), "labels": k} for p, k in zip(proposals, ones)]
+
+
+def test_photos_carry_their_proposals_through_the_predictor(tmp_path):
+    """Each photo carries its own proposals (looked up once); one the file does not name, or whose boxes do
+    not fit it, is a typed problem; an unreadable photo stays a bad image whatever the file says."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _save(photos / "big.png", _rgb(300, 400))  # tiled without its proposals (tile on, T = 128)
+    _save(photos / "small.png", _rgb(40, 50))
+    _save(photos / "unnamed.png", _rgb(40, 50))
+    _save(photos / "outside.png", _rgb(40, 50))
+    (photos / "broken.png").write_bytes(b"not a png")
+    table = tmp_path / "props.json"
+    table.write_text(json.dumps({"big.png": [[100, 50, 300, 250]],
+                                 "photos/small.png": [[5, 5, 45, 30], [0, 0, 9, 9]],
+                                 "outside.png": [[60, 0, 70, 10]], "broken.png": [[0, 0, 1, 1]]}))
+    src = expand_sources([str(photos)])
+    src.attach_proposals(ProposalsForFiles(table))
+    broken = next(f for f in src.files if f.path.name == "broken.png")
+    assert broken.proposals is not None and load_source(broken).problem.kind == "bad_image"  # read first
+    p = Predictor(ProposalEchoModel(), NAMES, S, tile=TileOptions(mode="on", size=128), batch_size=2)
+    out = {pred.source.path.name: pred for pred in p.iter_predictions(src)}
+    big, small = out["big.png"].result, out["small.png"].result
+    assert big["tiles"] == 0 and big["boxes"].tolist() == [[100, 50, 300, 250]]  # original px, round trip
+    torch.testing.assert_close(small["boxes"], torch.tensor([[5.0, 5.0, 45.0, 30.0], [0.0, 0.0, 9.0, 9.0]]))
+    assert out["broken.png"].error.kind == "bad_image"
+    unnamed, outside = out["unnamed.png"].error, out["outside.png"].error
+    assert unnamed.kind == "bad_proposals" and "no proposals" in unnamed.reason
+    assert outside.kind == "bad_proposals" and "lies outside" in outside.reason

@@ -20,6 +20,7 @@ from data_tools.atomic import atomic_write_text
 from data_tools.coco import to_coco
 from data_tools.figures import pyplot, save_png
 from data_tools.records import RecordSet
+from detect.data.augment import boxes_to_original
 from detect.data.proposals import model_inputs
 from detect.engine.runtime.progress import progress_bar
 
@@ -54,10 +55,8 @@ def predict_dataset(model: nn.Module, loader, device: torch.device, amp: bool = 
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             outputs = model(images, **model_inputs(targets, device))
         for out, t in zip(outputs, targets):
-            boxes = (out["boxes"].float().cpu() / float(t["scale"])).numpy()
             h, w = t["orig_size"]
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+            boxes = boxes_to_original(out["boxes"].cpu(), t["scale"], w, h).numpy()
             scores, labels = out["scores"].float().cpu().numpy(), out["labels"].cpu().numpy()
             for b, s, c in zip(boxes, scores, labels):
                 results.append({"image_id": int(t["image_id"]), "category_id": int(c),

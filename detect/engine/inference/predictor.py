@@ -1,16 +1,19 @@
-"""Predictor: a trained checkpoint -> detections in original image pixels, for arrays or files.
+"""Predictor: a model that follows the eval contract -> detections in original image pixels (arrays or files).
 
-``Predictor(weights)`` rebuilds the model from the checkpoint's config and class names (EMA weights
-preferred), then
+One constructor, ``Predictor(model, class_names, image_size, ...)``, around a model in memory;
+:meth:`Predictor.from_weights` rebuilds the model from a checkpoint (its config and class names, EMA weights
+preferred) and calls it. Then
 
 - :meth:`Predictor.predict_images` letterboxes a list of ``H x W x 3`` uint8 RGB arrays to ``S``,
   runs them as ``[B, 3, S, S]`` uint8 batches on the device and maps boxes back to original pixels
-  (``original = tensor / scale``). Images much larger than ``S`` are tiled
+  (:func:`detect.data.augment.boxes_to_original`). Images much larger than ``S`` are tiled
   (:mod:`detect.engine.inference.tiling`); their tiles share the same batches.
-- :meth:`Predictor.predict_paths` does the same for files, folders (recursive) and globs, decoding
-  the next batch in background threads while the current one runs (sources: :mod:`detect.engine.inference.sources`).
-  A file that cannot be read is yielded as a :class:`~data_tools.records.Problem` (path + reason) and the
-  run goes on.
+- :meth:`Predictor.iter_predictions` does the same for files, folders (recursive) and globs, decoding
+  the next batch in background threads while the current one runs (sources:
+  :mod:`detect.engine.inference.sources`). Each photo carries its extra model inputs (Fast R-CNN's external
+  proposals, attached to the sources by the caller) and they are letterboxed with it
+  (:func:`detect.data.proposals.letterboxed_inputs`); such a photo is never tiled. A file that cannot be
+  predicted comes out as a :class:`~data_tools.records.Problem` (path + reason + kind) and the run goes on.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ import torch
 from torch import Tensor, nn
 
 from data_tools.records import Problem
-from detect.data.augment import letterbox
-from detect.data.proposals import ProposalsError, ProposalsForFiles
-from detect.engine.inference.sources import Source, Sources, expand_sources, read_source
+from detect.config import Config
+from detect.data.augment import boxes_to_original, letterbox
+from detect.data.proposals import letterboxed_inputs
+from detect.engine.inference.sources import Source, Sources, expand_sources, load_source
 from detect.engine.inference.tiling import TileOptions, merge_crops, plan_crops, should_tile
 from detect.engine.runtime.checkpoint import load_model
 from detect.engine.runtime.device import resolve_device
-from detect.models.build import takes_proposals
+
+Extras = dict[str, np.ndarray]  # extra model inputs of one image: {"proposals": float32 [P, 4] original px}
 
 
 @dataclass
@@ -43,55 +48,28 @@ class Prediction:
 
 
 class Predictor:
-    """Checkpoint -> detections in original image pixels.
+    """A model in eval mode -> detections in original image pixels.
 
     Args:
-        weights: checkpoint path (``model``, ``config``, ``class_names``, optional ``ema``).
+        model: follows the eval contract: ``model(images uint8 [B, 3, S, S], **extras)`` -> per image
+            ``{"boxes" [K, 4] xyxy tensor pixels, "scores" [K], "labels" [K] in 1..C}``.
+        class_names: the ``C`` class names (label ``i`` is ``class_names[i - 1]``).
+        image_size: model input side ``S``.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         conf: detections scoring below this are dropped.
-        image_size: model input side ``S``; None = the training ``data.image_size``.
-        use_ema: use the EMA weights when the checkpoint has them.
         tile: ``auto`` | ``on`` | ``off`` or a :class:`TileOptions`.
         batch_size: crops per forward pass.
-        amp: bf16 autocast on CUDA; None = the training ``train.amp``.
-        proposals: Fast R-CNN only: external proposals JSON (``{image path or file name: [[x1, y1, x2, y2],
-            ...]}`` in original pixels) used instead of the RPN; an image without an entry is reported, not run.
-        agnostic_nms: one NMS over all classes (True) or per class (False); None = the recipe's
-            ``model.agnostic_nms``.
+        amp: bf16 autocast on CUDA.
+        nms_thresh, max_detections: how the tiles of one image are merged.
+        config: the recipe the model was trained with, when known (:meth:`from_weights` sets it).
     """
 
     def __init__(
         self,
-        weights: str | Path,
-        device: str = "auto",
-        conf: float = 0.25,
-        image_size: int | None = None,
-        use_ema: bool = True,
-        tile: str | TileOptions = "auto",
-        batch_size: int = 8,
-        amp: bool | None = None,
-        proposals: str | Path | None = None,
-        agnostic_nms: bool | None = None,
-    ) -> None:
-        model, class_names, cfg = load_model(weights, use_ema, score_thresh=conf)
-        if agnostic_nms is not None:  # class-agnostic NMS (dense shelves) whatever the recipe said
-            model.post = model.post.replace(agnostic=agnostic_nms)
-        size, m = image_size or cfg.data.image_size, cfg.model
-        amp = cfg.train.amp if amp is None else amp
-        self._setup(
-            model, class_names, size, device, conf, tile, batch_size, amp, m.nms_thresh, m.max_detections
-        )
-        self.config = cfg
-        check_proposals_arg(model, m.name, weights, proposals)
-        if proposals is not None:
-            self.proposals = ProposalsForFiles(proposals)
-
-    @classmethod
-    def from_model(
-        cls,
         model: nn.Module,
-        class_names: list[str],
+        class_names: Sequence[str],
         image_size: int,
+        *,
         device: str = "auto",
         conf: float = 0.25,
         tile: str | TileOptions = "auto",
@@ -99,18 +77,8 @@ class Predictor:
         amp: bool = False,
         nms_thresh: float = 0.5,
         max_detections: int = 300,
-    ) -> Predictor:
-        """A predictor around an in-memory model that follows the eval contract."""
-        self = cls.__new__(cls)
-        self._setup(
-            model, class_names, image_size, device, conf, tile, batch_size, amp, nms_thresh, max_detections
-        )
-        self.config = None
-        return self
-
-    def _setup(
-        self, model, class_names, image_size, device, conf, tile, batch_size, amp, nms_thresh, max_detections
-    ):
+        config: Config | None = None,
+    ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda":
@@ -125,78 +93,107 @@ class Predictor:
         post = getattr(model, "post", None)
         self.agnostic = bool(post.agnostic) if post is not None else False  # tiles merge the same way
         self.max_detections = int(max_detections)
+        self.config = config
         self._worked = False  # set once a batch succeeded: later failures are bad inputs, not a bad model
-        self.proposals = None  # ProposalsForFiles: Fast R-CNN's external proposals, looked up per image file
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights: str | Path,
+        *,
+        device: str = "auto",
+        conf: float = 0.25,
+        image_size: int | None = None,
+        use_ema: bool = True,
+        tile: str | TileOptions = "auto",
+        batch_size: int = 8,
+        amp: bool | None = None,
+        agnostic_nms: bool | None = None,
+    ) -> Predictor:
+        """A predictor for checkpoint ``weights`` (``model``, ``config``, ``class_names``, optional ``ema``).
+
+        ``image_size``: None = the training ``data.image_size``; ``use_ema``: use the EMA weights when the
+        checkpoint has them; ``amp``: None = the training ``train.amp``; ``agnostic_nms``: one NMS over all
+        classes (True) or per class (False), None = the recipe's ``model.agnostic_nms``. The other arguments
+        are the constructor's. Whether the model needs external proposals is the caller's to check
+        (:func:`detect.data.proposals.check_proposals_arg`).
+        """
+        model, class_names, cfg = load_model(weights, use_ema, score_thresh=conf)
+        if agnostic_nms is not None:  # class-agnostic NMS (dense shelves) whatever the recipe said
+            model.post = model.post.replace(agnostic=agnostic_nms)
+        return cls(
+            model, class_names, image_size or cfg.data.image_size, device=device, conf=conf, tile=tile,
+            batch_size=batch_size, amp=cfg.train.amp if amp is None else amp, nms_thresh=cfg.model.nms_thresh,
+            max_detections=cfg.model.max_detections, config=cfg,
+        )
 
     # --------------------------------------------------------------- arrays
 
     @torch.inference_mode()
     def _predict_crops(
-        self, crops: Sequence[np.ndarray], proposals: Sequence[np.ndarray] | None = None
+        self, crops: Sequence[np.ndarray], extras: Sequence[Extras]
     ) -> list[dict[str, Tensor]]:
         """Letterbox + batch + forward; boxes ``[K, 4]`` in each crop's own pixels, on the device.
 
-        ``proposals``: per crop float32 [P, 4] xyxy in its pixels (Fast R-CNN without its RPN), or None.
+        ``extras``: per crop, the extra model inputs in its pixels (``{}`` for none).
         """
         s = self.image_size
         out: list[dict[str, Tensor]] = []
         for i in range(0, len(crops), self.batch_size):
             chunk = crops[i : i + self.batch_size]
             boxed = [letterbox(c, s) for c in chunk]  # (S x S x 3 uint8, scale: tensor px / original px)
-            batch = torch.from_numpy(np.stack([b[0] for b in boxed]))  # [B, S, S, 3] uint8
+            batch = torch.from_numpy(np.stack([b.image for b in boxed]))  # [B, S, S, 3] uint8
             if self.device.type == "cuda":
                 batch = batch.pin_memory()
             images = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # [B, 3, S, S] NHWC memory
-            extra = {}
-            if proposals is not None:  # original pixels -> letterboxed tensor pixels, as the boxes
-                extra["proposals"] = [
-                    torch.from_numpy(np.asarray(p, np.float32) * np.float32(b[1])).to(self.device)
-                    for p, b in zip(proposals[i : i + self.batch_size], boxed)
-                ]
+            scales = [b.scale for b in boxed]
+            inputs = letterboxed_inputs(extras[i : i + self.batch_size], scales, self.device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-                dets = self.model(images, **extra)
-            for crop, (_, scale, *_), d in zip(chunk, boxed, dets):
+                dets = self.model(images, **inputs)
+            for crop, b, d in zip(chunk, boxed, dets):
                 keep = d["scores"] >= self.conf
-                boxes = d["boxes"][keep].float() / float(scale)
-                h, w = crop.shape[:2]
-                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+                boxes = boxes_to_original(d["boxes"][keep], b.scale, crop.shape[1], crop.shape[0])
                 out.append(
                     {"boxes": boxes, "scores": d["scores"][keep].float(), "labels": d["labels"][keep].long()}
                 )
         return out
 
     def predict_images(
-        self, images: Sequence[np.ndarray], proposals: Sequence[np.ndarray] | None = None
+        self, images: Sequence[np.ndarray], extras: Sequence[Extras] | None = None
     ) -> list[dict]:
         """Detect objects in a list of images.
 
         Args:
             images: ``H x W x 3`` uint8 RGB arrays (sizes may differ).
-            proposals: Fast R-CNN only: per image float32 ``[P, 4]`` xyxy in original pixels, used instead
-                of the RPN (images are then never tiled).
+            extras: per image, extra model inputs in original pixels, e.g. Fast R-CNN's
+                ``{"proposals": float32 [P, 4] xyxy}`` used instead of its RPN; an image with extras is
+                never tiled. None = none for any image.
 
         Returns:
             One dict per image: ``boxes`` float32 ``[K, 4]`` xyxy in original pixels, ``scores``
             float32 ``[K]``, ``labels`` int64 ``[K]`` in ``1..C`` (CPU tensors, sorted by score),
             ``width``, ``height`` (int), ``tiles`` (number of tiles, 0 = not tiled).
         """
+        extras = [{}] * len(images) if extras is None else list(extras)
+        if len(extras) != len(images):
+            raise ValueError(f"got extra inputs for {len(extras)} images but {len(images)} images")
         crops: list[np.ndarray] = []
+        crop_extras: list[Extras] = []
         plans = []  # per image: (first crop, number of crops, windows or None)
-        for img in images:
+        for img, extra in zip(images, extras):
             if not (isinstance(img, np.ndarray) and img.shape[2:] == (3,) and img.dtype == np.uint8):
                 raise ValueError(f"expected an H x W x 3 uint8 RGB array, got {getattr(img, 'shape', img)}")
             h, w = img.shape[:2]
-            if proposals is None and should_tile(h, w, self.image_size, self.tile):
+            if not extra and should_tile(h, w, self.image_size, self.tile):
                 c, windows = plan_crops(img, self.image_size, self.tile)
                 plans.append((len(crops), len(c), windows))
                 crops += c
+                crop_extras += [{}] * len(c)
             else:
                 plans.append((len(crops), 1, None))
                 crops.append(img)
-        if proposals is not None and len(proposals) != len(images):
-            raise ValueError(f"got proposals for {len(proposals)} images but {len(images)} images")
-        raw = self._predict_crops(crops, proposals)
+                crop_extras.append(extra)
+        raw = self._predict_crops(crops, crop_extras)
         results = []
         for img, (start, n, windows) in zip(images, plans):
             if windows is None:
@@ -224,10 +221,10 @@ class Predictor:
     def iter_predictions(
         self, sources: Iterable[str | Path] | Sources, keep_images: bool = False, workers: int = 2
     ) -> Iterator[Prediction]:
-        """Predict every image of ``sources`` (files, folders, globs) in order.
+        """Predict every image of ``sources`` (files, folders, globs, or expanded :class:`Sources`) in order.
 
-        Unmatched sources and unreadable images come out as ``Prediction(error=Problem)``; the run
-        goes on. The next batch is decoded by ``workers`` threads while the current one runs.
+        Unmatched sources and images that cannot be predicted come out as ``Prediction(error=Problem)``;
+        the run goes on. The next batch is decoded by ``workers`` threads while the current one runs.
         """
         src = sources if isinstance(sources, Sources) else expand_sources(sources)
         for p in src.problems:
@@ -237,77 +234,52 @@ class Predictor:
         if not chunks:
             return
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            pending = [pool.submit(read_source, s.path) for s in chunks[0]]
-            for k, chunk in enumerate(chunks):
-                loaded = [f.result() for f in pending]
-                pending = [pool.submit(read_source, s.path) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
-                props = self._chunk_proposals(chunk, loaded)
-                good = [j for j, (img, _) in enumerate(loaded) if img is not None and not isinstance(props[j], str)]
-                results = iter(self._predict_chunk([loaded[j][0] for j in good],
-                                                   None if self.proposals is None else [props[j] for j in good]))
-                for j, (s, (img, err)) in enumerate(zip(chunk, loaded)):
-                    if img is None:
-                        yield Prediction(s, error=Problem(str(s.path), err, kind="bad_image"))
-                        continue
-                    if isinstance(props[j], str):
-                        yield Prediction(s, error=Problem(str(s.path), props[j], kind="bad_proposals"))
+            pending = [pool.submit(load_source, s) for s in chunks[0]]
+            for k in range(len(chunks)):
+                photos = [f.result() for f in pending]
+                pending = [pool.submit(load_source, s) for s in chunks[k + 1]] if k + 1 < len(chunks) else []
+                good = [ph for ph in photos if ph.problem is None]
+                results = iter(self._predict_chunk([ph.image for ph in good], [ph.extras for ph in good]))
+                for ph in photos:
+                    if ph.problem is not None:
+                        yield Prediction(ph.source, error=ph.problem)
                         continue
                     r = next(results)
-                    if isinstance(r, str):
-                        yield Prediction(s, error=Problem(str(s.path), r, kind="predict_failed"))
+                    if isinstance(r, Exception):
+                        reason = f"prediction failed: {type(r).__name__}: {r}"
+                        problem = Problem(str(ph.source.path), reason, kind="predict_failed")
+                        yield Prediction(ph.source, error=problem)
                     else:
-                        yield Prediction(s, result=r, image=img if keep_images else None)
-
-    def _chunk_proposals(self, chunk: list[Source], loaded: list) -> list[np.ndarray | str | None]:
-        """Per image of a chunk: its external proposals, a reason string when they are missing or bad, or None."""
-        if self.proposals is None:
-            return [None] * len(chunk)
-        out: list[np.ndarray | str | None] = []
-        for s, (img, _) in zip(chunk, loaded):
-            if img is None:
-                out.append(None)
-                continue
-            try:
-                out.append(self.proposals.boxes_for(s.path, s.rel, img.shape[1], img.shape[0]))
-            except ProposalsError as exc:
-                out.append(str(exc))
-        return out
+                        yield Prediction(ph.source, result=r, image=ph.image if keep_images else None)
 
     def _predict_chunk(
-        self, images: list[np.ndarray], proposals: list[np.ndarray] | None = None
-    ) -> list[dict | str]:
-        """:meth:`predict_images`; if the batch fails, one image at a time, failures as reason strings.
+        self, images: list[np.ndarray], extras: list[Extras] | None = None
+    ) -> list[dict | Exception]:
+        """:meth:`predict_images`; if the batch fails, one image at a time, each failure as its exception.
 
         Failing on every image before anything ever worked is raised: a model or setup problem.
         """
         if not images:
             return []
+        extras = [{}] * len(images) if extras is None else extras
         try:
-            out = self.predict_images(images, proposals)
+            out: list[dict | Exception] = list(self.predict_images(images, extras))
         except Exception as exc:  # noqa: BLE001 - find the image that fails (odd size, out of memory)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            out = [self._predict_one(img, None if proposals is None else proposals[k]) for k, img in enumerate(images)]
-            if not self._worked and all(isinstance(r, str) for r in out):
+            out = [self._predict_one(img, extra) for img, extra in zip(images, extras)]
+            if not self._worked and all(isinstance(r, Exception) for r in out):
                 raise exc
         self._worked = True
         return out
 
-    def _predict_one(self, image: np.ndarray, proposals: np.ndarray | None = None) -> dict | str:
+    def _predict_one(self, image: np.ndarray, extras: Extras) -> dict | Exception:
         try:
-            return self.predict_images([image], None if proposals is None else [proposals])[0]
-        except Exception as exc:  # noqa: BLE001
-            return f"prediction failed: {type(exc).__name__}: {exc}"
+            return self.predict_images([image], [extras])[0]
+        except Exception as exc:  # noqa: BLE001 - reported for this image by the caller
+            return exc.with_traceback(None)  # the frames would keep this batch's tensors alive
 
     def predict_paths(self, sources: Iterable[str | Path]) -> Iterator[tuple[str, dict | Problem]]:
         """``(path, result)`` per image (result as in :meth:`predict_images`), or ``(path, Problem)``."""
         for p in self.iter_predictions(sources):
             yield (str(p.source.path), p.result if p.error is None else p.error)
-
-
-def check_proposals_arg(model: torch.nn.Module, name: str, weights: str | Path, proposals: str | Path | None) -> None:
-    """Refuse ``--proposals`` for a model that cannot use them, and its absence for one built without an RPN."""
-    if proposals is not None and not takes_proposals(name):
-        raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
-    if proposals is None and getattr(model, "needs_proposals", False):
-        raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")

@@ -2,7 +2,9 @@
 
 :func:`expand_sources` turns the user's arguments into :class:`Source` files, each with a unique mirror name
 for the outputs, and :class:`~data_tools.records.Problem` entries for arguments that match nothing (the run goes
-on). :func:`read_source` decodes one file and never raises: an unreadable file becomes a reason string.
+on). :meth:`Sources.attach_proposals` looks up each file's external proposals once (Fast R-CNN without its
+RPN). :func:`load_source` reads one file into a :class:`Photo` (the image and the extra model inputs that ride
+with it) and never raises: an unreadable file, or one without usable proposals, becomes a ``Problem``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from data_tools.records import Problem
 from detect.data.images import read_image
+from detect.data.proposals import FileProposals, ProposalsError, ProposalsForFiles
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 _MAGIC = set("*?[")
@@ -28,6 +31,8 @@ _MAGIC = set("*?[")
 class Source:
     path: Path  # the image file
     rel: str  # mirror name for outputs (POSIX), unique within one run
+    proposals: FileProposals | None = None  # its entry in an external proposals file, when one is used
+    problem: Problem | None = None  # known before reading: e.g. the proposals file does not name it
 
 
 @dataclass
@@ -35,6 +40,25 @@ class Sources:
     files: list[Source] = field(default_factory=list)
     dirs: list[Path] = field(default_factory=list)  # folders given as sources
     problems: list[Problem] = field(default_factory=list)  # sources that matched nothing
+
+    def attach_proposals(self, table: ProposalsForFiles) -> None:
+        """Give every file its entry of an external proposals file; a file it does not name gets a
+        ``bad_proposals`` problem (reported in its turn, the run goes on)."""
+        for s in self.files:
+            try:
+                s.proposals = table.entry_for(s.path, s.rel)
+            except ProposalsError as exc:
+                s.problem = Problem(str(s.path), str(exc), kind="bad_proposals")
+
+
+@dataclass
+class Photo:
+    """One source read for prediction: the image and the extra model inputs that ride with it, or why not."""
+
+    source: Source
+    image: np.ndarray | None = None  # H x W x 3 uint8 RGB
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # "proposals": float32 [P, 4] original px
+    problem: Problem | None = None  # set when the photo cannot be predicted (image is then None)
 
 
 def _glob_base(pattern: str) -> Path:
@@ -109,9 +133,23 @@ def expand_sources(sources: Iterable[str | Path]) -> Sources:
 
 
 
-def read_source(path: Path) -> tuple[np.ndarray | None, str]:
-    """``(image, "")`` or ``(None, reason)``: one unreadable file must never stop the run."""
+def load_source(source: Source) -> Photo:
+    """Read one source: a :class:`Photo` with its image and extras, or with the problem (never raises).
+
+    An unreadable image is a ``bad_image`` problem, whatever else is wrong; then a problem the source already
+    carries; then proposals that do not fit the image (``bad_proposals``).
+    """
     try:
-        return read_image(path), ""
+        image = read_image(source.path)
     except Exception as exc:  # noqa: BLE001 - ImageError, OSError, decoder errors: all are "skip this file"
-        return None, f"{type(exc).__name__}: {exc}"
+        reason = f"{type(exc).__name__}: {exc}"
+        return Photo(source, problem=Problem(str(source.path), reason, kind="bad_image"))
+    if source.problem is not None:
+        return Photo(source, problem=source.problem)
+    extras = {}
+    if source.proposals is not None:
+        try:
+            extras["proposals"] = source.proposals.boxes(image.shape[1], image.shape[0])
+        except ProposalsError as exc:
+            return Photo(source, problem=Problem(str(source.path), str(exc), kind="bad_proposals"))
+    return Photo(source, image, extras)
