@@ -159,6 +159,7 @@ def _train_and_measure(label: str, recipe: Path, overrides: list[str], val_pkl: 
                        log) -> dict:
     """Train one detector (ours or a peer) from ``recipe`` + ``overrides``, evaluate its best checkpoint."""
     from detect.engine.training.trainer import fit
+    from detect.report.train_report import best_checkpoint_report
     from detect.verbs.evaluate_weights import evaluate_weights
 
     cfg = load_config(recipe, overrides)
@@ -168,7 +169,7 @@ def _train_and_measure(label: str, recipe: Path, overrides: list[str], val_pkl: 
         for line in " ".join(map(str, parts)).splitlines():
             log(f"  [{label}] {line}")
 
-    summary = fit(cfg, log=tagged)
+    summary = fit(cfg, log=tagged, on_finish=best_checkpoint_report)
     if summary["best"] is None:
         raise RuntimeError(f"[{label}] trained no epoch: raise --steps or --budget-minutes")
     metrics = evaluate_weights(summary["best"], val_pkl, device=str(dev), log=lambda *a: None)

@@ -66,9 +66,10 @@ def _run_one(cfg_path: str | None, overrides: list[str], gpu: int | None, log) -
     out_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("train.out_dir="))
     if gpu is None:
         from detect.engine.training.trainer import fit
+        from detect.report.train_report import best_checkpoint_report
 
         cfg = load_config(cfg_path, overrides)
-        fit(cfg, log=lambda *a: None)
+        fit(cfg, log=lambda *a: None, on_finish=best_checkpoint_report)  # as `retail-detect train` does
     else:
         cmd = [sys.executable, "-m", "detect", "train", "--config", str(cfg_path), *overrides]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
