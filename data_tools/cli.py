@@ -29,9 +29,10 @@ from data_tools.formats.csv_boxes import parse_columns
 from data_tools.formats.export import IMAGE_MODES, check_export_folder, export_records, is_file_target
 from data_tools.outputs import check_output
 from data_tools.records import Problem
+from data_tools.sources import load_any
 from data_tools.split import kfold, split_by_field, split_train_val
 from data_tools.stats import compute_stats, format_stats, plot_stats
-from data_tools.store import DatasetFileError, load_dataset, save_dataset
+from data_tools.store import DatasetFileError, save_dataset
 from data_tools.summary_text import per_class, summary_lines
 from data_tools.userfiles import UnsafeFile, read_limited
 
@@ -204,7 +205,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         check_output(args.report, "report", given, input_dirs)
     for folder in dict.fromkeys(_parent(p) for p in filter(None, (args.output, args.report))):
         _prepare_folder(folder)
-    class_names = load_dataset(args.classes_from).class_names if args.classes_from else None
+    class_names = load_any(args.classes_from).class_names if args.classes_from else None
     columns = parse_columns(args.csv_columns) if args.csv_columns else None
     rs, problems, summary = convert(args.src, args.format, args.classes, progress=not args.quiet,
                                     class_names=class_names, image_root=args.image_root, csv_columns=columns)
@@ -239,7 +240,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.plot:
         check_output(args.plot, "plot", [args.dataset])
         _prepare_folder(_parent(args.plot))
-    stats = compute_stats(load_dataset(args.dataset))
+    stats = compute_stats(load_any(args.dataset))
     print(json.dumps(stats, indent=1, ensure_ascii=False) if args.json else format_stats(stats))
     if args.plot:
         plot_stats(stats, args.plot)
@@ -260,7 +261,7 @@ def cmd_split(args: argparse.Namespace) -> int:
             check_output(d / name, "dataset", [args.dataset])
     for d in dirs:
         _prepare_folder(d)
-    rs = load_dataset(args.dataset)
+    rs = load_any(args.dataset)
     if args.folds:
         parts = [(d, {"train": tr, "val": va}) for d, (tr, va) in zip(dirs, kfold(rs, args.folds, args.seed, args.by))]
     elif args.val is None and any(r.split for r in rs.records):
@@ -292,7 +293,7 @@ def _export_checks(args: argparse.Namespace, kind: str | None):
         return None
     rs = None
     if os.path.isfile(args.dataset) and args.dataset.lower().endswith(".pkl"):
-        rs = load_dataset(args.dataset)
+        rs = load_any(args.dataset)
         meta = rs.meta
         for key in ("source", "classes_file", "annotation_file"):
             src = meta.get(key)
@@ -306,7 +307,7 @@ def _export_checks(args: argparse.Namespace, kind: str | None):
 
 def cmd_export(args: argparse.Namespace) -> int:
     single = is_file_target(args.format, args.output)
-    rs = _export_checks(args, args.format if single else None) or load_dataset(args.dataset)
+    rs = _export_checks(args, args.format if single else None) or load_any(args.dataset)
     r = export_records(rs, args.format, args.output, args.images)
     for p in r["problems"]:
         print(f"  {p}", file=sys.stderr)
@@ -322,7 +323,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_export_coco(args: argparse.Namespace) -> int:
-    rs = _export_checks(args, "coco") or load_dataset(args.dataset)
+    rs = _export_checks(args, "coco") or load_any(args.dataset)
     d = write_coco(rs, args.output)
     print(f"wrote {args.output}: {len(d['images'])} images, {len(d['annotations'])} annotations, "
           f"{len(d['categories'])} categories")
@@ -403,7 +404,7 @@ def cmd_browse(args: argparse.Namespace) -> int:
     if args.max is not None and args.max < 1 or args.samples < 1:
         raise UserError("--max and --samples must be at least 1")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    rs = load_dataset(args.dataset)
+    rs = load_any(args.dataset)
     r = browse(rs, args.output, classes, args.max, args.augment, args.samples, source=args.dataset)
     probs = ", ".join(f"{k} {v}" for k, v in r["problems"].items()) or "none"
     print(f"{r['shown']} of {r['images']} images drawn; images with problems: {probs}")

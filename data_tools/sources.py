@@ -1,6 +1,7 @@
 """A label folder or file used where a dataset ``.pkl`` is expected: converted once, cached by content.
 
-:func:`data_tools.store.load_dataset` sends every path that is not a dataset file here, so each verb that
+:func:`load_any` is the one way a verb reads its dataset input: a dataset file goes to
+:func:`data_tools.store.load_dataset`, any other path to :func:`load_source`, so each verb that
 reads a dataset (``retail-detect train / eval / tune / compare``, ``retail-data stats / split / export /
 browse``) takes a VOC folder, a COCO JSON or any format of :mod:`data_tools.formats` as well.
 
@@ -34,6 +35,7 @@ from data_tools.coco import image_root_of
 from data_tools.convert import ConvertError, convert
 from data_tools.formats import detect_format
 from data_tools.records import FORMAT_VERSION, RecordSet
+from data_tools.store import DatasetFileError, load_dataset, save_dataset
 from data_tools.summary_text import summary_lines
 from data_tools.userfiles import UnsafeFile, open_regular
 
@@ -106,6 +108,44 @@ def source_key(src: str, fmt: str, path: str, class_names: list[str] | None) -> 
     return h.hexdigest()
 
 
+def is_dataset_path(path: str | os.PathLike) -> bool:
+    """True for a path to read as a dataset file: a ``.pkl`` name, or an existing file that starts like a pickle
+    (anything not a regular file counts too, so the reader refuses it with its reason)."""
+    p = os.fspath(path)
+    if p.lower().endswith(".pkl"):
+        return True
+    try:
+        st = os.stat(p)
+    except OSError:
+        return os.path.lexists(p)  # a broken link or a loop: refused by the reader; a missing path: a label source
+    if stat.S_ISDIR(st.st_mode):
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return True
+    try:
+        with open(p, "rb") as f:
+            return f.read(1) == b"\x80"
+    except OSError:
+        return True
+
+
+
+def load_any(path: str | os.PathLike, class_names: list[str] | None = None,
+             log: Callable[[str], None] | None = None) -> RecordSet:
+    """The dataset at ``path``: a dataset file (:func:`is_dataset_path`) read by
+    :func:`data_tools.store.load_dataset`, or a label folder or file (a VOC or YOLO folder, a COCO / Label Studio
+    JSON, a CVAT XML, a CSV) converted or read from the conversion cache by :func:`load_source`.
+
+    ``class_names`` sets a converted source's label order and ``log`` receives its conversion summary (default:
+    stderr); for a dataset file both are unused (the caller compares classes). Raises
+    :class:`~data_tools.store.DatasetFileError` for an unusable dataset file,
+    :class:`~data_tools.convert.ConvertError` (or the format's error) for a source with nothing usable.
+    """
+    if is_dataset_path(path):
+        return load_dataset(path)
+    return load_source(path, class_names, log)
+
+
 def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
                 log: Callable[[str], None] | None = None) -> RecordSet:
     """The dataset of a label folder or file: from the cache when its inputs did not change, else converted.
@@ -117,8 +157,6 @@ def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
         log: where the summary goes (default: stderr).
     Raises :class:`~data_tools.convert.ConvertError` (or the format's error) when nothing usable is found.
     """
-    from data_tools.store import DatasetFileError, load_dataset, save_dataset
-
     log = log or _stderr
     src = os.fspath(src)
     if not os.path.lexists(src):

@@ -20,7 +20,6 @@ import math
 import os
 import pickle
 import posixpath
-import stat
 from pathlib import Path
 
 import numpy as np
@@ -153,41 +152,13 @@ def save_dataset(rs: RecordSet, path: str | os.PathLike) -> None:
         pickle.dump(payload, f, protocol=PICKLE_PROTOCOL)
 
 
-def is_dataset_path(path: str | os.PathLike) -> bool:
-    """True for a path to read as a dataset file: a ``.pkl`` name, or an existing file that starts like a pickle
-    (anything not a regular file counts too, so the reader refuses it with its reason)."""
-    p = os.fspath(path)
-    if p.lower().endswith(".pkl"):
-        return True
-    try:
-        st = os.stat(p)
-    except OSError:
-        return os.path.lexists(p)  # a broken link or a loop: refused by the reader; a missing path: a label source
-    if stat.S_ISDIR(st.st_mode):
-        return False
-    if not stat.S_ISREG(st.st_mode):
-        return True
-    try:
-        with open(p, "rb") as f:
-            return f.read(1) == b"\x80"
-    except OSError:
-        return True
-
-
-def load_dataset(path: str | os.PathLike, class_names: list[str] | None = None, log=None) -> RecordSet:
+def load_dataset(path: str | os.PathLike) -> RecordSet:
     """Read a dataset file written by :func:`save_dataset`. Raises :class:`DatasetFileError` if unusable.
 
     Every value is checked (:func:`_check_fields`, :func:`_check_values`); a bad one is refused with its place in the file,
-    e.g. ``records[3].boxes[0]: NaN coordinate``.
-
-    Any other path (a VOC or YOLO folder, a COCO / Label Studio JSON, a CVAT XML, a CSV) is converted, or read from
-    the conversion cache (:func:`data_tools.sources.load_source`); ``class_names`` then sets its label order and
-    ``log`` receives the conversion summary. For a dataset file both are unused (the caller compares classes).
+    e.g. ``records[3].boxes[0]: NaN coordinate``. This reads dataset files only: a verb that also takes a label folder
+    or file reads its input with :func:`data_tools.sources.load_any`.
     """
-    if not is_dataset_path(path):
-        from data_tools.sources import load_source
-
-        return load_source(path, class_names, log)
     path = Path(path)
     try:
         with open_regular(path, MAX_DATASET_BYTES) as f:

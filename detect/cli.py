@@ -23,6 +23,7 @@ from detect.engine.runtime.threads import openmp_env_defaults
 def _train(args: argparse.Namespace) -> int:
     from detect.config import load_config
     from detect.engine.training.trainer import fit
+    from detect.report.train_report import best_checkpoint_report
 
     overrides = list(args.overrides)
     if args.exist_ok:
@@ -35,7 +36,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError("train needs --config RECIPE.yaml (or --resume runs/x/last.pt to continue a run)")
     else:
         cfg = load_config(args.config, overrides)
-    result = fit(cfg)
+    result = fit(cfg, on_finish=best_checkpoint_report)  # best.pt's table and report/index.html (rank 0)
     best = f"best val AP {result['best_map']:.4f} at epoch {result['best_epoch']}; " if result["best_epoch"] > 0 else ""
     print(f"{best}{result['epochs']} epochs, {result['steps']} steps, {result['seconds']:.0f} s of training "
           f"({result['images_per_s']:.1f} img/s)")

@@ -10,7 +10,8 @@ import pytest
 
 from data_tools.formats.export import export_records
 from data_tools.records import RecordSet
-from data_tools.store import load_dataset, save_dataset
+from data_tools.sources import load_any
+from data_tools.store import save_dataset
 from data_tools.synth import generate
 from detect.cli import main
 
@@ -26,13 +27,13 @@ def voc_folder(tmp_path_factory) -> Path:
 
 
 def test_train_on_a_voc_folder_val_on_yolo_eval_on_csv(voc_folder, tmp_path, capsys):
-    rs = load_dataset(voc_folder, log=lambda _: None)
+    rs = load_any(voc_folder, log=lambda _: None)
     export_records(rs.subset([6, 7]), "yolo", tmp_path / "val_yolo")
     out = tmp_path / "run"
     assert main(["train", "--config", str(SMOKE), f"data.train={voc_folder}", f"data.val={tmp_path / 'val_yolo'}",
                  "data.image_size=64", "train.epochs=1", "train.max_steps=2", f"train.out_dir={out}"]) == 0
     printed = capsys.readouterr().out
-    assert f"{voc_folder}: voc labels converted earlier, read from the cache" in printed  # by load_dataset above
+    assert f"{voc_folder}: voc labels converted earlier, read from the cache" in printed  # by load_any above
     assert f"converted {tmp_path / 'val_yolo'} (yolo, detected:" in printed
     assert "training ssd" in printed and (out / "best.pt").is_file()
     assert not any(p.suffix == ".pkl" for p in voc_folder.rglob("*"))  # the cache lives elsewhere

@@ -171,9 +171,9 @@ def real_data_batches(data: str | Path | None, tmp: str, s: dict, augment: Augme
         rs = make_tiny_dataset(tmp, images=n, classes=s["num_classes"], seed=0, size=2 * s["size"])
         source = "synthetic shelves"
     else:
-        from data_tools.store import load_dataset
+        from data_tools.sources import load_any
 
-        rs = load_dataset(data)
+        rs = load_any(data)
         source = str(data)
     augment = augment or BENCH_AUGMENT
     ds = DetectionDataset(rs, s["size"], augment, train=True, cache_images=True)

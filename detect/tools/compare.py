@@ -18,8 +18,9 @@ import torch
 
 from data_tools.atomic import atomic_write_text
 from data_tools.figures import pyplot, save_png
+from data_tools.sources import load_any
 from data_tools.split import split_train_val
-from data_tools.store import load_dataset, save_dataset
+from data_tools.store import save_dataset
 from detect.config import load_config
 from detect.engine.runtime.run_dir import claim_run_dir
 from detect.models.build import NAMES
@@ -42,7 +43,7 @@ def _splits(data: str | None, train: str | None, val: str | None, out: Path, see
         raise ValueError("compare needs --data DATASET.pkl (split 80/20 here) or both --train and --val")
     t, v = out / "split" / "train.pkl", out / "split" / "val.pkl"
     if not (t.is_file() and v.is_file()):
-        train_rs, val_rs = split_train_val(load_dataset(data), 0.2, seed)
+        train_rs, val_rs = split_train_val(load_any(data), 0.2, seed)
         save_dataset(train_rs, t)
         save_dataset(val_rs, v)
     return str(t), str(v)
@@ -120,7 +121,7 @@ def _compare_into(out: Path, data, train, val, budget_minutes: float | None, mod
         if name not in DETECTORS:
             raise ValueError(f"unknown detector '{name}'; choose from {', '.join(DETECTORS)}")
     train_pkl, val_pkl = _splits(data, train, val, out, seed)
-    train_images = len(load_dataset(train_pkl).records)
+    train_images = len(load_any(train_pkl).records)
     dev = resolve_device(device)
     budget = f"{budget_minutes:g} min" if budget_minutes is not None else f"{steps} steps"
     rows = []
@@ -158,6 +159,7 @@ def _train_and_measure(label: str, recipe: Path, overrides: list[str], val_pkl: 
                        log) -> dict:
     """Train one detector (ours or a peer) from ``recipe`` + ``overrides``, evaluate its best checkpoint."""
     from detect.engine.training.trainer import fit
+    from detect.report.train_report import best_checkpoint_report
     from detect.verbs.evaluate_weights import evaluate_weights
 
     cfg = load_config(recipe, overrides)
@@ -167,7 +169,7 @@ def _train_and_measure(label: str, recipe: Path, overrides: list[str], val_pkl: 
         for line in " ".join(map(str, parts)).splitlines():
             log(f"  [{label}] {line}")
 
-    summary = fit(cfg, log=tagged)
+    summary = fit(cfg, log=tagged, on_finish=best_checkpoint_report)
     if summary["best"] is None:
         raise RuntimeError(f"[{label}] trained no epoch: raise --steps or --budget-minutes")
     metrics = evaluate_weights(summary["best"], val_pkl, device=str(dev), log=lambda *a: None)

@@ -59,6 +59,7 @@ def run_demo(out: str | Path = "demo_out", images: int = 120, minutes: float = 1
 def _demo_into(out: Path, images: int, minutes: float, device: str, log, start: float) -> dict:
     """:func:`run_demo` once its output folder ``out`` is claimed."""
     from detect.engine.training.trainer import fit
+    from detect.report.train_report import best_checkpoint_report
     from detect.verbs.evaluate_weights import evaluate_weights
     from detect.verbs.predict_run import run_predict
 
@@ -78,7 +79,7 @@ def _demo_into(out: Path, images: int, minutes: float, device: str, log, start: 
     limit = f"at most {minutes:g} min" if minutes > 0 else "no time limit"
     log(f"[4/6] train: SSD on EfficientNet-Lite0 (ImageNet), {DEMO_EPOCHS} epochs ({limit})")
     cfg = config_from_dict(demo_config(out, minutes, device, out / "split" / "train.pkl", out / "split" / "val.pkl"))
-    result = fit(cfg, log=log)
+    result = fit(cfg, log=log, on_finish=best_checkpoint_report)
     weights = Path(result["best"])
     log("[5/6] eval: COCO mAP on the val split")
     metrics = evaluate_weights(weights, out / "split" / "val.pkl", out / "eval.json", device=device, log=lambda *_: None)

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from data_tools.sources import load_any
 from data_tools.split import kfold
-from data_tools.store import load_dataset, save_dataset
+from data_tools.store import save_dataset
 from detect.config import ConfigError, load_config
 from detect.tables import aligned, write_dicts_csv
 
@@ -54,7 +55,7 @@ def _fold_files(cfg_path: str | None, overrides: list[str], folds: int, out: Pat
         raise ValueError("tune --folds needs data.train (the dataset to split into folds)")
     files = [(out / "folds" / f"fold{i}" / "train.pkl", out / "folds" / f"fold{i}" / "val.pkl") for i in range(folds)]
     if not all(t.is_file() and v.is_file() for t, v in files):
-        for (t, v), (train_rs, val_rs) in zip(files, kfold(load_dataset(cfg.data.train), folds, seed)):
+        for (t, v), (train_rs, val_rs) in zip(files, kfold(load_any(cfg.data.train), folds, seed)):
             save_dataset(train_rs, t)
             save_dataset(val_rs, v)
     return files
@@ -65,9 +66,10 @@ def _run_one(cfg_path: str | None, overrides: list[str], gpu: int | None, log) -
     out_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("train.out_dir="))
     if gpu is None:
         from detect.engine.training.trainer import fit
+        from detect.report.train_report import best_checkpoint_report
 
         cfg = load_config(cfg_path, overrides)
-        fit(cfg, log=lambda *a: None)
+        fit(cfg, log=lambda *a: None, on_finish=best_checkpoint_report)  # as `retail-detect train` does
     else:
         cmd = [sys.executable, "-m", "detect", "train", "--config", str(cfg_path), *overrides]
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 from data_tools.atomic import atomic_write_text
-from data_tools.sources import class_mismatch, select_split
-from data_tools.store import load_dataset
+from data_tools.sources import class_mismatch, load_any, select_split
 from detect.data import DetectionDataset, build_loader
 from detect.data.proposals import check_proposals_arg, proposals_for_records
 from detect.engine.inference.evaluator import (
@@ -46,7 +45,7 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     model, class_names, cfg = load_model(weights)
     model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections,
                                     agnostic=agnostic_nms)  # None keeps the recipe's model.agnostic_nms
-    rs = select_split(load_dataset(data, class_names, log), "eval", str(data), log)  # labels: in the checkpoint's order
+    rs = select_split(load_any(data, class_names, log), "eval", str(data), log)  # labels: in the checkpoint's order
     if list(rs.class_names) != list(class_names):
         raise ValueError(class_mismatch(str(data), rs.class_names, class_names, f"the checkpoint {weights}",
                                         rs.meta.get("source")))

@@ -14,8 +14,8 @@ from dt_helpers import add_pair, make_image, tree_hashes, voc_xml
 import data_tools.sources as sources
 from data_tools.cli import main
 from data_tools.records import Record, RecordSet
-from data_tools.sources import cache_dir, class_mismatch, select_split
-from data_tools.store import is_dataset_path, load_dataset, save_dataset
+from data_tools.sources import cache_dir, class_mismatch, is_dataset_path, load_any, select_split
+from data_tools.store import DatasetFileError, load_dataset, save_dataset
 
 
 @pytest.fixture
@@ -27,58 +27,61 @@ def cache(tmp_path, monkeypatch) -> Path:
 def test_a_label_folder_is_converted_once_and_cached_outside_it(dataset, cache, monkeypatch):
     before = tree_hashes(dataset)
     lines: list[str] = []
-    rs = load_dataset(dataset, log=lines.append)
+    rs = load_any(dataset, log=lines.append)
     assert len(rs) == 2 and rs.class_names == ["beans", "cake"]
     assert lines[0].startswith(f"converted {dataset} (voc, detected:") and "  problems: none" in lines
     [cached] = list(cache.glob("ds-*.pkl"))
     assert tree_hashes(dataset) == before  # nothing written into the label folder
     monkeypatch.setattr(sources, "convert", lambda *a, **k: pytest.fail("converted again"))
     lines.clear()
-    assert len(load_dataset(dataset, log=lines.append)) == 2
+    assert len(load_any(dataset, log=lines.append)) == 2
     assert "read from the cache" in lines[0] and str(cached) in lines[0]
 
 
 def test_the_cache_follows_the_labels_the_images_and_the_class_order(dataset, cache):
-    load_dataset(dataset, log=lambda _: None)
+    load_any(dataset, log=lambda _: None)
     xml = dataset / "annotations" / "good2.xml"
     st = xml.stat()
     text = xml.read_text()
     xml.write_text(text.replace("<xmax>32</xmax>", "<xmax>31</xmax>"))  # same size, same time: only the content
     os.utime(xml, ns=(st.st_atime_ns, st.st_mtime_ns))
-    rs = load_dataset(dataset, log=lambda _: None)
+    rs = load_any(dataset, log=lambda _: None)
     assert rs.records[1].boxes.tolist() == [[0, 0, 31, 24]] and len(list(cache.glob("*.pkl"))) == 2
     xml.write_text(voc_xml("good2.jpg", objects=[("cake", 1, 1, 9, 9), ("beans", 2, 2, 8, 8)]))
-    rs = load_dataset(dataset, log=lambda _: None)
+    rs = load_any(dataset, log=lambda _: None)
     assert sum(r.num_boxes for r in rs.records) == 4 and len(list(cache.glob("*.pkl"))) == 3
     img = dataset / "images" / "good1.jpg"
     os.utime(img, ns=(img.stat().st_atime_ns, img.stat().st_mtime_ns + 10**9))  # an image saved again
-    load_dataset(dataset, log=lambda _: None)
+    load_any(dataset, log=lambda _: None)
     assert len(list(cache.glob("*.pkl"))) == 4
     make_image(img, (32, 24), mode="L")  # same name, another image
-    load_dataset(dataset, log=lambda _: None)
+    load_any(dataset, log=lambda _: None)
     assert len(list(cache.glob("*.pkl"))) == 5
-    rs = load_dataset(dataset, ["cake", "beans"], log=lambda _: None)
+    rs = load_any(dataset, ["cake", "beans"], log=lambda _: None)
     assert rs.class_names == ["cake", "beans"] and len(list(cache.glob("*.pkl"))) == 6
 
 
 def test_a_damaged_or_unwritable_cache_converts_again(dataset, cache, tmp_path):
-    load_dataset(dataset, log=lambda _: None)
+    load_any(dataset, log=lambda _: None)
     [cached] = list(cache.glob("*.pkl"))
     cached.write_bytes(b"\x80garbage")
     lines: list[str] = []
-    assert len(load_dataset(dataset, log=lines.append)) == 2 and any("unusable" in s for s in lines)
+    assert len(load_any(dataset, log=lines.append)) == 2 and any("unusable" in s for s in lines)
     os.environ["RETAIL_DETECT_CACHE"] = str(tmp_path / "file")
     (tmp_path / "file").write_text("not a folder")
     lines.clear()
-    assert len(load_dataset(dataset, log=lines.append)) == 2 and any("could not cache" in s for s in lines)
+    assert len(load_any(dataset, log=lines.append)) == 2 and any("could not cache" in s for s in lines)
 
 
 def test_what_counts_as_a_dataset_file(tmp_path, dataset):
     save_dataset(RecordSet(["a"], str(tmp_path), [], {}), tmp_path / "renamed.data")
     assert is_dataset_path(tmp_path / "renamed.data") and is_dataset_path(tmp_path / "missing.pkl")
     assert not is_dataset_path(dataset) and not is_dataset_path(tmp_path / "missing")
+    assert load_any(tmp_path / "renamed.data").class_names == ["a"]  # a dataset file under any name
+    with pytest.raises(DatasetFileError, match="not a regular file"):  # the store reads dataset files only
+        load_dataset(dataset)
     with pytest.raises(ValueError, match="does not exist .give a dataset .pkl, or a label folder"):
-        load_dataset(tmp_path / "missing")
+        load_any(tmp_path / "missing")
 
 
 def test_select_split_by_role():

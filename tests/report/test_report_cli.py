@@ -75,7 +75,8 @@ def test_closing_report_of_a_resumed_run_evaluates_best_pt(run, tiny_split):
     cfg.train.report = False
     ds = DetectionDataset(load_dataset(tiny_split["val"]), 64, None, False)
     lines: list[str] = []
-    assert best_checkpoint_report(run["out"], cfg, ds, None, 1, torch.device("cpu"), lines.append) is None
+    end = trainer.FitEnd(run["out"], cfg, ds, None, 1, torch.device("cpu"))
+    assert best_checkpoint_report(end, lines.append) is None
     assert lines[0].endswith("(epoch 1) on the val set:") and lines[1].startswith("AP ")
 
 

@@ -8,8 +8,7 @@ import os
 import torch
 
 from data_tools.records import RecordSet
-from data_tools.sources import class_mismatch, select_split
-from data_tools.store import load_dataset
+from data_tools.sources import class_mismatch, load_any, select_split
 from detect.config import Config
 from detect.data import DetectionDataset, build_loader
 from detect.data.proposals import proposals_for_records
@@ -28,7 +27,7 @@ def load_split(path: str | None, what: str, required: bool, class_names: list[st
             raise ValueError(f"data.{what} is not set: pass data.{what}=DATASET.pkl (made by `retail-data split`) "
                              "or a label folder / file (VOC, COCO, YOLO, CVAT, Label Studio, CSV)")
         return None
-    return select_split(load_dataset(path, class_names, log), what, f"data.{what}={path}", log)
+    return select_split(load_any(path, class_names, log), what, f"data.{what}={path}", log)
 
 
 def drop_unreadable(ds: DetectionDataset, log=print) -> DetectionDataset:

@@ -6,6 +6,9 @@ Determinism and exact resume: at the start of epoch ``e`` the torch RNG, the shu
 at the end of every epoch. So resuming from ``last.pt`` replays exactly what an uninterrupted run does (on
 the CPU; persistent loader workers keep their own augmentation streams). A run stopped by
 ``train.max_steps`` or ``train.time_budget_s`` ends its current epoch early.
+
+What a caller says or writes about the finished run (``train``'s table of ``best.pt`` and its report) is its
+``on_finish`` hook (:class:`FitEnd`), so the engine knows nothing of the report.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +28,7 @@ from tqdm import tqdm
 
 from data_tools.atomic import atomic_write_text
 from detect.config import Config
+from detect.data import DetectionDataset
 from detect.data.proposals import model_inputs
 from detect.engine.inference.evaluator import evaluate_coco, plot_pr_curves, write_results
 from detect.engine.runtime.checkpoint import (
@@ -46,7 +51,6 @@ from detect.engine.training.schedule import LRSchedule
 from detect.engine.training.train_state import TrainState
 from detect.models.build import build_model
 from detect.models.detector import postprocess_settings
-from detect.report.train_report import best_checkpoint_report
 
 
 def _seed_epoch(cfg: Config, epoch: int, loader, dataset) -> None:
@@ -197,24 +201,53 @@ def _claim_out_dir(cfg: Config, d: Dist) -> tuple[Path, RunLock | None]:
     return Path(folder[0]), lock
 
 
-def fit(cfg: Config, log=print) -> dict:
+@dataclasses.dataclass(frozen=True)
+class FitEnd:
+    """What a finished fit hands its ``on_finish`` hook: on rank 0 only, the run folder still locked, before
+    ``summary.json`` is written.
+
+    Attributes:
+        out: the run folder (holding ``best.pt`` once an epoch was trained).
+        cfg: the recipe trained.
+        val_ds: the validation :class:`~detect.data.DetectionDataset`, or None without ``data.val``.
+        best_eval: ``(metrics, COCO results)`` of the best epoch when this session evaluated it; None when it
+            came from an earlier session (a resumed run) or nothing was evaluated.
+        best_epoch: the epoch ``best.pt`` holds (0: none).
+        device: the device trained on.
+    """
+
+    out: Path
+    cfg: Config
+    val_ds: DetectionDataset | None
+    best_eval: tuple[dict, list[dict]] | None
+    best_epoch: int
+    device: torch.device
+
+
+FitHook = Callable[[FitEnd, Callable[[str], None]], object]
+"""``on_finish(end, log)``: called once at the end of :func:`fit` on rank 0, with fit's ``log``."""
+
+
+def fit(cfg: Config, log=print, on_finish: FitHook | None = None) -> dict:
     """Train ``cfg`` (see the module doc). Writes into a new run folder (``train.out_dir``, or ``out_dir2``,
     ... when that holds a run; the checkpoint's folder on resume): {config.yaml, last.pt, best.pt,
     metrics.csv, curves.png, val_results.json, pr_curve.png, summary.json}.
 
     Returns ``{"metrics": last val metrics, "best_map", "best_epoch", "epochs", "steps", "seconds",
     "images_per_s", "out_dir", "last", "best"}``; ``last`` / ``best`` are None when not written.
+    ``on_finish(FitEnd, log)`` runs last on rank 0 (``train`` passes
+    :func:`detect.report.train_report.best_checkpoint_report`: ``best.pt``'s table and report).
     """
     d, device = init_distributed(cfg.train.device)
     out, lock = _claim_out_dir(cfg, d)
     try:
-        return _fit(cfg, d, device, out, log)
+        return _fit(cfg, d, device, out, log, on_finish)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
+def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log, on_finish: FitHook | None) -> dict:
     t = cfg.train
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -290,8 +323,8 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log) -> dict:
         else f"train.time_budget_s={t.time_budget_s:g}")
     if stopped_by and d.main:
         log(f"stopped early by {stopped_by}: {state.step}/{planned} steps ({state.epoch}/{t.epochs} epochs)")
-    if d.main:  # best.pt's table (not the last epoch's) and its report/index.html
-        best_checkpoint_report(out, cfg, val_ds, best_eval, state.best_epoch, device, log)
+    if d.main and on_finish is not None:
+        on_finish(FitEnd(out, cfg, val_ds, best_eval, state.best_epoch, device), log)
     summary = {"metrics": metrics, "best_map": state.best_map, "best_epoch": state.best_epoch,
                "epochs": state.epoch, "steps": state.step, "seconds": session_seconds,
                "images_per_s": sum(h.get("images", 0) for h in state.history) / max(session_seconds, 1e-9),
