@@ -3,6 +3,7 @@ checks run before any work; ``synth --size`` is bounded; exit codes are document
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -140,6 +141,7 @@ def calls(monkeypatch) -> list:
     seen: list = []
     fake = types.ModuleType("data_tools.synth")
     fake.generate = lambda *args: seen.append(args)
+    importlib.import_module("data_tools.synth_dense")  # imported with the real generator before the fake replaces it
     monkeypatch.setitem(sys.modules, "data_tools.synth", fake)
     return seen
 

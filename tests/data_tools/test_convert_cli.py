@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import types
@@ -108,6 +109,7 @@ def test_synth_calls_the_generator(tmp_path, monkeypatch, capsys):
     calls = []
     fake = types.ModuleType("data_tools.synth")
     fake.generate = lambda *args: calls.append(args)
+    importlib.import_module("data_tools.synth_dense")  # imported with the real generator before the fake replaces it
     monkeypatch.setitem(sys.modules, "data_tools.synth", fake)
     out = tmp_path / "syn"
     assert main(["synth", "-o", str(out), "--images", "3", "--classes", "2", "--seed", "7", "--size", "64x48"]) == 0
