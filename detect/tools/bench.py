@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from detect.config import AugmentConfig, Config, ModelConfig
 from detect.engine.runtime.device import resolve_device
-from detect.models.build import DETECTORS, NAMES
-from detect.models.torchvision_peers import PEER_TITLES, build_peer
+from detect.models.build import DETECTORS, NAMES, PEER_PREFIX
+from detect.models.torchvision_peers import PEER_TITLES
 from detect.tables import aligned
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
@@ -230,7 +230,9 @@ def bench_family(family: str, peers: Sequence[str], s: dict, device: torch.devic
         out["real_vs_synthetic"] = real_img_s / ours["train_img_s"]
         out["real_goal_met"] = out["real_vs_synthetic"] >= GOALS["real_vs_synthetic"]
     for name in peers:
-        peer_model = build_peer(name, _model_config(s["backbone"], used), nc, size)
+        peer_cfg = _model_config(s["backbone"], used)
+        peer_cfg.name = PEER_PREFIX + name
+        peer_model = build_model(peer_cfg, nc, size)
         peer_model = _prepare(peer_model, device, channels_last=False, compile_model=False)
         out["peers"][name] = _measure(peer_model, PEER_TITLES[name], synth, b1, s, device)
         del peer_model
