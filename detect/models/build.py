@@ -57,10 +57,12 @@ class ModelConfig(ModelSettings):
 
     heads: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"sections": True})
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # every registered head, in the registry's order (as YAML lists them)
+        given = dict(self.heads)
+        self.heads.clear()
         for name, spec in DETECTORS.items():
-            if name not in self.heads:
-                self.heads[name] = spec.options()
+            self.heads[name] = given.pop(name) if name in given else spec.options()
+        self.heads.update(given)
 
     def __getattr__(self, name: str) -> Any:  # cfg.model.<head> -> its options
         heads = self.__dict__.get("heads")

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from detect.config import AugmentConfig, Config, ModelConfig
 from detect.engine.runtime.device import resolve_device
-from detect.models.build import DETECTORS, NAMES, PEER_PREFIX
+from detect.models.build import DETECTORS, NAMES, PEER_PREFIX, build_model
 from detect.models.torchvision_peers import PEER_TITLES
 from detect.tables import aligned
 
@@ -210,8 +210,6 @@ def _ratios(ours: dict, peer: dict) -> dict:
 def bench_family(family: str, peers: Sequence[str], s: dict, device: torch.device,
                  real: Callable[[], Iterator[Batch]] | None) -> dict:
     """Our ``family`` model and each of its ``peers``: measurements and ratios (see module docstring)."""
-    from detect.models.build import build_model
-
     nc, size, batch = s["num_classes"], s["size"], s["batch"]
     synth = [synthetic_batch(batch, size, nc, device, seed=i) for i in range(4)]
     b1 = synthetic_batch(1, size, nc, device, seed=99)[0]
