@@ -183,7 +183,7 @@ def _build(cls: type, values: dict, where: str) -> Any:
     kwargs: dict[str, Any] = {group: {} for group in grouped}
     for key, value in values.items():
         name = f"{where}.{key}" if where else str(key)
-        if key in sections and key not in plain:
+        if key in sections:
             group, options = sections[key]
             kwargs[group][key] = _build(options, value or {}, name)
             continue
