@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from detect.config import ModelConfig
-from detect.models.torchvision_peers import PEER_BUILDERS, build_peer
+from detect.models.build import ModelConfig
+from detect.models.torchvision_peers import PEER_BUILDERS, PEER_HEADS, build_peer
 from detect.tools.bench import FAMILIES, format_table, run_bench
 from detect.tools.timing import synthetic_batch
 
@@ -37,7 +37,8 @@ def test_synthetic_batch_is_valid() -> None:
 def test_peer_on_our_backbone_trains_and_predicts(name: str) -> None:
     torch.manual_seed(0)
     body = _backbone()
-    model = build_peer(name, ModelConfig(), K, SIZE, backbone=body)
+    cfg = ModelConfig()
+    model = build_peer(name, cfg, getattr(cfg, PEER_HEADS[name]), K, SIZE, backbone=body)
     assert model.backbone is body
     images, targets = synthetic_batch(2, SIZE, K, torch.device("cpu"))
     # The peer's transform sees the same pixels as our detectors (backbone.normalize).

@@ -56,3 +56,17 @@ def test_moved_keys_still_load_from_old_recipes_and_checkpoints():
     assert old.data.proposals is None and old.model.fast_rcnn.rpn and old.model.fast_rcnn.head_dim == 256
     moved = config_from_dict({"model": {"name": "fast_rcnn"}}, ["model.fast_rcnn.proposals=p.json"])
     assert moved.data.proposals == "p.json" and moved.model.fast_rcnn.rpn is False
+
+
+def test_each_head_section_is_reachable_assignable_and_round_trips():
+    from detect.config import config_from_dict
+    from detect.models.build import DETECTORS
+
+    cfg = config_from_dict({"model": {"name": "fast_rcnn", "fast_rcnn": {"head_dim": 256}}})
+    assert list(cfg.model.heads) == list(DETECTORS)  # every registered head, in the registry's order
+    assert all(type(getattr(cfg.model, name)) is spec.options for name, spec in DETECTORS.items())
+    cfg.model.fast_rcnn = DETECTORS["fast_rcnn"].options(head_dim=64)  # lands in the model's head options
+    assert cfg.to_dict()["model"]["fast_rcnn"]["head_dim"] == 64 and "heads" not in cfg.to_dict()["model"]
+    assert config_from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(AttributeError, match="no 'fast_rcnnn'"):
+        cfg.model.fast_rcnnn  # noqa: B018

@@ -1,4 +1,4 @@
-"""`retail-detect tune` (grid, k-fold, skip finished runs) and `retail-detect compare` (three detectors)."""
+"""`retail-detect tune` (grid, k-fold, skip finished runs) and `retail-detect compare` (every registered detector)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from detect.cli import main
+from detect.models.build import DETECTORS, NAMES, PEER_PREFIX
 from detect.tools.tune import combo_name, parse_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,23 +47,26 @@ def test_compare_with_peers_at_equal_steps(tiny_split, tmp_path, capsys):
     assert main(args) == 0
     result = json.loads((out / "compare.json").read_text())
     rows = {r["model"]: r for r in result["rows"]}
-    assert list(rows) == ["ssd", "tv_ssd", "fast_rcnn", "tv_faster_rcnn", "yolo", "tv_fcos"]
+    peer_of = {name: PEER_PREFIX + spec.peers[0] for name, spec in DETECTORS.items()}  # every registered head
+    assert list(rows) == [row for name, peer in peer_of.items() for row in (name, peer)]
     for name, r in rows.items():
         assert r["steps"] == 2, name  # equal work: the same number of optimizer steps for every detector
         assert r["latency_ms_b1"] > 0 and r["train_img_s"] > 0
-    assert rows["tv_fcos"]["peer_of"] == "yolo" and rows["yolo"]["peer"] == "tv_fcos"
-    ours = rows["yolo"]
-    assert ours["train_speed_ratio"] == round(ours["train_img_s"] / rows["tv_fcos"]["train_img_s"], 3)
+    for name, peer in peer_of.items():
+        ours = rows[name]
+        assert rows[peer]["peer_of"] == name and ours["peer"] == peer
+        assert ours["train_speed_ratio"] == round(ours["train_img_s"] / rows[peer]["train_img_s"], 3)
     assert result["meta"]["steps"] == 2 and result["meta"]["peers_recipe"] == "torchvision"
     peer_cfg = yaml.safe_load((out / "tv_fcos" / "config.yaml").read_text())
     assert peer_cfg["train"]["optimizer"] == "sgd" and peer_cfg["train"]["lr"] == 0.02  # torchvision's recipe
     assert peer_cfg["data"]["image_size"] == 64 and peer_cfg["train"]["batch_size"] == 4  # same size and batch
     assert (out / "compare.png").stat().st_size > 1000 and (out / "compare.csv").is_file()
     printed = capsys.readouterr().out
-    assert "ours / peer" in printed and "yolo / tv_fcos" in printed
-    assert main(args[:-2] + ["--models", "ssd", "--budget-minutes", "0.02"]) == 0  # a second comparison
+    assert "ours / peer" in printed and all(f"{name} / {peer}" in printed for name, peer in peer_of.items())
+    first = NAMES[0]
+    assert main(args[:-2] + ["--models", first, "--budget-minutes", "0.02"]) == 0  # a second comparison
     again = json.loads((tmp_path / "cmp2" / "compare.json").read_text())
-    assert [r["model"] for r in again["rows"]] == ["ssd", "tv_ssd"] and again["meta"]["budget_minutes"] == 0.02
+    assert [r["model"] for r in again["rows"]] == [first, peer_of[first]] and again["meta"]["budget_minutes"] == 0.02
     assert json.loads((out / "compare.json").read_text()) == result  # the first one is kept
 
 

@@ -6,9 +6,10 @@ in eval (``list[{"boxes" [K, 4], "scores" [K], "labels" [K] in 1..C}]`` in input
 one :func:`~detect.models.postprocess.postprocess` with ``self.post``). A detector that can be exported to
 one fixed graph implements :meth:`Detector.dense` (everything before NMS) and sets ``exportable = True``.
 
-Adding a head: subclass :class:`Detector`, implement ``losses`` / ``detections`` (and ``dense``), write a
-``build_<name>(cfg, num_classes)`` and add one :class:`~detect.models.build.DetectorSpec` line to
-``detect/models/build.py``.
+Adding a head: subclass :class:`Detector`, implement ``losses`` / ``detections`` (and ``dense``); beside it
+write its options dataclass (fields declared with :func:`~detect.models.options.option` when they have choices
+or a range) and a ``build_<name>(settings, options, num_classes)``; add one
+:class:`~detect.models.build.DetectorSpec` line to ``detect/models/build.py``.
 """
 
 from __future__ import annotations

@@ -12,17 +12,60 @@ skipped and its losses are absent. A model built with ``model.fast_rcnn.rpn: fal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from detect.config import ModelConfig
 from detect.models.backbones import build_backbone
 from detect.models.detector import Detector
 from detect.models.necks import FPN
+from detect.models.options import ModelSettings, at_least, option
 from detect.models.postprocess import PostprocessSettings
 from detect.models.roi_head import RoIHead
 from detect.models.rpn import RPN
 from detect.models.targets import pad_targets
+
+
+@dataclass
+class FastRCNNOptions:
+    """``model.fast_rcnn``: neck, RPN, RoI sampling and box head options."""
+
+    fpn: bool = True  # use an FPN neck (multi-level RoI assignment); False: single C5-stride map
+    neck_channels: int = 128
+    anchor_sizes: tuple[float, ...] = (32.0, 64.0, 128.0)  # one size per level (x2 octave per level)
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_pre_nms_topk: int = 1000
+    rpn_post_nms_topk: int = 300
+    rpn_nms_thresh: float = 0.7
+    rpn_batch_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_fg_iou: float = 0.7  # anchor positive at IoU >= this (and each object's best anchor)
+    rpn_bg_iou: float = 0.3  # anchor negative at max IoU < this; in between: ignored
+    roi_op: str = option("roi_pool", choices=("roi_pool", "roi_align"))  # roi_pool is Fast R-CNN's
+    roi_size: int = 7
+    roi_canonical_size: float = 112.0  # FPN level rule k = floor(4 + log2(sqrt(wh) / this)), k=4 is stride 16;
+    # the paper's 224 suits ~800 px inputs, 112 suits 256-416 px (boxes < 112 px pool from stride 8)
+    roi_batch_per_image: int = 256
+    roi_positive_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou: float = 0.5
+    head_dim: int = 512  # width of the two fully connected layers
+    rpn: bool = True  # False: no RPN, the proposals come from data.proposals (set automatically with it)
+    # box head outputs: normal (N(0, 0.01) classes, N(0, 0.001) deltas) | pytorch (nn.Linear's)
+    head_init: str = option("normal", choices=("normal", "pytorch"))
+    # normalise the pooled RoI features: none | group (GroupNorm) | batch (BatchNorm)
+    roi_norm: str = option("none", choices=("none", "group", "batch"))
+    roi_subbins: int = option(1, at_least(1))  # roi_pool: each output bin averages subbins x subbins max-pooled bins
+    roi_upsample: int = option(1, at_least(1))  # pool from maps bilinearly upsampled by this factor (finer roi_pool)
+    roi_box_beta: float = option(1.0 / 9, at_least(0))  # smooth-L1 beta of the box head's regression loss (0: L1)
+    roi_class_agnostic: bool = False  # one set of box deltas for all classes (True) or one per class
+    # FPN convs: pytorch (default init) | kaiming_a1 (the FPN paper's / torchvision's)
+    fpn_init: str = option("pytorch", choices=("pytorch", "kaiming_a1"))
+
+    def use_external_proposals(self) -> None:
+        """``data.proposals`` replace the RPN: the model is built without one."""
+        self.rpn = False
 
 
 def pad_proposals(proposals: list[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
@@ -86,9 +129,8 @@ class FastRCNN(Detector):
         return {**losses, **self.roi_head.loss(feats, props, mask, gt)}
 
 
-def build_fast_rcnn(cfg: ModelConfig, num_classes: int) -> FastRCNN:
-    """Build the detector from ``cfg`` (``cfg.fast_rcnn`` holds the head options)."""
-    fr = cfg.fast_rcnn
+def build_fast_rcnn(cfg: ModelSettings, fr: FastRCNNOptions, num_classes: int) -> FastRCNN:
+    """Build the detector from the model settings ``cfg`` and its options ``fr`` (``model.fast_rcnn``)."""
     backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.freeze_at, cfg.frozen_bn)
     if fr.fpn:
         strides = list(backbone.strides)

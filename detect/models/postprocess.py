@@ -35,7 +35,7 @@ class PostprocessSettings:
 
     @classmethod
     def from_config(cls, cfg) -> PostprocessSettings:
-        """From a :class:`~detect.config.ModelConfig` (``score_thresh``, ``nms_thresh``, ...)."""
+        """From the model settings (:class:`~detect.models.options.ModelSettings`: ``score_thresh``, ...)."""
         return cls(cfg.score_thresh, cfg.nms_thresh, cfg.max_detections, cfg.agnostic_nms)
 
     def replace(self, **changes) -> PostprocessSettings:

@@ -6,22 +6,38 @@ padded row never matches), matching is one ``[B, M, A]`` IoU tensor, mining is o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detect.config import ModelConfig
 from detect.models.anchors import num_ssd_boxes_per_cell, ssd_default_boxes
 from detect.models.backbones import build_backbone
 from detect.models.box_coder import decode, encode
 from detect.models.box_ops import batched_box_iou
 from detect.models.detector import Detector
 from detect.models.necks import FPN
+from detect.models.options import ModelSettings
 from detect.models.postprocess import PostprocessSettings, postprocess
 from detect.models.targets import pad_targets
 
 SSD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # SSD's variances 0.1 / 0.2
 MIN_NEGATIVES = 16  # negatives mined per image even when it has no object
+
+
+@dataclass
+class SSDOptions:
+    """``model.ssd``: the neck, default-box and loss options."""
+
+    neck_channels: int = 128  # channels of the FPN-style neck levels
+    extra_levels: int = 2  # SSD extra layers after the backbone's last map
+    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5)
+    min_scale: float = 0.07  # smallest default-box scale (fraction of image side)
+    max_scale: float = 0.9
+    iou_threshold: float = 0.5  # prior matched to an object at IoU >= this
+    neg_pos_ratio: int = 3  # hard negative mining ratio
+    box_weight: float = 1.0
 
 
 def match_priors(priors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor,
@@ -175,9 +191,8 @@ class SSD(Detector):
         return {"cls": cls_loss, "box": self.box_weight * box_loss}
 
 
-def build_ssd(cfg: ModelConfig, num_classes: int) -> SSD:
-    """SSD from ``cfg`` (``cfg.ssd`` holds the neck, default-box and loss options)."""
-    s = cfg.ssd
+def build_ssd(cfg: ModelSettings, s: SSDOptions, num_classes: int) -> SSD:
+    """SSD from the model settings ``cfg`` and its options ``s`` (``model.ssd``)."""
     backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.freeze_at, cfg.frozen_bn)
     neck = FPN(list(backbone.out_channels), s.neck_channels, extra_levels=s.extra_levels)
     strides = list(backbone.strides) + [backbone.strides[-1] * 2 ** (i + 1) for i in range(s.extra_levels)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -30,11 +30,12 @@ from torchvision.models.detection.ssd import SSD, SSDHead
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
-from detect.config import ModelConfig
+from detect.models.backbones import Backbone, build_backbone
+from detect.models.fast_rcnn import FastRCNNOptions
+from detect.models.options import ModelSettings
 from detect.models.postprocess import PostprocessSettings
-
-if TYPE_CHECKING:
-    from detect.models.backbones import Backbone
+from detect.models.ssd import SSDOptions
+from detect.models.yolo import YOLOOptions
 
 
 def backbone_mean_std(backbone: Backbone) -> tuple[list[float], list[float]]:
@@ -181,12 +182,12 @@ def _level_strides(body: Backbone, extra: int) -> list[int]:
     return strides + [strides[-1] * 2 ** (i + 1) for i in range(extra)]
 
 
-def tv_fcos(body: Backbone, cfg: ModelConfig, num_classes: int, image_size: int) -> FCOS:
-    """torchvision FCOS: FPN (``cfg.yolo.neck_channels``) P3-P5 + P6/P7, one anchor per location sized as its stride.
+def tv_fcos(body: Backbone, cfg: ModelSettings, yolo: YOLOOptions, num_classes: int, image_size: int) -> FCOS:
+    """torchvision FCOS: FPN (``yolo.neck_channels``) P3-P5 + P6/P7, one anchor per location sized as its stride.
 
     The raw model takes labels 0..K-1 (no background class); :func:`build_peer` shifts them.
     """
-    ch = cfg.yolo.neck_channels
+    ch = yolo.neck_channels
     backbone = TorchvisionBackbone(body, ch, LastLevelP6P7(ch, ch))
     strides = _level_strides(body, 2)
     anchors = AnchorGenerator(tuple((float(s),) for s in strides), ((1.0,),) * len(strides))
@@ -196,12 +197,14 @@ def tv_fcos(body: Backbone, cfg: ModelConfig, num_classes: int, image_size: int)
                 **_transform_kwargs(body, image_size))
 
 
-def tv_retinanet(body: Backbone, cfg: ModelConfig, num_classes: int, image_size: int) -> RetinaNet:
-    """torchvision RetinaNet: FPN P3-P7, 9 anchors per location (3 octave scales of 4x stride, 3 ratios).
+def tv_retinanet(body: Backbone, cfg: ModelSettings, yolo: YOLOOptions, num_classes: int,
+                 image_size: int) -> RetinaNet:
+    """torchvision RetinaNet: FPN (``yolo.neck_channels``) P3-P7, 9 anchors per location (3 octave scales of 4x
+    stride, 3 ratios).
 
     The raw model takes labels 0..K-1 (no background class); :func:`build_peer` shifts them.
     """
-    ch = cfg.yolo.neck_channels
+    ch = yolo.neck_channels
     backbone = TorchvisionBackbone(body, ch, LastLevelP6P7(ch, ch))
     strides = _level_strides(body, 2)
     sizes = tuple(tuple(4.0 * s * 2 ** (k / 3) for k in range(3)) for s in strides)
@@ -212,13 +215,13 @@ def tv_retinanet(body: Backbone, cfg: ModelConfig, num_classes: int, image_size:
                      **_transform_kwargs(body, image_size))
 
 
-def tv_faster_rcnn(body: Backbone, cfg: ModelConfig, num_classes: int, image_size: int) -> FasterRCNN:
-    """torchvision Faster R-CNN with our two-stage settings (anchors, RPN top-k, RoI sampling, head width).
+def tv_faster_rcnn(body: Backbone, cfg: ModelSettings, fr: FastRCNNOptions, num_classes: int,
+                   image_size: int) -> FasterRCNN:
+    """torchvision Faster R-CNN with our two-stage settings ``fr`` (anchors, RPN top-k, RoI sampling, head width).
 
-    With ``cfg.fast_rcnn.fpn`` the RPN and ``MultiScaleRoIAlign`` use the FPN levels (one anchor size per level when
-    the config gives one per level); without it, the stride-32 map alone carries every anchor size.
+    With ``fr.fpn`` the RPN and ``MultiScaleRoIAlign`` use the FPN levels (one anchor size per level when
+    the options give one per level); without it, the stride-32 map alone carries every anchor size.
     """
-    fr = cfg.fast_rcnn
     backbone = TorchvisionBackbone(body, fr.neck_channels if fr.fpn else None)
     levels = len(body.strides) if fr.fpn else 1
     if levels > 1 and len(fr.anchor_sizes) == levels:
@@ -243,13 +246,12 @@ def tv_faster_rcnn(body: Backbone, cfg: ModelConfig, num_classes: int, image_siz
     )
 
 
-def tv_ssd(body: Backbone, cfg: ModelConfig, num_classes: int, image_size: int) -> SSD:
-    """torchvision SSD on FPN (``cfg.ssd.neck_channels``) + ``cfg.ssd.extra_levels`` stride-2 extra levels.
+def tv_ssd(body: Backbone, cfg: ModelSettings, sc: SSDOptions, num_classes: int, image_size: int) -> SSD:
+    """torchvision SSD on FPN (``sc.neck_channels``) + ``sc.extra_levels`` stride-2 extra levels.
 
     Default boxes come from ``DefaultBoxGenerator`` over the same levels (scales ``min_scale..max_scale``, ratios
-    1, 2, 1/2 and the extra square box); hard-negative mining uses ``cfg.ssd.neg_pos_ratio``.
+    1, 2, 1/2 and the extra square box); hard-negative mining uses ``sc.neg_pos_ratio``.
     """
-    sc = cfg.ssd
     ch = sc.neck_channels
     backbone = TorchvisionBackbone(body, ch, StridedExtras(ch, sc.extra_levels) if sc.extra_levels else None)
     levels = len(body.strides) + sc.extra_levels
@@ -263,13 +265,16 @@ def tv_ssd(body: Backbone, cfg: ModelConfig, num_classes: int, image_size: int) 
                positive_fraction=1.0 / (1.0 + sc.neg_pos_ratio))
 
 
-PeerBuilder = Callable[[nn.Module, ModelConfig, int, int], nn.Module]
+# (our backbone, model settings, the mirrored head's options, K classes, image size S) -> torchvision model
+PeerBuilder = Callable[[nn.Module, ModelSettings, Any, int, int], nn.Module]
 PEER_BUILDERS: dict[str, PeerBuilder] = {
     "ssd": tv_ssd,
     "faster_rcnn": tv_faster_rcnn,
     "fcos": tv_fcos,
     "retinanet": tv_retinanet,
 }
+# The head whose options (``model.<head>``) each peer mirrors: a peer is measured at our head's settings.
+PEER_HEADS: dict[str, str] = {"ssd": "ssd", "faster_rcnn": "fast_rcnn", "fcos": "yolo", "retinanet": "yolo"}
 # Peers whose (sigmoid) heads have no background class: labels shift by one on the way in and out.
 LABEL_OFFSET: dict[str, int] = {"fcos": 1, "retinanet": 1}
 PEER_TITLES: dict[str, str] = {
@@ -280,13 +285,14 @@ PEER_TITLES: dict[str, str] = {
 }
 
 
-def build_peer(name: str, cfg: ModelConfig, num_classes: int, image_size: int,
+def build_peer(name: str, cfg: ModelSettings, options: Any, num_classes: int, image_size: int,
                backbone: Backbone | None = None) -> PeerDetector:
     """Build the torchvision peer ``name`` (see ``PEER_BUILDERS``) on our backbone, in our model contract.
 
     Args:
         name: ``ssd`` | ``faster_rcnn`` | ``fcos`` | ``retinanet``.
-        cfg: model config: backbone name/weights/freezing and the head settings the peer mirrors.
+        cfg: model settings: backbone name/weights/freezing, score/NMS thresholds, detections per image.
+        options: the options of the head the peer mirrors (``PEER_HEADS[name]``, e.g. ``YOLOOptions`` for fcos).
         num_classes: K foreground classes (labels 1..K).
         image_size: the fixed square input size S.
         backbone: an already built Backbone to use; by default one is built from ``cfg``.
@@ -294,8 +300,6 @@ def build_peer(name: str, cfg: ModelConfig, num_classes: int, image_size: int,
     if name not in PEER_BUILDERS:
         raise ValueError(f"unknown peer '{name}'; choose from {', '.join(PEER_BUILDERS)}")
     if backbone is None:
-        from detect.models.backbones import build_backbone
-
         backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.freeze_at, cfg.frozen_bn)
-    net = PEER_BUILDERS[name](backbone, cfg, num_classes, image_size)
+    net = PEER_BUILDERS[name](backbone, cfg, options, num_classes, image_size)
     return PeerDetector(net, name, LABEL_OFFSET.get(name, 0))

@@ -19,21 +19,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detect.config import ModelConfig
 from detect.models.backbones import build_backbone
 from detect.models.box_ops import cell_centres
 from detect.models.detector import Detector
 from detect.models.necks import FPNPAN, ConvBNAct
+from detect.models.options import ModelSettings, option
 from detect.models.postprocess import PostprocessSettings, postprocess
 from detect.models.targets import pad_targets
 from detect.models.yolo_assigner import Assignment, simota_assign, task_aligned_assign
 from detect.models.yolo_loss import YOLOLoss
+
+
+@dataclass
+class YOLOOptions:
+    """``model.yolo``: neck and head widths, the assigner and the loss."""
+
+    neck_channels: int = 128  # FPN + PAN width
+    head_channels: int = 128
+    assigner: str = option("tal", choices=("tal", "simota"))  # tal (task-aligned) | simota
+    topk: int = 10  # candidates per object for the assigner
+    cls_loss: str = option("bce", choices=("bce", "varifocal"))
+    box_loss: str = option("giou", choices=("giou", "ciou"))
+    dfl: bool = False  # distribution focal loss on box sides
+    reg_max: int = 16  # DFL bins per box side (distances 0..reg_max-1 strides)
+    cls_weight: float = 1.0
+    box_weight: float = 2.5
+    dfl_weight: float = 0.5  # weight of the DFL term (only with dfl: true)
+    tal_alpha: float = 1.0  # task-aligned metric: score ** tal_alpha * IoU ** tal_beta
+    tal_beta: float = 6.0
+    prior_prob: float = 0.01  # initial class probability (bias of the class logits)
 
 
 def anchor_points(sizes: list[tuple[int, int]], strides: list[int], device: torch.device | str) -> tuple[Tensor, Tensor]:
@@ -156,9 +177,8 @@ class YOLO(Detector):
             return self.loss(cls, boxes, assigned, dist, points, strides)
 
 
-def build_yolo(cfg: ModelConfig, num_classes: int) -> YOLO:
-    """Build the detector from ``cfg`` (``cfg.yolo`` holds the head, assigner and loss options)."""
-    y = cfg.yolo
+def build_yolo(cfg: ModelSettings, y: YOLOOptions, num_classes: int) -> YOLO:
+    """Build the detector from the model settings ``cfg`` and its options ``y`` (``model.yolo``)."""
     if y.assigner == "tal":
         assigner = partial(task_aligned_assign, topk=y.topk, alpha=y.tal_alpha, beta=y.tal_beta)
     elif y.assigner == "simota":

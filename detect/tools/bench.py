@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from detect.config import AugmentConfig, Config, ModelConfig
 from detect.engine.runtime.device import resolve_device
-from detect.models.build import DETECTORS, NAMES
-from detect.models.torchvision_peers import PEER_TITLES, build_peer
+from detect.models.build import DETECTORS, NAMES, PEER_PREFIX, build_model
+from detect.models.torchvision_peers import PEER_TITLES
 from detect.tables import aligned
 from detect.tools.timing import Batch, reset_peak, synthetic_batch, time_inference, time_training
 
@@ -99,8 +99,6 @@ def _ratios(ours: dict, peer: dict) -> dict:
 def bench_family(family: str, peers: Sequence[str], s: dict, device: torch.device,
                  real: Callable[[], Iterator[Batch]] | None) -> dict:
     """Our ``family`` model and each of its ``peers``: measurements and ratios (see module docstring)."""
-    from detect.models.build import build_model
-
     nc, size, batch = s["num_classes"], s["size"], s["batch"]
     synth = [synthetic_batch(batch, size, nc, device, seed=i) for i in range(4)]
     b1 = synthetic_batch(1, size, nc, device, seed=99)[0]
@@ -119,7 +117,9 @@ def bench_family(family: str, peers: Sequence[str], s: dict, device: torch.devic
         out["real_vs_synthetic"] = real_img_s / ours["train_img_s"]
         out["real_goal_met"] = out["real_vs_synthetic"] >= GOALS["real_vs_synthetic"]
     for name in peers:
-        peer_model = build_peer(name, _model_config(s["backbone"], used), nc, size)
+        peer_cfg = _model_config(s["backbone"], used)
+        peer_cfg.name = PEER_PREFIX + name
+        peer_model = build_model(peer_cfg, nc, size)
         peer_model = _prepare(peer_model, device, channels_last=False, compile_model=False)
         out["peers"][name] = _measure(peer_model, PEER_TITLES[name], synth, b1, s, device)
         del peer_model

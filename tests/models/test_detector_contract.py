@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detect.config import ModelConfig
-from detect.models.build import DETECTORS, build_model
+from detect.models.build import DETECTORS, ModelConfig, build_model
 from detect.models.detector import Detector, postprocess_settings
 
 

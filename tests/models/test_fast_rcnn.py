@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from data_tools.synth import make_tiny_dataset
-from detect.config import FastRCNNConfig, ModelConfig
 from detect.data.dataset import DetectionDataset
 from detect.data.loader import collate
-from detect.models.fast_rcnn import build_fast_rcnn
+from detect.models.build import ModelConfig, build_model
+from detect.models.fast_rcnn import FastRCNNOptions
 
 SIZE = 128
 
@@ -20,7 +20,7 @@ def _cfg(**fast_rcnn) -> ModelConfig:
     fr = {"anchor_sizes": (16.0, 32.0, 64.0), "rpn_pre_nms_topk": 300, "rpn_post_nms_topk": 100,
           "rpn_batch_per_image": 128, "roi_batch_per_image": 64, "head_dim": 256, **fast_rcnn}
     return ModelConfig(name="fast_rcnn", backbone="efficientnet_lite0", backbone_weights="imagenet",
-                       score_thresh=0.01, fast_rcnn=FastRCNNConfig(**fr))
+                       score_thresh=0.01, heads={"fast_rcnn": FastRCNNOptions(**fr)})
 
 
 def _batches(rs, batch_size: int) -> list[tuple[torch.Tensor, list[dict]]]:
@@ -33,7 +33,7 @@ def test_head_alone_learns_to_classify_external_gt_proposals(tmp_path: Path) -> 
     torch.manual_seed(0)
     rs = make_tiny_dataset(tmp_path, images=8, classes=3, seed=1, size=SIZE)
     batches = _batches(rs, 8)
-    model = build_fast_rcnn(_cfg(rpn=False), num_classes=len(rs.class_names))
+    model = build_model(_cfg(rpn=False), num_classes=len(rs.class_names))
     assert model.rpn is None
     for p in model.backbone.parameters():
         p.requires_grad_(False)
@@ -71,7 +71,7 @@ def _train_head(model, batches, steps: int) -> None:
 def test_freeze_then_unfreeze_changes_trainable_params() -> None:
     cfg = _cfg()
     cfg.freeze_at = 2
-    model = build_fast_rcnn(cfg, num_classes=2)
+    model = build_model(cfg, num_classes=2)
     frozen = [n for n, p in model.backbone.named_parameters() if not p.requires_grad]
     assert frozen, "freeze_at=2 must freeze the stem and the first stages"
     assert all(p.requires_grad for p in model.roi_head.parameters())
@@ -81,7 +81,7 @@ def test_freeze_then_unfreeze_changes_trainable_params() -> None:
 
 
 def test_model_without_rpn_needs_proposals() -> None:
-    model = build_fast_rcnn(_cfg(rpn=False, fpn=False), num_classes=2).eval()
+    model = build_model(_cfg(rpn=False, fpn=False), num_classes=2).eval()
     images = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
     with pytest.raises(ValueError, match="external proposals"):
         model(images)
@@ -90,10 +90,10 @@ def test_model_without_rpn_needs_proposals() -> None:
     assert len(out) == 2 and len(out[1]["boxes"]) == 0
 def test_build_applies_head_init_fpn_init_and_box_beta() -> None:
     torch.manual_seed(0)
-    default = build_fast_rcnn(_cfg(), num_classes=3)
+    default = build_model(_cfg(), num_classes=3)
     assert default.roi_head.box_head.cls.bias.abs().sum() == 0 and abs(default.roi_head.box_beta - 1 / 9) < 1e-9
-    model = build_fast_rcnn(_cfg(head_init="pytorch", fpn_init="kaiming_a1", roi_box_beta=0.5, roi_norm="group",
-                                 roi_upsample=2, roi_subbins=3, roi_class_agnostic=True), num_classes=3)
+    model = build_model(_cfg(head_init="pytorch", fpn_init="kaiming_a1", roi_box_beta=0.5, roi_norm="group",
+                             roi_upsample=2, roi_subbins=3, roi_class_agnostic=True), num_classes=3)
     assert model.roi_head.box_head.reg.out_features == 4 and default.roi_head.box_head.reg.out_features == 12
     assert model.roi_head.box_beta == 0.5 and model.roi_head.upsample == 2 and model.roi_head.subbins == 3
     assert isinstance(model.roi_head.box_head.norm, torch.nn.GroupNorm) and default.roi_head.upsample == 1

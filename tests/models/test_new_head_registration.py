@@ -1,7 +1,8 @@
-"""Adding a detector head takes its module, its recipe, its test and one registration line: this test is the
-proof. It writes a (deliberately tiny) head here, registers it with one ``DetectorSpec`` carrying its options
-dataclass, and the recipe's ``model.<name>`` section, config validation, training, checkpoints and rebuilding
-the model for eval all work without touching any other file."""
+"""Adding a detector head takes its module (the head, its options dataclass with choices and ranges declared by
+``option``, its builder), its recipe, its test and one registration line: this test is the proof. It writes a
+(deliberately tiny) head here, registers it with one ``DetectorSpec`` naming its builder and options, and the
+recipe's ``model.<name>`` section, config validation, training, checkpoints and rebuilding the model for eval all
+work without touching any other file."""
 
 from __future__ import annotations
 
@@ -12,20 +13,22 @@ import torch
 from torch import Tensor, nn
 
 import detect.models.build as build
-from detect.config import ConfigError, ModelConfig, config_from_dict
+from detect.config import ConfigError, config_from_dict
 from detect.engine.runtime.checkpoint import load_model
 from detect.engine.training.trainer import fit
 from detect.models.backbones import build_backbone
 from detect.models.box_ops import cell_centres
 from detect.models.detector import Detector
+from detect.models.options import ModelSettings, at_least, option
 from detect.models.postprocess import PostprocessSettings, postprocess
 from detect.models.targets import pad_targets
 
 
 @dataclass
 class CentreNetLiteOptions:
-    width: int = 16  # channels of the head's hidden conv
+    width: int = option(16, at_least(1))  # channels of the head's hidden conv
     box_side: float = 24.0  # side of the fixed-size box predicted around each cell centre
+    activation: str = option("relu", choices=("relu", "silu"))
 
 
 class CentreNetLite(Detector):
@@ -35,7 +38,8 @@ class CentreNetLite(Detector):
                  post: PostprocessSettings) -> None:
         super().__init__(backbone, None, post)
         self.side = opts.box_side
-        self.head = nn.Sequential(nn.Conv2d(backbone.out_channels[-1], opts.width, 1), nn.ReLU(),
+        act = nn.ReLU() if opts.activation == "relu" else nn.SiLU()
+        self.head = nn.Sequential(nn.Conv2d(backbone.out_channels[-1], opts.width, 1), act,
                                   nn.Conv2d(opts.width, num_classes, 1))
 
     def _dense(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -60,16 +64,16 @@ class CentreNetLite(Detector):
         return postprocess(boxes, logits.sigmoid(), image_size, self.post)
 
 
-def build_centrenet_lite(cfg: ModelConfig, num_classes: int) -> CentreNetLite:
+def build_centrenet_lite(cfg: ModelSettings, opts: CentreNetLiteOptions, num_classes: int) -> CentreNetLite:
     backbone = build_backbone(cfg.backbone, cfg.backbone_weights, cfg.freeze_at, cfg.frozen_bn)
-    return CentreNetLite(backbone=backbone, num_classes=num_classes, opts=cfg.centrenet_lite,
+    return CentreNetLite(backbone=backbone, num_classes=num_classes, opts=opts,
                          post=PostprocessSettings.from_config(cfg))
 
 
 @pytest.fixture
 def registered(monkeypatch):
     """The one registration line (plus NAMES, which the real module derives from DETECTORS at import)."""
-    spec = build.DetectorSpec(build_centrenet_lite, "CentreNet-lite", ("fcos",), options=CentreNetLiteOptions)
+    spec = build.DetectorSpec(build_centrenet_lite, CentreNetLiteOptions, "CentreNet-lite", ("fcos",))
     monkeypatch.setitem(build.DETECTORS, "centrenet_lite", spec)
     monkeypatch.setattr(build, "NAMES", tuple(build.DETECTORS))
 
@@ -79,11 +83,16 @@ def test_options_section_is_validated_and_round_trips(registered) -> None:
                            ["model.centrenet_lite.box_side=12"])
     assert cfg.model.centrenet_lite == CentreNetLiteOptions(width=8, box_side=12.0)
     back = config_from_dict(cfg.to_dict())
-    assert back.to_dict()["model"]["centrenet_lite"] == {"width": 8, "box_side": 12.0} and back == cfg
+    assert back.to_dict()["model"]["centrenet_lite"] == {"width": 8, "box_side": 12.0, "activation": "relu"}
+    assert back == cfg and set(back.to_dict()["model"]) >= set(build.DETECTORS)  # every head's section
     with pytest.raises(ConfigError, match="unknown key 'model.centrenet_lite.widht'; did you mean 'width'"):
         config_from_dict({"model": {"centrenet_lite": {"widht": 8}}})
     with pytest.raises(ConfigError, match="expected an integer"):
         config_from_dict({}, ["model.centrenet_lite.width=1.5"])
+    with pytest.raises(ConfigError, match=r"model.centrenet_lite.width: must be >= 1, got 0"):
+        config_from_dict({}, ["model.centrenet_lite.width=0"])
+    with pytest.raises(ConfigError, match="model.centrenet_lite.activation: 'gelu' is not one of relu, silu"):
+        config_from_dict({}, ["model.centrenet_lite.activation=gelu"])
 
 
 def test_unregistered_section_is_still_an_unknown_key() -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from detect.config import ModelConfig
 from detect.models.anchors import grid_anchors, ssd_default_boxes
 from detect.models.box_coder import decode, encode
-from detect.models.build import build_model
+from detect.models.build import ModelConfig, build_model
 from detect.models.ssd import hard_negative_mask, match_priors
 
 

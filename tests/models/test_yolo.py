@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from detect.config import ModelConfig, YOLOConfig
-from detect.models.yolo import YOLO, anchor_points, build_yolo
+from detect.models.build import ModelConfig, build_model
+from detect.models.yolo import YOLO, YOLOOptions, anchor_points, build_yolo
 
 SIZE = 128
 
 
 def _cfg(weights: str = "none", **yolo) -> ModelConfig:
     return ModelConfig(name="yolo", backbone="efficientnet_lite0", backbone_weights=weights, score_thresh=0.01,
-                       yolo=YOLOConfig(**{"neck_channels": 64, "head_channels": 64, **yolo}))
+                       heads={"yolo": YOLOOptions(**{"neck_channels": 64, "head_channels": 64, **yolo})})
 
 
 def _targets() -> list[dict[str, torch.Tensor]]:
@@ -35,7 +35,7 @@ def test_anchor_points_match_flattened_maps() -> None:
 ])
 def test_output_contract(yolo: dict) -> None:
     torch.manual_seed(0)
-    model = build_yolo(_cfg(**yolo), num_classes=3)
+    model = build_model(_cfg(**yolo), num_classes=3)
     assert isinstance(model, YOLO) and model.backbone is not None
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     feats = model.features(images)
@@ -64,7 +64,7 @@ def test_output_contract(yolo: dict) -> None:
 
 
 def test_batch_without_objects_has_zero_box_loss() -> None:
-    model = build_yolo(_cfg(), num_classes=2).train()
+    model = build_model(_cfg(), num_classes=2).train()
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     losses = model(torch.zeros(2, 3, 64, 64, dtype=torch.uint8), [empty, empty])
     assert losses["box"] == 0 and torch.isfinite(losses["cls"]) and losses["cls"] > 0
@@ -72,8 +72,8 @@ def test_batch_without_objects_has_zero_box_loss() -> None:
 
 def test_bad_options_and_missing_targets() -> None:
     with pytest.raises(ValueError, match="tal or simota"):
-        build_yolo(_cfg(assigner="atss"), num_classes=2)
-    model = build_yolo(_cfg(), num_classes=2).train()
+        build_model(_cfg(assigner="atss"), num_classes=2)
+    model = build_model(_cfg(), num_classes=2).train()
     with pytest.raises(ValueError, match="needs targets"):
         model(torch.zeros(1, 3, 64, 64))
 
