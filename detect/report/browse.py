@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 
 from data_tools.atomic import atomic_write_text
+from data_tools.images import read_image
 from data_tools.records import Record, RecordSet
-from detect.data.images import read_image
 from detect.engine.runtime.progress import progress
 from detect.engine.runtime.run_dir import claim_run_dir
 from detect.models.box_ops import iou_matrix

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.images import read_image
 from data_tools.records import Problem
-from detect.data.images import read_image
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 _MAGIC = set("*?[")
