@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from data_tools.records import Problem
 from data_tools.userfiles import UnsafeFile, open_regular
 
 MAX_PIXELS = 100_000_000
@@ -221,6 +222,28 @@ def resolve_size(declared: tuple[int, int] | None, info: ImageInfo) -> tuple[int
         + (f" (after EXIF orientation {info.orientation})" if info.orientation != 1 else "")
         + "; using the image's size"
     )
+
+
+def check_image(file: str, path: str, declared: tuple[int, int] | None, problems: list[Problem], *,
+                line: int | None = None, field: str | None = None, size_at: tuple[int | None, str | None] | None = None,
+                sized: bool = True) -> tuple[ImageInfo, int, int, int] | None:
+    """Probe the image an annotation in ``file`` names and reconcile the size it declares (:func:`resolve_size`).
+
+    Returns ``(info, width, height, box_orientation)``, or None after an :class:`ImageError` reported as a
+    Problem at ``line``/``field``. A size problem is reported at ``size_at`` (``(line, field)``; default the
+    same place); ``sized``: the format declares sizes at all (YOLO does not, so a missing one is not reported).
+    """
+    try:
+        info = probe_image(path)
+    except ImageError as e:
+        problems.append(Problem(file, str(e), line=line, field=field, kind=e.kind))
+        return None
+    width, height, orientation, kind, reason = resolve_size(declared, info)
+    if kind and (sized or kind != "missing_size"):
+        at_line, at_field = size_at if size_at is not None else (line, field)
+        action = "ignored" if kind == "exif_orientation" else "fixed"
+        problems.append(Problem(file, reason, line=at_line, field=at_field, action=action, kind=kind))
+    return info, width, height, orientation
 
 
 def orient_boxes(boxes: np.ndarray, orientation: int, raw_width: int, raw_height: int) -> np.ndarray:
