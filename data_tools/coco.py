@@ -16,7 +16,6 @@ import datetime
 import json
 import math
 import os
-import reprlib
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
@@ -25,17 +24,15 @@ import numpy as np
 
 from data_tools import __version__
 from data_tools.atomic import atomic_write_bytes
-from data_tools.images import ImageError, orient_boxes, probe_image, resolve_size
-from data_tools.locate import is_absolute_name, within
-from data_tools.records import ClassMap, Problem, Record, RecordSet, check_box
+from data_tools.images import check_image, orient_boxes
+from data_tools.locate import first_level_dirs, is_absolute_name, within
+from data_tools.records import ClassMap, Problem, Record, RecordSet, box_kind, check_box, short
 from data_tools.userfiles import UnsafeFile, first_usable, read_json
 
 MAX_JSON_BYTES = 1 << 30
 """Largest COCO JSON read (1 GiB; COCO 2017's train instances file is 448 MB)."""
 REMAP_SHOWN = 10
 """Category remaps listed in the ``category_remap`` problem; the rest are counted."""
-_REPR = reprlib.Repr()
-_REPR.maxstring, _REPR.maxother, _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 40, 40, 3, 5, 4
 
 
 class CocoFormatError(ValueError):
@@ -112,7 +109,7 @@ def read_coco(json_path: str | os.PathLike, class_names: list[str] | None = None
     entries: dict = {}  # image id -> _Entry (ids of one image file share its box list)
     order: list = []
     by_file: dict[str, object] = {}  # resolved image path -> first image id
-    subdirs = _subdirs(root)
+    subdirs = first_level_dirs(root)
     for i, img in enumerate(data["images"]):
         entry = _image_entry(file, i, img, json_dir, root, subdirs, entries, problems)
         if entry is None:
@@ -125,7 +122,7 @@ def read_coco(json_path: str | os.PathLike, class_names: list[str] | None = None
             head = entries[first]
             head.merged = True
             entry = _Entry(head.rec, entry.orient, entry.raw, head.parts)
-            problems.append(Problem(file, f"image {head.rec.image} is already listed as image id {_short(first)}; "
+            problems.append(Problem(file, f"image {head.rec.image} is already listed as image id {short(first)}; "
                                     "the boxes of both ids go to one record", field=f"images[{i}]/file_name",
                                     action="fixed", kind="duplicate_image"))
         entries[img["id"]] = entry
@@ -142,26 +139,9 @@ def image_root_of(json_path: str | os.PathLike) -> str:
     return os.path.dirname(json_dir) if os.path.basename(json_dir).lower() == "annotations" else json_dir
 
 
-def _subdirs(root: str) -> list[str]:
-    """First-level folders of ``root`` (hidden ones and unreadable entries, such as symlink loops, left out)."""
-    out = []
-    for e in os.scandir(root):
-        try:
-            if e.is_dir() and not e.name.startswith("."):
-                out.append(e.path)
-        except OSError:
-            continue
-    return sorted(out)
-
-
 def _is_id(v) -> bool:
     """COCO ids are integers or strings (never lists, dicts, floats or booleans)."""
     return isinstance(v, (int, str)) and not isinstance(v, bool)
-
-
-def _short(v) -> str:
-    """A bounded ``repr`` of a value from the file, for messages (deep or huge values are elided)."""
-    return _REPR.repr(v)
 
 
 def _load_json(file: str) -> dict:
@@ -183,14 +163,14 @@ def _categories(file: str, data: dict, class_names, problems: list[Problem]) -> 
     for i, c in enumerate(entries):
         cid, name = (c.get("id"), c.get("name")) if isinstance(c, dict) else (None, None)
         if not isinstance(cid, int) or isinstance(cid, bool) or not isinstance(name, str) or not name.strip():
-            problems.append(Problem(file, f"category {_short(c)} needs an integer id and a name",
+            problems.append(Problem(file, f"category {short(c)} needs an integer id and a name",
                                     field=f"categories[{i}]", kind="bad_category"))
             continue
         parent = c.get("supercategory")
         if isinstance(parent, str):
             parents.add(parent)
         elif parent is not None:
-            problems.append(Problem(file, f"supercategory {_short(parent)} is not a string; ignored",
+            problems.append(Problem(file, f"supercategory {short(parent)} is not a string; ignored",
                                     field=f"categories[{i}]/supercategory", action="ignored", kind="bad_category"))
         if cid in cats:
             problems.append(Problem(file, f"duplicate category id {cid}", field=f"categories[{i}]", kind="bad_category"))
@@ -225,7 +205,7 @@ def _no_category_message(file: str, entries: list, cats: dict, class_names) -> s
     if not cats:
         return f"{file}: no usable categories (each needs an integer 'id' and a 'name')"
     names = ", ".join(repr(n) for n in list(cats.values())[:5]) + (", ..." if len(cats) > 5 else "")
-    return f"{file}: none of its {len(cats):,} categories ({names}) is in the class list {_short(class_names)}"
+    return f"{file}: none of its {len(cats):,} categories ({names}) is in the class list {short(class_names)}"
 
 
 def _find(fn: str, json_dir: str, root: str, subdirs: list[str]) -> tuple[str | None, UnsafeFile | None]:
@@ -256,18 +236,18 @@ def _image_entry(file, i, img, json_dir, root, subdirs, entries, problems) -> _E
         problems.append(Problem(file, "image entry needs 'id' and 'file_name'", field=where, kind="bad_image_entry"))
         return None
     if not _is_id(img["id"]):
-        problems.append(Problem(file, f"image id {_short(img['id'])} is not an integer or string",
+        problems.append(Problem(file, f"image id {short(img['id'])} is not an integer or string",
                                 field=f"{where}/id", kind="bad_id"))
         return None
     if img["id"] in entries:
-        problems.append(Problem(file, f"duplicate image id {_short(img['id'])}", field=f"{where}/id",
+        problems.append(Problem(file, f"duplicate image id {short(img['id'])}", field=f"{where}/id",
                                 kind="bad_image_entry"))
         return None
     fn = img["file_name"].strip().replace("\\", "/")
     if is_absolute_name(fn) or not within(os.path.normpath(os.path.join(json_dir, fn)), root):
         path, refused = _find(Path(fn).name, json_dir, root, subdirs)
         action = "fixed" if path else "skipped"
-        problems.append(Problem(file, f"file_name {_short(img['file_name'])} is absolute or leaves the dataset root; "
+        problems.append(Problem(file, f"file_name {short(img['file_name'])} is absolute or leaves the dataset root; "
                                 + ("used " + os.path.relpath(path, root) if path else "no image of that name inside it"),
                                 field=f"{where}/file_name", action=action, kind="unsafe_path"))
         if path is None:
@@ -279,21 +259,16 @@ def _image_entry(file, i, img, json_dir, root, subdirs, entries, problems) -> _E
                                 field=f"{where}/file_name", kind=refused.kind))
         return None
     if path is None:
-        problems.append(Problem(file, f"image {_short(fn)} not found under {root} (looked next to the JSON, in "
+        problems.append(Problem(file, f"image {short(fn)} not found under {root} (looked next to the JSON, in "
                                 "images/ and in its first-level folders; give --image-root DIR when the images are elsewhere)",
                                 field=f"{where}/file_name", kind="missing_image"))
         return None
-    try:
-        info = probe_image(path)
-    except ImageError as e:
-        problems.append(Problem(file, str(e), field=f"{where}/file_name", kind=e.kind))
-        return None
     w, h = img.get("width"), img.get("height")
     declared = (w, h) if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)) else None
-    width, height, orient, kind, reason = resolve_size(declared, info)
-    if kind:
-        problems.append(Problem(file, reason, field=where, action="ignored" if kind == "exif_orientation" else "fixed",
-                                kind=kind))
+    checked = check_image(file, path, declared, problems, field=f"{where}/file_name", size_at=(None, where))
+    if checked is None:
+        return None
+    info, width, height, orient = checked
     rec = Record(os.path.relpath(path, root).replace(os.sep, "/"), width, height, source=file)
     return _Entry(rec, orient, (info.raw_width, info.raw_height))
 
@@ -305,30 +280,30 @@ def _add_annotations(file, anns, entries, declared, cat_label, problems) -> None
         if not isinstance(a, dict):
             problems.append(Problem(file, "annotation is not an object", field=where, kind="bad_annotation"))
             continue
-        aid, image_id, cid = _short(a.get("id")), a.get("image_id"), a.get("category_id")
+        aid, image_id, cid = short(a.get("id")), a.get("image_id"), a.get("category_id")
         if not _is_id(image_id):
-            problems.append(Problem(file, f"annotation id {aid}: image_id {_short(image_id)} is not an integer or "
+            problems.append(Problem(file, f"annotation id {aid}: image_id {short(image_id)} is not an integer or "
                                     "string", field=f"{where}/image_id", kind="bad_id"))
             continue
         target = entries.get(image_id)
         if target is None:
             if image_id not in declared:
-                problems.append(Problem(file, f"annotation id {aid}: no image with id {_short(image_id)}",
+                problems.append(Problem(file, f"annotation id {aid}: no image with id {short(image_id)}",
                                         field=f"{where}/image_id", kind="orphan_annotation"))
             continue
         if not _is_id(cid):
-            problems.append(Problem(file, f"annotation id {aid}: category_id {_short(cid)} is not an integer",
+            problems.append(Problem(file, f"annotation id {aid}: category_id {short(cid)} is not an integer",
                                     field=f"{where}/category_id", kind="bad_id"))
             continue
         label = cat_label.get(cid)
         if label is None:
-            problems.append(Problem(file, f"annotation id {aid}: unknown class (category_id {_short(cid)})",
+            problems.append(Problem(file, f"annotation id {aid}: unknown class (category_id {short(cid)})",
                                     field=f"{where}/category_id", kind="unknown_class"))
             continue
         bbox = a.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
-            problems.append(Problem(file, f"annotation id {aid}: bbox {_short(bbox)} is not 4 numbers",
+            problems.append(Problem(file, f"annotation id {aid}: bbox {short(bbox)} is not 4 numbers",
                                     field=f"{where}/bbox", kind="bad_coordinate"))
             continue
         try:
@@ -336,7 +311,7 @@ def _add_annotations(file, anns, entries, declared, cat_label, problems) -> None
         except OverflowError:  # an integer too big for a float
             x = y = w = h = math.inf
         if not all(math.isfinite(v) for v in (x, y, w, h)):
-            problems.append(Problem(file, f"annotation id {aid}: non-finite bbox {_short(bbox)}",
+            problems.append(Problem(file, f"annotation id {aid}: non-finite bbox {short(bbox)}",
                                     field=f"{where}/bbox", kind="bad_coordinate"))
             continue
         if w <= 0 or h <= 0:
@@ -364,7 +339,7 @@ def _finish_record(file: str, entry: _Entry, problems: list[Problem]) -> Record:
     for j, (box, part) in enumerate(zip(boxes, parts)):
         checked, reason, action = check_box(tuple(box), rec.width, rec.height)
         if reason:
-            kind = "box_clipped" if action == "fixed" else ("box_outside" if "outside" in reason else "zero_area_box")
+            kind = "box_clipped" if action == "fixed" else box_kind(reason)
             problems.append(Problem(file, f"{rec.image}: {reason}", field=f"{part[3]}/bbox", action=action, kind=kind))
         if checked is None:
             continue

@@ -48,6 +48,22 @@ def is_absolute_name(name: str) -> bool:
     return name.startswith(("/", "\\")) or bool(_WIN_ABS.match(name))
 
 
+def first_level_dirs(root: str) -> list[str]:
+    """The folders directly in ``root``, sorted (hidden ones, unreadable entries such as symlink loops, and
+    everything when ``root`` cannot be listed, left out): where readers look for an image by its base name."""
+    out = []
+    try:
+        for e in os.scandir(root):
+            try:
+                if e.is_dir() and not e.name.startswith("."):
+                    out.append(e.path)
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return sorted(out)
+
+
 def find_image(
     xml_path: str, filename: str | None, root: str, dir_cache: dict | None = None
 ) -> tuple[str | None, Issue | None]:

@@ -7,12 +7,17 @@ Conventions (ARCHITECTURE.md, "Conventions"):
 - ``class_names[k - 1]`` is the name of label ``k``.
 
 Records are stored as plain dicts (see :mod:`data_tools.store`), so this module holds only
-dataclasses, conversions to/from dicts, and the validation that both the VOC and COCO readers share.
+dataclasses, conversions to/from dicts, and the validation every label reader shares (VOC, COCO and the
+readers of :mod:`data_tools.formats`): numbers and boxes checked, class names mapped to labels, and
+user values quoted in messages.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
+import reprlib
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
@@ -21,6 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 FORMAT_VERSION = 1
+NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+"""A decimal number as label files write it (no ``nan``, ``inf``, hex or ``_`` separators)."""
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 40, 40, 3, 5, 4
 
 
 @dataclass
@@ -163,6 +172,27 @@ def clean_name(raw: str) -> str:
     return " ".join(text.split())
 
 
+def box_kind(reason: str) -> str:
+    """The problem kind of a :func:`check_box` reason for a dropped box."""
+    for key, kind in (("non-finite", "bad_coordinate"), ("swapped", "swapped_box"), ("wholly outside", "box_outside")):
+        if key in reason:
+            return kind
+    return "zero_area_box"
+
+
+def number_fault(text: str) -> str | None:
+    """What is wrong with the stripped text of a number: ``"non-finite"`` (``nan``, ``-inf``, ...),
+    ``"non-numeric"``, or None when it is a decimal number (which may still overflow to infinity)."""
+    if text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        return "non-finite"
+    return None if NUMBER_RE.match(text) else "non-numeric"
+
+
+def short(value) -> str:
+    """A bounded ``repr`` of a value from a user's file, for messages (deep or huge values are elided)."""
+    return _REPR.repr(value)
+
+
 def class_key(name: str) -> str:
     """The form class names are compared in: :func:`clean_name`, case-folded.
 
@@ -210,3 +240,42 @@ class ClassMap:
         """``(label, canonical name)`` for any spelling of a known class, ``(None, None)`` otherwise."""
         label = self._label.get(class_key(name))
         return (label, self.names[label - 1]) if label else (None, None)
+
+
+def label_of(cmap: ClassMap, name: str, file: str, problems: list[Problem], *, line: int | None = None,
+             field: str | None = None) -> int | None:
+    """The label of the class ``name`` (as written in ``file``), or None for a class not in ``cmap``.
+
+    An unknown name is reported (``unknown_class``, with a "did you mean" hint) and its box is dropped; a
+    known class written in another case or spacing is reported as fixed (``class_name_case``).
+    """
+    label, canon = cmap.lookup(name)
+    if label is None:
+        near = difflib.get_close_matches(name, cmap.names, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        problems.append(Problem(file, f"unknown class {name!r}{hint}", line=line, field=field, kind="unknown_class"))
+        return None
+    if canon != " ".join(name.split()):
+        problems.append(Problem(file, f"class name {name!r} read as {canon!r}", line=line, field=field,
+                                action="fixed", kind="class_name_case"))
+    return label
+
+
+def labelled_boxes(cmap: ClassMap, objects: Iterable[tuple], file: str, problems: list[Problem]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The boxes of one image with their class names mapped to labels (:func:`label_of`; unknown ones dropped).
+
+    ``objects``: ``(name, xyxy, difficult, truncated, line, field)`` per box as read from ``file``.
+    Returns ``boxes`` float32 [N, 4], ``labels`` int64 [N], ``difficult`` and ``truncated`` bool [N].
+    """
+    boxes, labels, difficult, truncated = [], [], [], []
+    for name, box, diff, trunc, line, field_ in objects:
+        label = label_of(cmap, name, file, problems, line=line, field=field_)
+        if label is None:
+            continue
+        boxes.append(box)
+        labels.append(label)
+        difficult.append(diff)
+        truncated.append(trunc)
+    return (np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64), np.array(difficult, bool),
+            np.array(truncated, bool))

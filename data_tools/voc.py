@@ -14,7 +14,6 @@ box with ``xmin == xmax`` (labelImg's click without a drag) is a zero-area box a
 from __future__ import annotations
 
 import codecs
-import difflib
 import math
 import os
 import re
@@ -25,16 +24,14 @@ import numpy as np
 from lxml import etree
 
 from data_tools.atomic import atomic_write_bytes
-from data_tools.images import ImageError, orient_boxes, probe_image, resolve_size
+from data_tools.images import check_image, orient_boxes
 from data_tools.locate import find_image
-from data_tools.records import ClassMap, Problem, Record, check_box
+from data_tools.records import ClassMap, Problem, Record, box_kind, check_box, labelled_boxes, number_fault
 from data_tools.userfiles import UnsafeFile, read_limited
 
 MAX_XML_BYTES = 10 * 1024 * 1024
 _DTD_RE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _DECL_RE = re.compile(rb"^\s*<\?xml[^>]*\?>")
-_NUM_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-_NONFINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
 
 
@@ -163,16 +160,12 @@ def parse_voc(
         problems.append(Problem(file, issue.reason, line=where, field="filename", action=issue.action, kind=issue.kind))
     if image_path is None:
         return None, problems
-    try:
-        info = probe_image(image_path)
-    except ImageError as e:
-        return None, [*problems, Problem(file, str(e), line=where, field="filename", kind=e.kind)]
-
     declared, size_line = _read_size(el)
-    width, height, orientation, kind, reason = resolve_size(declared, info)
-    if kind:
-        action = "ignored" if kind == "exif_orientation" else "fixed"
-        problems.append(Problem(file, reason, line=size_line, field="size", action=action, kind=kind))
+    checked = check_image(file, image_path, declared, problems, line=where, field="filename",
+                          size_at=(size_line, "size"))
+    if checked is None:
+        return None, problems
+    info, width, height, orientation = checked
     ann = VocAnnotation(file, os.path.relpath(image_path, root_dir).replace(os.sep, "/"), width, height)
     raw = (info.raw_width, info.raw_height)
     for i, obj_el in enumerate(el.findall("object"), start=1):
@@ -239,7 +232,7 @@ def _read_object(
     checked, reason, action = check_box(box, width, height)
     if reason:
         coord = _offending_coord(box, width, height) if orientation == 1 else None
-        kind = "box_clipped" if action == "fixed" else _box_kind(reason)
+        kind = "box_clipped" if action == "fixed" else box_kind(reason)
         problems.append(Problem(
             file, reason, line=lines[coord] if coord else bnd.sourceline,
             field=f"{tag}/bndbox" + (f"/{coord}" if coord else ""), action=action, kind=kind,
@@ -254,11 +247,8 @@ def _read_object(
 def _coord_error(name: str, text: str | None) -> tuple[str, str] | None:
     if text is None:
         return "missing_coordinate", f"missing <{name}>"
-    if text.lower() in _NONFINITE:
-        return "bad_coordinate", f"non-finite {name} {text!r}"
-    if not _NUM_RE.match(text):
-        return "bad_coordinate", f"non-numeric {name} {text!r}"
-    return None
+    fault = number_fault(text)
+    return ("bad_coordinate", f"{fault} {name} {text!r}") if fault else None
 
 
 def _offending_coord(box, width: int, height: int) -> str | None:
@@ -267,13 +257,6 @@ def _offending_coord(box, width: int, height: int) -> str | None:
         if bad:
             return c
     return None
-
-
-def _box_kind(reason: str) -> str:
-    for key, kind in (("non-finite", "bad_coordinate"), ("swapped", "swapped_box"), ("wholly outside", "box_outside")):
-        if key in reason:
-            return kind
-    return "zero_area_box"
 
 
 def _flag(file: str, obj: etree._Element, tag: str, where: str, problems: list[Problem]) -> bool:
@@ -295,26 +278,9 @@ def _flag(file: str, obj: etree._Element, tag: str, where: str, problems: list[P
 def to_record(ann: VocAnnotation, class_map: ClassMap) -> tuple[Record, list[Problem]]:
     """Map an annotation's class names to labels. Unknown names drop their object; other spellings are fixed."""
     problems: list[Problem] = []
-    boxes, labels, difficult, truncated = [], [], [], []
-    for obj in ann.objects:
-        label, canon = class_map.lookup(obj.name)
-        field_ = f"object[{obj.index}]/name"
-        if label is None:
-            near = difflib.get_close_matches(obj.name, class_map.names, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            problems.append(Problem(ann.xml_path, f"unknown class {obj.name!r}{hint}", line=obj.name_line,
-                                    field=field_, kind="unknown_class"))
-            continue
-        if canon != obj.name:
-            problems.append(Problem(ann.xml_path, f"class name {obj.name!r} read as {canon!r}", line=obj.name_line,
-                                    field=field_, action="fixed", kind="class_name_case"))
-        boxes.append(obj.box)
-        labels.append(label)
-        difficult.append(obj.difficult)
-        truncated.append(obj.truncated)
-    rec = Record(ann.image, ann.width, ann.height, np.array(boxes, np.float32).reshape(-1, 4),
-                 np.array(labels, np.int64), np.array(difficult, bool), np.array(truncated, bool), source=ann.xml_path)
-    return rec, problems
+    objects = ((o.name, o.box, o.difficult, o.truncated, o.name_line, f"object[{o.index}]/name") for o in ann.objects)
+    boxes = labelled_boxes(class_map, objects, ann.xml_path, problems)
+    return Record(ann.image, ann.width, ann.height, *boxes, source=ann.xml_path), problems
 
 
 def read_voc(

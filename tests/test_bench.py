@@ -74,6 +74,21 @@ def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+def test_run_bench_one_family_json_and_table(tmp_path, capsys) -> None:
+    """The default lane's bench: one family on synthetic batches (every family and the real-data pipeline: slow)."""
+    out = tmp_path / "result.json"
+    result = run_bench(models=["ssd"], size=SIZE, batch=2, device="cpu", steps=1, warmup=1, latency_iters=1,
+                       num_classes=K, backbone_weights="none", json_out=out, real_data=False, strict=True)
+    saved = json.loads(out.read_text())
+    assert list(saved["families"]) == ["ssd"] and not saved["errors"] and saved["meta"]["device"] == "cpu"
+    r = saved["families"]["ssd"]
+    assert r["peers"] and set(r["ratios"]) == set(r["peers"]) and "real_vs_synthetic" not in r
+    for m in [r["ours"], *r["peers"].values()]:
+        assert all(_positive(m[key]) for key in ("params_m", "train_img_s", "latency_ms_b1", "latency_ms_batch"))
+    assert format_table(result) in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_run_bench_cpu_json(tmp_path, capsys) -> None:
     families = list(FAMILIES)
     out = tmp_path / "bench" / "result.json"

@@ -28,7 +28,7 @@ def test_train_eval_predict_on_external_proposals(tiny_split, tmp_path, capsys):
     props = _gt_proposals(tiny_split, tmp_path / "props.json")
     out = tmp_path / "run"
     args = ["train", "--config", str(RECIPE), f"data.train={tiny_split['train']}", f"data.val={tiny_split['val']}",
-            "data.image_size=64", "data.workers=0", "train.batch_size=3", "train.epochs=2", "train.ema=false",
+            "data.image_size=64", "data.workers=0", "train.batch_size=3", "train.epochs=1", "train.ema=false",
             f"data.proposals={props}", f"train.out_dir={out}"]  # the recipe's flips and affines move them too
     assert main(args) == 0
     assert "best val AP" in capsys.readouterr().out

@@ -23,6 +23,22 @@ def test_parse_grid_and_names():
     assert combo_name({"train.lr": 0.01, "train.momentum": 0.9}) == "lr=0.01_momentum=0.9"
 
 
+def test_tune_ranks_and_skips_finished_runs(tiny_split, tmp_path, capsys):
+    """The default lane's tune: two combinations on the given val set (k-fold: the slow test below)."""
+    out = tmp_path / "tune"
+    args = ["tune", "--config", str(ROOT / "configs" / "smoke.yaml"), "--grid", "train.lr=0.01,0.001",
+            "--epochs", "1", "--out", str(out), f"data.train={tiny_split['train']}", f"data.val={tiny_split['val']}",
+            *SMALL]
+    assert main(args) == 0
+    assert "2 combinations x 1 fold(s) = 2 runs; 0 already finished" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "tune_results.csv").open()))
+    assert [r["rank"] for r in rows] == ["1", "2"] and {r["train.lr"] for r in rows} == {"0.01", "0.001"}
+    assert float(rows[0]["AP"]) >= float(rows[1]["AP"]) and all(r["runs"] == "1" for r in rows)
+    assert main(args) == 0
+    assert "2 already finished" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_tune_kfold_ranks_and_skips_finished_runs(tiny_split, tmp_path, capsys):
     out = tmp_path / "tune"
     args = ["tune", "--config", str(ROOT / "configs" / "smoke.yaml"), "--grid", "train.lr=0.01,0.001",

@@ -5,26 +5,35 @@ A reader turns its files into :class:`Item` s (one per image: the image found an
 record pixels with the class name as written and where each box came from), then :func:`to_recordset`
 maps the names to labels 1..K exactly like the VOC reader does (unknown names dropped with a "did you
 mean" hint, other spellings fixed and reported). Problems name the file and the line (text formats) or
-the field (JSON), and every bad item is dropped on its own.
+the field (JSON), and every bad item is dropped on its own. The checks the VOC and COCO readers share with
+these (numbers, boxes, class names, the image and its size) sit below this package, in
+:mod:`data_tools.records`, :mod:`data_tools.images` and :mod:`data_tools.locate`.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import posixpath
-import re
-import reprlib
 import unicodedata
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 
 import numpy as np
 
-from data_tools.images import ImageError, orient_boxes, probe_image, resolve_size
-from data_tools.locate import IMAGE_EXTS, is_absolute_name
-from data_tools.records import ClassMap, Problem, Record, RecordSet, check_box, class_key
+from data_tools.images import check_image, orient_boxes
+from data_tools.locate import IMAGE_EXTS, first_level_dirs, is_absolute_name
+from data_tools.records import (
+    ClassMap,
+    Problem,
+    Record,
+    RecordSet,
+    box_kind,
+    check_box,
+    class_key,
+    labelled_boxes,
+    number_fault,
+)
 from data_tools.userfiles import UnsafeFile, first_usable, read_limited, real_path, within
 
 MAX_LABEL_BYTES = 1 << 30
@@ -37,9 +46,6 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "va
 ROUNDING_SLACK = 1e-5
 """Normalised formats (YOLO fractions, Label Studio percent) write a few decimals: an edge past the border by
 this fraction of the image side is rounding, not a box outside the image."""
-_NUM_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-_REPR = reprlib.Repr()
-_REPR.maxstring, _REPR.maxother, _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 40, 40, 3, 5, 4
 
 
 @dataclass
@@ -99,20 +105,14 @@ def split_of(rel_path: str) -> str:
     return ""
 
 
-def short(value) -> str:
-    """A bounded ``repr`` of a value from a user's file, for messages (deep or huge values are elided)."""
-    return _REPR.repr(value)
-
-
 def number(text: str | None) -> tuple[float | None, str | None]:
     """``(value, None)`` for a finite decimal number, else ``(None, reason)``."""
     if text is None or not text.strip():
         return None, "missing value"
     t = text.strip()
-    if t.lower().lstrip("+-") in ("nan", "inf", "infinity"):
-        return None, f"non-finite {t[:40]!r}"
-    if not _NUM_RE.match(t):
-        return None, f"non-numeric {t[:40]!r}"
+    fault = number_fault(t)
+    if fault:
+        return None, f"{fault} {t[:40]!r}"
     v = float(t)
     if not math.isfinite(v):
         return None, f"non-finite {t[:40]!r}"
@@ -170,17 +170,7 @@ class ImageFinder:
 
     def subdirs(self) -> list[str]:
         if self._subdirs is None:
-            out = []
-            try:
-                for e in os.scandir(self.root):
-                    try:
-                        if e.is_dir() and not e.name.startswith("."):
-                            out.append(e.path)
-                    except OSError:
-                        continue
-            except OSError:
-                pass
-            self._subdirs = sorted(out)
+            self._subdirs = first_level_dirs(self.root)
         return self._subdirs
 
     def find(self, name: str, bases: list[str], extra_names: tuple[str, ...] = ()) -> tuple[str | None, str | None, str]:
@@ -223,15 +213,10 @@ def image_item(file: str, finder: ImageFinder, path: str, declared: tuple[int, i
     ``sized``: the format declares image sizes (a missing one is reported); YOLO does not.
     Returns the :class:`Item` (no boxes yet) or None (problem appended).
     """
-    try:
-        info = probe_image(path)
-    except ImageError as e:
-        problems.append(Problem(file, str(e), line=line, field=field, kind=e.kind))
+    checked = check_image(file, path, declared, problems, line=line, field=field, sized=sized)
+    if checked is None:
         return None
-    width, height, orientation, kind, reason = resolve_size(declared, info)
-    if kind and (sized or kind != "missing_size"):
-        action = "ignored" if kind == "exif_orientation" else "fixed"
-        problems.append(Problem(file, reason, line=line, field=field, action=action, kind=kind))
+    info, width, height, orientation = checked
     rel = finder.rel(path)
     return Item(file, rel, width, height, split_of(rel), line, field, orientation, (info.raw_width, info.raw_height))
 
@@ -261,14 +246,6 @@ def add_box(item: Item, name: str, box: tuple[float, float, float, float], probl
         return False
     item.objects.append(Obj(name, checked, line, field, difficult, truncated))
     return True
-
-
-def box_kind(reason: str) -> str:
-    """The problem kind of a :func:`check_box` reason."""
-    for key, kind in (("non-finite", "bad_coordinate"), ("swapped", "swapped_box"), ("wholly outside", "box_outside")):
-        if key in reason:
-            return kind
-    return "zero_area_box"
 
 
 def class_map(items: list[Item], class_names: list[str] | None, declared: list[str] | None,
@@ -327,24 +304,8 @@ def to_recordset(items: list[Item], cmap: ClassMap, root: str, problems: list[Pr
                                     field=it.field, kind="duplicate_image"))
             continue
         seen[key] = it
-        boxes, labels, difficult, truncated = [], [], [], []
-        for o in it.objects:
-            label, canon = cmap.lookup(o.name)
-            if label is None:
-                near = difflib.get_close_matches(o.name, cmap.names, n=1)
-                hint = f" (did you mean {near[0]!r}?)" if near else ""
-                problems.append(Problem(it.file, f"unknown class {o.name!r}{hint}", line=o.line, field=o.field,
-                                        kind="unknown_class"))
-                continue
-            if canon != " ".join(o.name.split()):
-                problems.append(Problem(it.file, f"class name {o.name!r} read as {canon!r}", line=o.line, field=o.field,
-                                        action="fixed", kind="class_name_case"))
-            boxes.append(o.box)
-            labels.append(label)
-            difficult.append(o.difficult)
-            truncated.append(o.truncated)
-        records.append(Record(it.image, it.width, it.height, np.array(boxes, np.float32).reshape(-1, 4),
-                              np.array(labels, np.int64), np.array(difficult, bool), np.array(truncated, bool),
+        objects = ((o.name, o.box, o.difficult, o.truncated, o.line, o.field) for o in it.objects)
+        records.append(Record(it.image, it.width, it.height, *labelled_boxes(cmap, objects, it.file, problems),
                               source=it.file, split=it.split))
     return RecordSet(cmap.names, os.path.abspath(root), records, dict(meta or {}))
 

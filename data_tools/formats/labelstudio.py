@@ -42,11 +42,10 @@ from data_tools.formats.common import (
     class_map,
     class_order,
     image_item,
-    short,
     to_recordset,
 )
 from data_tools.locate import IMAGE_EXTS
-from data_tools.records import Problem, RecordSet
+from data_tools.records import Problem, RecordSet, short
 from data_tools.userfiles import read_json
 
 MARKER = "retail-detect"

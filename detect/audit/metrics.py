@@ -20,6 +20,7 @@ from pathlib import Path
 
 from data_tools.synth_planogram import TRUTH_FORMAT
 from detect.audit.truth import load_truth
+from detect.models.box_ops import iou_matrix
 
 
 def _overlap(a: list[float], b: list[float], axis: int) -> float:
@@ -29,12 +30,6 @@ def _overlap(a: list[float], b: list[float], axis: int) -> float:
 def _covers(gap: list[float], facing: list[float], cover: float) -> bool:
     fw, fh = facing[2] - facing[0], facing[3] - facing[1]
     return _overlap(gap, facing, 0) >= cover * fw and _overlap(gap, facing, 1) >= cover * fh
-
-
-def _iou(a: list[float], b: list[float]) -> float:
-    inter = _overlap(a, b, 0) * _overlap(a, b, 1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _ratio(hits: int, n: int) -> float | None:
@@ -51,8 +46,8 @@ def score_photo(photo: dict, truth: dict, cover: float = 0.5, iou: float = 0.5) 
     gap_ok = sum(
         sum(_overlap(g, f, 0) for f in removed if _covers(g, f, cover)) >= cover * (g[2] - g[0]) for g in gaps
     )
-    mis_hits = sum(any(_iou(t, a) >= iou for a in found) for t in misplaced)
-    mis_ok = sum(any(_iou(a, t) >= iou for t in misplaced) for a in found)
+    paired = iou_matrix(misplaced, found) >= iou  # [truth, reported]
+    mis_hits, mis_ok = int(paired.any(1).sum()), int(paired.any(0).sum())
     comp = photo.get("compliance")
     return {
         "path": photo["path"], "removed": len(removed), "removed_found": gap_hits, "gaps": len(gaps),

@@ -27,6 +27,7 @@ from torch import Tensor
 from data_tools.planogram import Bay, brand_prefix
 from detect.audit.align import AlignCosts, Op, align_row, match_sequences
 from detect.audit.gaps import DEFAULT_MIN_GAP, Gap, find_gaps
+from detect.models.box_ops import intersection_matrix, iou_matrix
 from detect.verbs.shelf_rows import assign_rows
 
 STATUSES = ("present", "misplaced", "out_of_stock", "missing", "extra", "detected")
@@ -122,15 +123,12 @@ def distinct_facings(boxes: np.ndarray, scores: np.ndarray, same_iou: float = 0.
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)  # [N]
     order = [int(i) for i in np.argsort(-np.asarray(scores, np.float64), kind="stable") if area[i] > 0]
+    iou = iou_matrix(b, b)  # [N, N]
+    inside = intersection_matrix(b, b) / np.where(area > 0, area, 1.0)  # [N, N]: share of box j inside box i
     kept: list[int] = []
     for i in order:
-        if kept:
-            k = np.array(kept)
-            wh = np.clip(np.minimum(b[k, 2:], b[i, 2:]) - np.maximum(b[k, :2], b[i, :2]), 0, None)  # [K, 2]
-            inter = wh[:, 0] * wh[:, 1]  # [K]
-            iou = inter / (area[k] + area[i] - inter)
-            if (iou > same_iou).any() or (inter / area[i] > same_inside).any():
-                continue
+        if kept and ((iou[kept, i] > same_iou).any() or (inside[kept, i] > same_inside).any()):
+            continue
         kept.append(i)
     return np.array(sorted(kept), dtype=np.int64)
 

@@ -1,6 +1,6 @@
 """Records -> ``(image uint8 [3, S, S], target)`` samples for the detectors.
 
-Every image is first brought to its *base* form: decoded with :func:`~detect.data.images.read_image`
+Every image is first brought to its *base* form: decoded with :func:`~data_tools.images.read_image`
 (EXIF applied, any mode -> RGB) and resized so its longer side is ``S`` (``scale = S / max(W, H)``,
 shorter side rounded); the record's boxes are multiplied by the same ``scale``. Training then runs the
 augmentation pipeline (or a 4-image mosaic) on the base image; validation only pads it to ``S x S``.
@@ -13,7 +13,7 @@ thread pool (PIL and OpenCV release the GIL), into **one** flat uint8 array (abo
 builds it in the main process before the DataLoader workers start, so forked workers share its pages
 copy-on-write instead of each decoding every image again. If a worker meets an unbuilt cache (a
 DataLoader built by hand), it falls back to caching lazily, per worker, the images it is asked for.
-An image that cannot be read raises :class:`~detect.data.images.ImageError` (with its path) when its
+An image that cannot be read raises :class:`~data_tools.images.ImageError` (with its path) when its
 sample is requested; :meth:`DetectionDataset.check_images` lists them all up front so the trainer can
 drop those records.
 """
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from data_tools.images import ImageError, read_image
 from data_tools.records import RecordSet
 from detect.config import AugmentConfig
 from detect.data.augment import TrainPipeline, build_pipeline, mosaic
-from detect.data.images import ImageError, read_image
 
 PROGRESS_MIN_IMAGES = 2000  # show a progress bar when caching at least this many images
 PROPOSAL_LABEL = 0  # label of the proposal boxes inside a sample (class labels are 1..K)

@@ -31,14 +31,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torchvision.ops import box_iou
 
 from data_tools.atomic import atomic_write_text
+from data_tools.images import read_image
 from data_tools.records import Record, RecordSet
-from detect.data.images import read_image
 from detect.engine.runtime.progress import progress
 from detect.engine.runtime.run_dir import claim_run_dir
+from detect.models.box_ops import iou_matrix
 from detect.report.draw import draw_boxes, write_jpeg
 from detect.report.html import esc, page, table
 from detect.verbs.predict_output import check_out_dir, class_colors
@@ -101,7 +100,7 @@ def box_issues(rec: Record, names: list[str], many: int) -> list[Issue]:
     for i in np.flatnonzero(edge).tolist():
         out.append(Issue("cut_by_border", name[i], i))
     if len(b) > 1:
-        iou = box_iou(torch.from_numpy(b), torch.from_numpy(b)).numpy()
+        iou = iou_matrix(b, b)
         for i, j in zip(*np.nonzero(np.triu(iou, 1) >= DUP_IOU)):
             same = rec.labels[i] == rec.labels[j]
             what = f"{name[i]} twice" if same else f"{name[i]} and {name[j]} on one box"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
+
+from detect.models.box_ops import iou_matrix
 
 
 def cross_class_duplicates(gt_boxes: np.ndarray | torch.Tensor, boxes: np.ndarray | torch.Tensor,
@@ -23,10 +24,6 @@ def cross_class_duplicates(gt_boxes: np.ndarray | torch.Tensor, boxes: np.ndarra
     Returns:
         int64 [G]: ``distinct classes on the product - 1`` (0 for a product with one class or no box).
     """
-    gt = torch.as_tensor(np.asarray(gt_boxes, np.float32)).reshape(-1, 4)
-    det = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4)
     lab = np.asarray(labels, np.int64).reshape(-1)
-    if len(gt) == 0 or len(det) == 0:
-        return np.zeros(len(gt), np.int64)
-    on = (box_iou(gt, det) >= iou).numpy()  # [G, D]
+    on = iou_matrix(gt_boxes, boxes) >= iou  # [G, D]
     return np.array([max(0, len(np.unique(lab[row])) - 1) for row in on], np.int64)

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data_tools.images import read_image
 from data_tools.records import RecordSet
-from detect.data.images import read_image
 from detect.report.draw import draw_boxes, write_jpeg
 from detect.report.matching import BACKGROUND, CONFUSED, DUPLICATE, MISSED, TP, WRONG_CLASS, DatasetMatch
 

@@ -26,10 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
 
 from data_tools.records import RecordSet
+from detect.models.box_ops import iou_matrix
 
 # outcome codes of a detection
 TP, WRONG_CLASS, DUPLICATE, BACKGROUND = 0, 1, 2, 3
@@ -56,13 +55,6 @@ class ImageMatch:
     gt_kind: np.ndarray
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of ``a [P, 4]`` against ``b [G, 4]`` (xyxy) -> float32 ``[P, G]``, via torchvision."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    return box_iou(torch.from_numpy(np.asarray(a, np.float32)), torch.from_numpy(np.asarray(b, np.float32))).numpy()
-
-
 def match_image(gt_boxes: np.ndarray, gt_labels: np.ndarray, pred_boxes: np.ndarray, pred_scores: np.ndarray,
                 pred_labels: np.ndarray, iou: float = 0.5) -> ImageMatch:
     """Match one image's detections to its ground truth (module doc).
@@ -84,7 +76,7 @@ def match_image(gt_boxes: np.ndarray, gt_labels: np.ndarray, pred_boxes: np.ndar
     gt_kind = np.full(n_gt, MISSED, np.int64)
     if n_pred == 0 or n_gt == 0:
         return ImageMatch(kind, pred_gt, pred_iou, gt_kind)
-    ious = _iou(pred_boxes, gt_boxes)  # [P, G]
+    ious = iou_matrix(pred_boxes, gt_boxes)  # [P, G]
     same = pred_labels[:, None] == gt_labels[None, :]  # [P, G]
     order = np.argsort(-scores, kind="stable")
     taken = np.zeros(n_gt, bool)

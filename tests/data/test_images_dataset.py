@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from data_tools.images import ImageError, probe_image, read_image
 from data_tools.synth import make_tiny_dataset
-from detect.data import DetectionDataset, ImageError, read_image
+from detect.data import DetectionDataset
 
 
 def test_read_image_modes_and_exif(tmp_path):
@@ -35,6 +38,20 @@ def test_read_image_refuses_bad_files(tmp_path, content, kind):
     assert str(bad) in str(err.value)
     if kind:
         assert err.value.kind == kind
+
+
+def test_read_image_opens_files_like_probe_image(tmp_path):
+    """The one opener: a FIFO is refused without blocking, a missing file is ``missing_image``, as when probed."""
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    missing = tmp_path / "gone.jpg"
+    for path, kind in ((fifo, "not_regular_file"), (missing, "missing_image")):
+        with pytest.raises(ImageError) as decoded:
+            read_image(path)
+        with pytest.raises(ImageError) as probed:
+            probe_image(path)
+        assert decoded.value.kind == probed.value.kind == kind
+        assert decoded.value.reason == probed.value.reason
 
 
 def test_dataset_targets_in_tensor_pixels_with_and_without_cache(tmp_path):

@@ -68,6 +68,7 @@ def test_opencv_single_thread_makes_fork_safe():
     assert result.returncode == 0 and "child status 0" in result.stdout, result.stdout
 
 
+@pytest.mark.slow  # the whole path in a fresh interpreter; the mechanism's test above stays in the default lane
 def test_workers_iterate_large_cached_images(tmp_path):
     """The trainer's path: 640x640 photos cached (resized to 320 in this process), then 2 workers."""
     rs = make_tiny_dataset(tmp_path, images=8, classes=2, seed=1, size=(640, 640))

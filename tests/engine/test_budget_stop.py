@@ -24,7 +24,7 @@ def test_max_steps_ending_the_run_is_reported(tiny_split, tmp_path):
 
 def test_time_budget_ending_the_run_is_reported(tiny_split, tmp_path):
     lines: list[str] = []
-    result = fit(tiny_run(tiny_split, tmp_path / "b", time_budget_s=1e-6), log=lines.append)
+    result = fit(tiny_run(tiny_split, tmp_path / "b", time_budget_s=1e-6, report=False), log=lines.append)
     assert result["stopped_by"] == "train.time_budget_s=1e-06"
     assert [line for line in lines if line.startswith("stopped early by train.time_budget_s=1e-06: ")]
 

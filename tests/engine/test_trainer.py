@@ -32,6 +32,7 @@ def _quiet(*_args) -> None:
     pass
 
 
+@pytest.mark.slow  # three fits; resuming itself is in the default lane (tests/test_runs_cli.py)
 def test_resume_continues_exactly(tiny_split, tmp_path):
     straight = tiny_config(tiny_split, tmp_path / "a", epochs=3)
     fit(straight, log=_quiet)

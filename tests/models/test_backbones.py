@@ -9,8 +9,8 @@ import pytest
 import torch
 from torchvision.ops import FrozenBatchNorm2d
 
+from data_tools.images import read_image
 from data_tools.synth import make_tiny_dataset
-from detect.data import read_image
 from detect.models.backbones import build_backbone
 from detect.models.efficientnet_lite import efficientnet_lite0
 

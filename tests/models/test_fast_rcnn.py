@@ -29,6 +29,24 @@ def _batches(rs, batch_size: int) -> list[tuple[torch.Tensor, list[dict]]]:
     return [collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
 
 
+def test_head_alone_takes_external_proposals(tmp_path: Path) -> None:
+    """The default lane's check of a Fast R-CNN without RPN: its losses and detections come from the given
+    proposals (learning from them: the slow test below)."""
+    torch.manual_seed(0)
+    rs = make_tiny_dataset(tmp_path, images=2, classes=3, seed=1, size=SIZE)
+    images, targets = _batches(rs, 2)[0]
+    model = build_model(_cfg(rpn=False), num_classes=len(rs.class_names))
+    assert model.rpn is None
+    model.train()
+    losses = model(images, targets, proposals=[t["boxes"] for t in targets])
+    assert set(losses) == {"roi_cls", "roi_box"} and all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        dets = model(images, proposals=[t["boxes"] for t in targets])
+    assert len(dets) == 2 and all(d["labels"].min() >= 1 for d in dets if len(d["labels"]))
+
+
+@pytest.mark.slow
 def test_head_alone_learns_to_classify_external_gt_proposals(tmp_path: Path) -> None:
     torch.manual_seed(0)
     rs = make_tiny_dataset(tmp_path, images=8, classes=3, seed=1, size=SIZE)

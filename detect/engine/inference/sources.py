@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.images import read_image
 from data_tools.records import Problem
-from detect.data.images import read_image
 from detect.data.proposals import FileProposals, ProposalsError, ProposalsForFiles
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
