@@ -25,6 +25,7 @@ import numpy as np
 
 from data_tools import __version__
 from data_tools.atomic import atomic_write_bytes
+from data_tools.errors import UserError
 from data_tools.images import ImageError, orient_boxes, probe_image, resolve_size
 from data_tools.locate import is_absolute_name, within
 from data_tools.records import ClassMap, Problem, Record, RecordSet, check_box
@@ -38,7 +39,7 @@ _REPR = reprlib.Repr()
 _REPR.maxstring, _REPR.maxother, _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 40, 40, 3, 5, 4
 
 
-class CocoFormatError(ValueError):
+class CocoFormatError(UserError, ValueError):
     """The COCO file as a whole is unusable (not JSON, or missing its ``images`` list)."""
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from data_tools.errors import UserError
 from data_tools.userfiles import UnsafeFile, open_regular
 
 MAX_PIXELS = 100_000_000
@@ -36,7 +37,7 @@ _PNG_IEND = b"IEND\xaeB`\x82"
 _ORIENT_TAG = 0x0112
 
 
-class ImageError(Exception):
+class ImageError(UserError):
     """An image that cannot be read or used (the one image error of the project, in data_tools and detect).
 
     ``path`` names the image, ``reason`` says why (without the path), ``kind`` is the machine-readable

@@ -29,17 +29,23 @@ from pathlib import Path
 
 import yaml
 
+from data_tools.errors import UserError
+
 _TOP_KEYS = ("bays", "rows", "brands", "name")
 _BAY_KEYS = ("name", "match", "rows")
 _ITEM_KEYS = ("sku", "facings")
 
 
-class PlanogramError(ValueError):
+class PlanogramError(UserError, ValueError):
     """A planogram that cannot be used; ``problems`` holds one ``FILE:LINE: reason`` line each."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+
+    def lines(self) -> list[str]:
+        """One line per problem: the CLIs print each as ``error: FILE:LINE: reason``."""
+        return list(self.problems)
 
 
 @dataclass(frozen=True)

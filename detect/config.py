@@ -17,10 +17,12 @@ from typing import Any
 
 import yaml
 
+from data_tools.errors import UserError
+
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid; the message says where and how to fix it."""
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from data_tools.errors import UserError
 from data_tools.records import Record, RecordSet
 from data_tools.userfiles import read_json
 
@@ -37,7 +38,7 @@ MAX_PROPOSALS_BYTES = 1 << 30  # as a COCO file: ~10k photos x 300 proposals fit
 PREDICTIONS_FORMAT = "retail-detect-predictions"  # the "format" of predict's predictions.json
 
 
-class ProposalsError(ValueError):
+class ProposalsError(UserError, ValueError):
     """The proposals file is unreadable or malformed; the message names the file and the key."""
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from data_tools.errors import InvalidInput
 from data_tools.records import Problem
 from detect.data.augment import letterbox
 from detect.data.proposals import ProposalsError, ProposalsForFiles
@@ -308,6 +309,6 @@ class Predictor:
 def check_proposals_arg(model: torch.nn.Module, name: str, weights: str | Path, proposals: str | Path | None) -> None:
     """Refuse ``--proposals`` for a model that cannot use them, and its absence for one built without an RPN."""
     if proposals is not None and not takes_proposals(name):
-        raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
+        raise InvalidInput(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
     if proposals is None and getattr(model, "needs_proposals", False):
-        raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")
+        raise InvalidInput(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")
