@@ -2,11 +2,12 @@
 
 A **user error** is a problem the user can fix without touching the code: a bad flag value or recipe key,
 a missing, unreadable or malformed input file, an output that would replace an input or a file of
-another kind, a full disk. Every such problem raised by the package is a :class:`UserError` (or one of its
-subclasses: ``ConfigError``, ``CheckpointError``, ``DatasetFileError``, ``OutputRefused``, ``WriteError``,
-``PlanogramError``, ``ImageError``, ``UnsafeFile``, the label-format errors, and the plain
-:class:`InvalidInput` (a bad value) and :class:`CannotRun` (no GPU, a missing optional package, ...)). Subclasses that callers used to catch as ``ValueError``
-or ``OSError`` still are one (``class ConfigError(UserError, ValueError)``).
+another kind, a full disk. Every such problem raised by the package is a :class:`UserError`: one of
+``ConfigError``, ``CheckpointError``, ``DatasetFileError``, ``OutputRefused``, ``WriteError``,
+``PlanogramError``, ``ProposalsError``, ``ImageError``, ``UnsafeFile``, ``LoaderStalled``, the label-format
+errors, or the plain :class:`InvalidInput` (a bad value) and :class:`CannotRun` (no GPU, a missing optional
+package, training diverged). A subclass that callers used to catch as ``ValueError``, ``RuntimeError`` or
+``OSError`` still is one (``class ConfigError(UserError, ValueError)``).
 
 Besides :class:`UserError`, :func:`is_user_error` accepts the operating system's own refusals that name a
 file the user gave, which the user can fix:
@@ -16,8 +17,8 @@ file the user gave, which the user can fix:
 - any ``OSError`` whose ``errno`` says the disk is full or read-only (``ENOSPC``, ``EDQUOT``, ``EFBIG``,
   ``EROFS``).
 
-Everything else (``KeyError``, ``TypeError``, a bare ``ValueError`` or ``RuntimeError``, other
-``OSError``\\ s) is a bug: :func:`data_tools.cli_frame.run_cli` prints its traceback.
+Everything else (``KeyError``, ``TypeError``, a bare ``ValueError`` or ``RuntimeError``, any other
+``OSError``) is a bug: :func:`data_tools.cli_frame.run_cli` prints its traceback and exits 70.
 """
 
 from __future__ import annotations
