@@ -7,9 +7,10 @@ anything fails the temporary file is removed and the destination is left as it w
 
 - Permissions: a new file gets ``0o666 & ~umask`` (0644 under umask 022), like ``open()`` would give;
   a replaced file keeps its mode. (``mkstemp`` alone creates 0600 files.)
-- Errors: a failed write raises :class:`OutputError` (an ``OSError``, ``errno`` kept) whose message
+- Errors: a failed write raises :class:`WriteError` (an ``OSError``, ``errno`` kept) whose message
   names the user's path, never the temporary file: ``no space left writing out.pkl (previous out.pkl
-  kept)``. :func:`check_writable_dir` probes an output folder before expensive work.
+  kept)``. :func:`check_writable_dir` probes an output folder before expensive work. (Whether an output
+  may replace a file at all is :mod:`data_tools.outputs`.)
 - A killed process can leave its temporary file behind; :func:`remove_stale_temps` removes those.
   While writing, :func:`atomic_open` holds an exclusive ``flock`` on its temporary file, so a live
   write is never mistaken for an orphan.
@@ -25,9 +26,11 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from data_tools.errors import UserError
 
 try:
     import fcntl
@@ -45,8 +48,9 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _WRITE_ERRNOS = {*_NO_SPACE, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
 
 
-class OutputError(OSError):
-    """A write that failed, with a message naming the user's path (``errno`` is the original one)."""
+class WriteError(UserError, OSError):
+    """A write that failed (full disk, read-only folder, ...), with a message naming the user's path (``errno``
+    is the original one). The user can fix it: both CLIs print it as one ``error:`` line."""
 
     def __init__(self, code: int | None, message: str) -> None:
         super().__init__(code, message)
@@ -66,12 +70,12 @@ def _reason(e: OSError) -> str:
     return (e.strerror or str(e)).lower()
 
 
-def write_error(e: OSError, path: str | os.PathLike, existed: bool) -> OutputError:
-    """The :class:`OutputError` for ``e`` raised while writing ``path`` (``existed``: it was there before)."""
+def write_error(e: OSError, path: str | os.PathLike, existed: bool) -> WriteError:
+    """The :class:`WriteError` for ``e`` raised while writing ``path`` (``existed``: it was there before)."""
     kept = f" (previous {Path(path).name} kept)" if existed else ""
     if e.errno in _NO_SPACE:
-        return OutputError(e.errno, f"no space left writing {os.fspath(path)}{kept}")
-    return OutputError(e.errno, f"cannot write {os.fspath(path)}: {_reason(e)}{kept}")
+        return WriteError(e.errno, f"no space left writing {os.fspath(path)}{kept}")
+    return WriteError(e.errno, f"cannot write {os.fspath(path)}: {_reason(e)}{kept}")
 
 
 def new_file_mode(path: str | os.PathLike) -> int:
@@ -96,7 +100,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
         durable: fsync the file and its folder (default). A writer of thousands of small files (an export)
             passes False and calls :func:`flush_to_disk` once at the end: still atomic, one disk flush.
     Raises:
-        OutputError: the folder or file cannot be written (message names ``path``).
+        WriteError: the folder or file cannot be written (message names ``path``).
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open supports modes 'wb' and 'w', not {mode!r}")
@@ -123,7 +127,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and not isinstance(e, OutputError) and e.errno in _WRITE_ERRNOS:
+        if isinstance(e, OSError) and not isinstance(e, WriteError) and e.errno in _WRITE_ERRNOS:
             raise write_error(e, path, existed) from e
         raise
     if durable:
@@ -164,35 +168,35 @@ def check_writable_dir(folder: str | os.PathLike, min_free: int = MIN_FREE_BYTES
 
     ``create``: make the folder (and its parents) if missing; with ``False`` a missing folder is left
     alone and its nearest existing ancestor is probed instead (where creating it would write).
-    Raises :class:`OutputError` naming ``folder``: it is a file, cannot be created, is read-only or
+    Raises :class:`WriteError` naming ``folder``: it is a file, cannot be created, is read-only or
     not writable, or its disk has less than ``min_free`` bytes free.
     """
     folder = Path(folder) if str(folder) else Path(".")
     if folder.exists() and not folder.is_dir():
-        raise OutputError(errno.ENOTDIR, f"output folder {folder} is a file")
+        raise WriteError(errno.ENOTDIR, f"output folder {folder} is a file")
     probe = folder
     if create:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OutputError(e.errno, f"cannot create output folder {folder}: {_reason(e)}") from e
+            raise WriteError(e.errno, f"cannot create output folder {folder}: {_reason(e)}") from e
     else:
         while not probe.is_dir() and probe != probe.parent:
             if probe.exists():  # a file where a parent folder should be
-                raise OutputError(errno.ENOTDIR, f"cannot create output folder {folder}: {probe} is a file")
+                raise WriteError(errno.ENOTDIR, f"cannot create output folder {folder}: {probe} is a file")
             probe = probe.parent
     try:
         fd, tmp = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=probe)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise OutputError(e.errno, f"cannot write to {folder}: {_reason(e)}") from e
+        raise WriteError(e.errno, f"cannot write to {folder}: {_reason(e)}") from e
     try:
         free = shutil.disk_usage(probe).free
     except OSError:  # some file systems cannot tell; the write itself will say
         free = min_free
     if free < min_free:
-        raise OutputError(errno.ENOSPC, f"no space left on the disk of {folder} ({free:,} bytes free)")
+        raise WriteError(errno.ENOSPC, f"no space left on the disk of {folder} ({free:,} bytes free)")
     return folder
 
 
@@ -254,13 +258,6 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.samefile(a, b)
     except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a NUL in the name
         return False
-
-
-def refuse_overwrite(out: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
-    """Raise ``ValueError`` if ``out`` is one of ``inputs`` (symlinks, ``..`` and hard links resolved)."""
-    for p in inputs:
-        if same_file(out, p):
-            raise ValueError(f"refusing to write {out}: it is one of the input files ({p})")
 
 
 def _fsync_dir(folder: Path) -> None:

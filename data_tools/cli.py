@@ -1,8 +1,9 @@
 """``retail-data``: convert | stats | split | export (export-coco) | synth | browse.
 
-Exit codes (also in ``--help``): 0 success; 1 ``convert --strict`` found something to skip or fix; 2 a
-user error (missing or unusable input, refused output, unwritable folder), printed as one
-``error: ...`` line on stderr, never a traceback; 130 interrupted; 141 stdout closed early (``| head``).
+It runs in the frame both CLIs share (:mod:`data_tools.cli_frame`: ``--debug``, ``--version``, the one-line
+``error:``, the exit codes, also in ``--help``): 0 success; 1 a user error (:mod:`data_tools.errors`) or
+``convert --strict`` found something to skip or fix; 2 usage; 70 a bug (traceback); 130 interrupted;
+141 stdout closed early (``| head``).
 
 A verb that reads a dataset also takes a label folder or file of any format (converted once and cached,
 :mod:`data_tools.sources`). Every verb checks its outputs before the work: an output never replaces one of the command's inputs or
@@ -20,52 +21,43 @@ import re
 import sys
 from pathlib import Path
 
-from data_tools import __version__
-from data_tools.atomic import check_writable_dir, refuse_overwrite, remove_stale_temps, same_file
-from data_tools.coco import CocoFormatError, image_root_of, write_coco
-from data_tools.convert import ConvertError, blocking, convert, write_report
+from data_tools.atomic import atomic_write_text, check_writable_dir, remove_stale_temps, same_file
+from data_tools.cli_frame import add_frame_flags, exit_codes_help, parse_size, run_cli, verb_parser
+from data_tools.coco import image_root_of, write_coco
+from data_tools.convert import blocking, convert, write_report
+from data_tools.errors import UserError
 from data_tools.formats import FORMATS
 from data_tools.formats.csv_boxes import parse_columns
 from data_tools.formats.export import IMAGE_MODES, check_export_folder, export_records, is_file_target
-from data_tools.outputs import check_output
+from data_tools.outputs import check_output, refuse_overwrite
 from data_tools.records import Problem
 from data_tools.sources import load_any
 from data_tools.split import kfold, split_by_field, split_train_val
 from data_tools.stats import compute_stats, format_stats, plot_stats
-from data_tools.store import DatasetFileError, save_dataset
+from data_tools.store import save_dataset
 from data_tools.summary_text import per_class, summary_lines
 from data_tools.userfiles import UnsafeFile, read_limited
 
-USER_ERRORS = (ConvertError, CocoFormatError, DatasetFileError, UnsafeFile, ValueError, OSError)
 FORMAT_HELP = "; ".join(f"{f.name}: {f.tools}" for f in FORMATS.values())
 SYNTH_SIDE = (16, 4096)  # --size bounds, as data_tools.synth enforces
 SYNTH_MAX_IMAGES = 100_000
 SYNTH_MAX_CLASSES = 1000
 MAX_FOLDS = 100
-EXIT_CODES = """exit codes:
-  0    success
-  1    convert --strict found something to skip or fix (no dataset written)
-  2    user error: missing or unusable input, refused output, unwritable folder (one "error:" line)
-  130  interrupted (Ctrl-C)
-  141  stdout was closed early (e.g. piped into head)
-"""
-
-
-class UserError(Exception):
-    """A problem with the command line or its files, reported as ``error: ...`` (exit 2)."""
+EXIT_CODES = exit_codes_help("convert --strict found something to skip or fix (no dataset written)")
+OUT_FLAGS = ("-o", "--out", "--output")  # --out as in retail-detect; --output kept for scripts
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retail-data", description="Retail detection data tools.", epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_frame_flags(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     c = sub.add_parser("convert", help="labels of any format (VOC, COCO, YOLO, CVAT, Label Studio, CSV) -> dataset .pkl",
                        description=f"Formats: {FORMAT_HELP}.")
     c.add_argument("src", help="a VOC or YOLO folder; a COCO / Label Studio .json, CVAT .xml or .csv file (or a folder "
                                "holding one)")
-    c.add_argument("-o", "--output", required=True, help="dataset file to write (.pkl)")
+    c.add_argument(*OUT_FLAGS, dest="output", required=True, help="dataset file to write (.pkl)")
     c.add_argument("--format", choices=["auto", *FORMATS], default="auto",
                    help="label format (default: detected, and the detected format is printed)")
     classes = c.add_mutually_exclusive_group()
@@ -83,15 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("stats", help="counts, box sizes, objects per image")
-    s.add_argument("dataset", help="dataset .pkl, or a label folder or file (converted and cached)")
-    s.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    s = sub.add_parser("stats", help="counts, box sizes, objects per image",
+                       usage="%(prog)s [-h] [--json [FILE]] [--plot PNG] dataset")
+    s.add_argument("dataset", nargs="?", help="dataset .pkl, or a label folder or file (converted and cached)")
+    s.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="the statistics as JSON: alone, printed; --json FILE writes them there")
     s.add_argument("--plot", metavar="PNG", help="also save a plot")
     s.set_defaults(func=cmd_stats)
 
     sp = sub.add_parser("split", help="stratified train/val split or k folds (or the splits the labels came with)")
     sp.add_argument("dataset", help="dataset .pkl, or a label folder or file (converted and cached)")
-    sp.add_argument("-o", "--output", required=True, metavar="DIR")
+    sp.add_argument(*OUT_FLAGS, dest="output", required=True, metavar="DIR")
     sp.add_argument("--val", type=float, default=None,
                     help="validation fraction (default 0.2); given, it also re-splits labels that came split "
                          "(a YOLO export's train/val/test folders, CVAT subsets)")
@@ -104,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
                        description=f"Formats: {FORMAT_HELP}.")
     x.add_argument("dataset", help="dataset .pkl, or a label folder or file (converted and cached)")
     x.add_argument("--format", required=True, choices=list(FORMATS))
-    x.add_argument("-o", "--output", required=True, metavar="OUT",
+    x.add_argument(*OUT_FLAGS, dest="output", required=True, metavar="OUT",
                    help="a new folder (the tool's layout, images beside the labels), or for coco / labelstudio / cvat "
                         "/ csv a file ending in .json / .json / .xml / .csv (the labels alone)")
     x.add_argument("--images", choices=IMAGE_MODES, default="copy",
@@ -114,17 +108,18 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export-coco", help="dataset -> one COCO ground-truth JSON (= export --format coco -o GT.json)")
     e.add_argument("dataset", help="dataset .pkl, or a label folder or file (converted and cached)")
-    e.add_argument("-o", "--output", required=True, metavar="GT.json")
+    e.add_argument(*OUT_FLAGS, dest="output", required=True, metavar="GT.json")
     e.set_defaults(func=cmd_export_coco)
 
     g = sub.add_parser("synth", help="generate a synthetic shelf dataset (JPEG + VOC XML)")
-    g.add_argument("-o", "--output", required=True, metavar="DIR")
+    g.add_argument(*OUT_FLAGS, dest="output", required=True, metavar="DIR")
     g.add_argument("--images", type=int, default=64, help=f"1..{SYNTH_MAX_IMAGES:,} (default 64)")
     g.add_argument("--classes", type=int, default=None,
                    help=f"1..{SYNTH_MAX_CLASSES} (default 5; 12 with --dense)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--size", default=None, metavar="WxH",
-                   help=f"image size, {SYNTH_SIDE[0]}..{SYNTH_SIDE[1]} pixels a side (default 320x320; 640x640 with --dense)")
+                   help=f"image size WxH, or S for SxS; {SYNTH_SIDE[0]}..{SYNTH_SIDE[1]} pixels a side (default "
+                        "320x320; 640x640 with --dense)")
     g.add_argument("--dense", action="store_true",
                    help="dense shop shelves: 40-90 small, tightly packed products per 640x640 photo, mostly bottles, "
                         "look-alike brands in groups of three")
@@ -137,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("browse", help="static HTML page of a dataset: boxes drawn, problems first, filter by class")
     b.add_argument("dataset", help="dataset .pkl, or a label folder or file (converted and cached)")
-    b.add_argument("-o", "--output", required=True, metavar="DIR",
+    b.add_argument(*OUT_FLAGS, dest="output", required=True, metavar="DIR",
                    help="folder for index.html and the drawings (DIR2, ... when DIR holds files)")
     b.add_argument("--classes", default=None, help="only images holding these classes: a,b")
     b.add_argument("--max", type=int, default=None, metavar="N", help="at most N images (problems first)")
@@ -149,26 +144,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``retail-data`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    """Run ``retail-data`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code (:func:`run_cli`)."""
     parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse already printed its message
-        return int(e.code or 0)
-    try:
-        return int(args.func(args) or 0)
-    except BrokenPipeError:  # output piped into `head`: stop quietly
-        try:  # keep Python's exit-time flush of stdout from failing again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
-        return 141
-    except (UserError, *USER_ERRORS) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+
+    def adjust(args: argparse.Namespace, extra: list[str]) -> list[str]:
+        """``stats --json DATASET`` (the old flag before the dataset): the path is the dataset, JSON printed."""
+        if args.command == "stats" and args.dataset is None:
+            if args.json in (None, "-"):
+                verb_parser(parser, args).error("the following arguments are required: dataset")
+            args.dataset, args.json = args.json, "-"
+        return extra
+
+    return run_cli(parser, argv, adjust)
 
 
 def _prepare_folder(folder: str | os.PathLike) -> None:
@@ -237,14 +224,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    if args.plot:
-        check_output(args.plot, "plot", [args.dataset])
-        _prepare_folder(_parent(args.plot))
+    """Print the statistics (as JSON with ``--json``); ``--json FILE`` writes the JSON there and prints the table."""
+    to_file = args.json not in (None, "-")
+    for path, kind in ((args.plot, "plot"), (args.json if to_file else None, "stats")):
+        if path:
+            check_output(path, kind, [args.dataset])
+    if args.plot and to_file and same_file(args.plot, args.json):
+        raise UserError("--plot and --json name the same file")
+    for folder in dict.fromkeys(_parent(p) for p in (args.plot, args.json if to_file else None) if p):
+        _prepare_folder(folder)
     stats = compute_stats(load_any(args.dataset))
-    print(json.dumps(stats, indent=1, ensure_ascii=False) if args.json else format_stats(stats))
+    text = json.dumps(stats, indent=1, ensure_ascii=False)
+    print(text if args.json == "-" else format_stats(stats))
+    if to_file:
+        atomic_write_text(args.json, text + "\n")
+        print(f"json: {args.json}")
     if args.plot:
         plot_stats(stats, args.plot)
-        if not args.json:
+        if args.json != "-":
             print(f"plot: {args.plot}")
     return 0
 
@@ -331,10 +328,8 @@ def cmd_export_coco(args: argparse.Namespace) -> int:
 
 
 def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size must look like 320x240, not {text!r}") from None
+    """``--size WxH`` (or ``S`` for SxS) within :data:`SYNTH_SIDE`; raises :class:`UserError`."""
+    w, h = parse_size(text)
     lo, hi = SYNTH_SIDE
     if w < lo or h < lo:
         raise UserError(f"--size {text} is too small ({lo}x{lo} at least)")

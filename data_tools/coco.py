@@ -24,6 +24,7 @@ import numpy as np
 
 from data_tools import __version__
 from data_tools.atomic import atomic_write_bytes
+from data_tools.errors import UserError
 from data_tools.images import check_image, orient_boxes
 from data_tools.locate import first_level_dirs, is_absolute_name, within
 from data_tools.records import ClassMap, Problem, Record, RecordSet, box_kind, check_box, short
@@ -35,7 +36,7 @@ REMAP_SHOWN = 10
 """Category remaps listed in the ``category_remap`` problem; the rest are counted."""
 
 
-class CocoFormatError(ValueError):
+class CocoFormatError(UserError, ValueError):
     """The COCO file as a whole is unusable (not JSON, or missing its ``images`` list)."""
 
 

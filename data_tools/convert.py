@@ -15,6 +15,7 @@ from collections import Counter
 
 from data_tools import __version__
 from data_tools.atomic import atomic_write_text
+from data_tools.errors import UserError
 from data_tools.formats import FORMATS, detect_format, source_for
 from data_tools.formats.common import ReadOptions
 from data_tools.records import ClassMap, Problem, RecordSet
@@ -26,7 +27,7 @@ BOX_KINDS = {"zero_area_box", "swapped_box", "box_outside", "bad_coordinate", "m
 """Problem kinds that always concern one box (a skipped one is counted in ``boxes_skipped``)."""
 
 
-class ConvertError(ValueError):
+class ConvertError(UserError, ValueError):
     """The conversion cannot start or produce anything (missing source, bad class list, ...)."""
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from data_tools.errors import UserError
 from data_tools.records import Problem
 from data_tools.userfiles import UnsafeFile, open_regular
 
@@ -65,7 +66,7 @@ BACKGROUND = (255, 255, 255)
 """Transparent pixels become white (product cut-outs sit on white)."""
 
 
-class ImageError(Exception):
+class ImageError(UserError):
     """An image that cannot be read or used (the one image error of the project, in data_tools and detect).
 
     ``path`` names the image, ``reason`` says why (without the path), ``kind`` is the machine-readable

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from data_tools.errors import UserError
 from data_tools.safe_yaml import NoAliasLoader
 from data_tools.userfiles import UnsafeFile, read_limited
 
@@ -44,12 +45,16 @@ MAX_BAY_FACINGS = 5000  # planned facings in one bay
 MAX_BAYS = 1000
 
 
-class PlanogramError(ValueError):
+class PlanogramError(UserError, ValueError):
     """A planogram that cannot be used; ``problems`` holds one ``FILE:LINE: reason`` line each."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+
+    def lines(self) -> list[str]:
+        """One line per problem: the CLIs print each as ``error: FILE:LINE: reason``."""
+        return list(self.problems)
 
 
 @dataclass(frozen=True)

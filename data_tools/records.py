@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_tools.errors import InvalidInput
+
 FORMAT_VERSION = 1
 NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 """A decimal number as label files write it (no ``nan``, ``inf``, hex or ``_`` separators)."""
@@ -211,10 +213,10 @@ class ClassMap:
             name = clean_name(raw)
             key = class_key(name)
             if not key:
-                raise ValueError("empty class name in the class list")
+                raise InvalidInput("empty class name in the class list")
             if key in self._label:
                 first = self.names[self._label[key] - 1]
-                raise ValueError(f"class list names {first!r} and {name!r}, which differ only in case/spacing")
+                raise InvalidInput(f"class list names {first!r} and {name!r}, which differ only in case/spacing")
             self.names.append(name)
             self._label[key] = len(self.names)
 

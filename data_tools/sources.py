@@ -30,9 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from data_tools import __version__
-from data_tools.atomic import OutputError, remove_stale_temps
+from data_tools.atomic import WriteError, remove_stale_temps
 from data_tools.coco import image_root_of
 from data_tools.convert import ConvertError, convert
+from data_tools.errors import InvalidInput
 from data_tools.formats import detect_format
 from data_tools.records import FORMAT_VERSION, RecordSet
 from data_tools.store import DatasetFileError, load_dataset, save_dataset
@@ -189,7 +190,7 @@ def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
         remove_stale_temps(cached.parent)
         save_dataset(rs, cached)
         log(f"  cached as {cached}")
-    except (OutputError, OSError) as e:
+    except (WriteError, OSError) as e:
         log(f"note: could not cache the converted dataset ({e}); it will be converted again next time")
     return rs
 
@@ -210,7 +211,7 @@ def select_split(rs: RecordSet, role: str, name: str, log: Callable[[str], None]
         if role == "eval":
             return rs
         counts = ", ".join(f"{s} {sum(r.split == s for r in rs.records)}" for s in splits)
-        raise ValueError(f"{name} has no '{wanted[0]}' split (its splits: {counts}); give a dataset for data.{role}")
+        raise InvalidInput(f"{name} has no '{wanted[0]}' split (its splits: {counts}); give a dataset for data.{role}")
     keep = [i for i, r in enumerate(rs.records) if r.split == use]
     (log or _stderr)(f"{name}: using its '{use}' split ({len(keep)} of {len(rs)} images)")
     return rs.subset(keep)

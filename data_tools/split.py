@@ -14,13 +14,14 @@ from dataclasses import replace as dc_replace
 
 import numpy as np
 
+from data_tools.errors import InvalidInput
 from data_tools.records import RecordSet
 
 
 def strata(rs: RecordSet, by: str = "rarest") -> np.ndarray:
     """Stratum label per record, int64 ``[N]``: a class label 1..K, or 0 for images without boxes."""
     if by not in ("rarest", "dominant"):
-        raise ValueError(f"stratify by 'rarest' or 'dominant', not {by!r}")
+        raise InvalidInput(f"stratify by 'rarest' or 'dominant', not {by!r}")
     totals = Counter()
     for r in rs.records:
         totals.update(r.labels.tolist())
@@ -50,9 +51,9 @@ def split_train_val(
     """Stratified split into ``(train, val)``; ``val`` has ``round(N * val_fraction)`` images (at least 1)."""
     n = len(rs)
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val fraction must be between 0 and 1, not {val_fraction}")
+        raise InvalidInput(f"val fraction must be between 0 and 1, not {val_fraction}")
     if n < 2:
-        raise ValueError(f"need at least 2 images to split, the dataset has {n}")
+        raise InvalidInput(f"need at least 2 images to split, the dataset has {n}")
     order = _stratified_order(rs, seed, by)
     pos = np.arange(n)
     is_val = np.floor((pos + 1) * val_fraction + 0.5) > np.floor(pos * val_fraction + 0.5)
@@ -69,7 +70,7 @@ def kfold(rs: RecordSet, k: int = 5, seed: int = 0, by: str = "rarest") -> list[
     """``k`` stratified folds: ``[(train_i, val_i)]``; every image is in exactly one ``val_i``."""
     n = len(rs)
     if k < 2 or k > n:
-        raise ValueError(f"k-fold needs 2 <= k <= number of images ({n}), not k={k}")
+        raise InvalidInput(f"k-fold needs 2 <= k <= number of images ({n}), not k={k}")
     order = _stratified_order(rs, seed, by)
     fold_of = np.empty(n, np.int64)
     fold_of[order] = np.arange(n) % k

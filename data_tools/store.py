@@ -26,6 +26,7 @@ import numpy as np
 
 from data_tools import __version__
 from data_tools.atomic import atomic_open
+from data_tools.errors import UserError
 from data_tools.images import MAX_PIXELS
 from data_tools.locate import is_absolute_name
 from data_tools.records import FORMAT_VERSION, ClassMap, Record, RecordSet
@@ -45,7 +46,7 @@ _DTYPE_KINDS = "biuf"
 _NUMPY_MULTIARRAY = "numpy.core.multiarray" if int(np.__version__.split(".")[0]) < 2 else "numpy._core.multiarray"
 
 
-class DatasetFileError(ValueError):
+class DatasetFileError(UserError, ValueError):
     """The dataset file cannot be used (unsafe, corrupt, out-of-range values, or another format version)."""
 
     def __init__(self, message: str, stale: bool = False) -> None:

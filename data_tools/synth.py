@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from data_tools.atomic import atomic_write_bytes, atomic_write_text
+from data_tools.errors import InvalidInput
 from data_tools.records import Record, RecordSet
 
 SHAPES = ("box", "bottle", "can", "jar", "pouch", "carton")
@@ -278,9 +279,9 @@ def _lighting(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 def _size(size: tuple[int, int] | int) -> tuple[int, int]:
     w, h = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if w < MIN_SIDE or h < MIN_SIDE:
-        raise ValueError(f"image size {w}x{h} is too small ({MIN_SIDE}x{MIN_SIDE} at least)")
+        raise InvalidInput(f"image size {w}x{h} is too small ({MIN_SIDE}x{MIN_SIDE} at least)")
     if w > MAX_SIDE or h > MAX_SIDE:
-        raise ValueError(f"image size {w}x{h} is too large ({MAX_SIDE}x{MAX_SIDE} at most)")
+        raise InvalidInput(f"image size {w}x{h} is too large ({MAX_SIDE}x{MAX_SIDE} at most)")
     return w, h
 
 
@@ -292,11 +293,11 @@ def _render_all(out_dir: str | os.PathLike, images: int, classes: int, seed: int
     ``brands``: the ``classes`` brand looks (default :func:`brand_styles`).
     """
     if images < 1 or classes < 1:
-        raise ValueError("images and classes must be at least 1")
+        raise InvalidInput("images and classes must be at least 1")
     W, H = _size(size)
     brands = brand_styles(classes) if brands is None else brands
     if len(brands) != classes:
-        raise ValueError(f"{len(brands)} brand looks for {classes} classes")
+        raise InvalidInput(f"{len(brands)} brand looks for {classes} classes")
     img_dir = Path(out_dir) / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     records = []

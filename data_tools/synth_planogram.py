@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from data_tools.atomic import atomic_write_bytes, atomic_write_text
+from data_tools.errors import InvalidInput
+from data_tools.outputs import OutputRefused
 from data_tools.records import Record
 from data_tools.synth import _lighting, _rgb, _shade, _size, brand_styles, class_name, draw_product
 
@@ -133,7 +134,7 @@ def _fill_row(img, rng, brands, seq, r, changes, base_y: int, free: float) -> tu
     shrink = np.minimum(1.0, free / (h * fit))  # [N]: products taller than the shelf at this scale
     w, h, space = w * fit * shrink, h * fit * shrink, space * fit
     if w.min() < MIN_PRODUCT_PX:
-        raise ValueError(f"row {r + 1} has {len(seq)} facings: too many to draw {W} px wide (products under "
+        raise InvalidInput(f"row {r + 1} has {len(seq)} facings: too many to draw {W} px wide (products under "
                          f"{MIN_PRODUCT_PX} px); give a larger --size")
     left = W - edges.sum() - w.sum() - space.sum()  # width given up by shrunk products
     if len(space):
@@ -165,22 +166,22 @@ def generate_planogram(
         ``misplaced``, ``boxes``, ``underfilled`` (photos with a row too short to fill the width), ``truth``.
 
     Raises:
-        PlanogramError: a bad plan (one ``FILE:LINE`` line per problem). ValueError: bad options, a
-        non-empty ``out_dir``, a row too dense for the image width.
+        PlanogramError: a bad plan (one ``FILE:LINE`` line per problem). InvalidInput: bad options, a row too
+        dense for the image width. OutputRefused: a non-empty ``out_dir``.
     """
     from data_tools.planogram import load_planogram
     from data_tools.voc import write_voc
 
     for name, v in (("--out-of-stock", out_of_stock), ("--misplace", misplace)):
         if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{name} must be a fraction in [0, 1], got {v}")
+            raise InvalidInput(f"{name} must be a fraction in [0, 1], got {v}")
     if out_of_stock + misplace > 1.0:
-        raise ValueError(f"--out-of-stock + --misplace must be at most 1, got {out_of_stock + misplace}")
+        raise InvalidInput(f"--out-of-stock + --misplace must be at most 1, got {out_of_stock + misplace}")
     if images < 1 or classes < 1:
-        raise ValueError("images and classes must be at least 1")
+        raise InvalidInput("images and classes must be at least 1")
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} exists and is not an empty folder: synth --planogram writes into a new folder")
+        raise OutputRefused(f"{out} exists and is not an empty folder: synth --planogram writes into a new folder")
     W, H = _size(size)
     names = [class_name(k) for k in range(classes)]
     plan = load_planogram(planogram, names, what=f"the synthetic classes (--classes {classes})")
@@ -229,16 +230,10 @@ def run_synth_planogram(out_dir: str, planogram: str, images: int, classes: int,
                         size: tuple[int, int], out_of_stock: float, misplace: float) -> int:
     """``retail-data synth --planogram``: generate and print the summary; returns the exit code.
 
-    A bad plan prints one ``error: FILE:LINE: ...`` line per problem and returns 2.
+    A bad plan raises :class:`~data_tools.planogram.PlanogramError` (the CLI prints one ``error: FILE:LINE: ...``
+    line per problem).
     """
-    from data_tools.planogram import PlanogramError
-
-    try:
-        s = generate_planogram(out_dir, planogram, images, classes, seed, size, out_of_stock, misplace)
-    except PlanogramError as e:
-        for line in e.problems:
-            print(f"error: {line}", file=sys.stderr)
-        return 2
+    s = generate_planogram(out_dir, planogram, images, classes, seed, size, out_of_stock, misplace)
     print(f"wrote {s['images']} planogram shelves ({planogram}, {size[0]}x{size[1]}) to {out_dir}")
     print(f"facings: {s['planned']} planned, {s['removed']} removed (out of stock), {s['misplaced']} misplaced; "
           f"boxes: {s['boxes']}")

@@ -16,11 +16,13 @@ import os
 import stat
 from collections.abc import Iterable
 
+from data_tools.errors import UserError
+
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
 
 
-class UnsafeFile(Exception):
+class UnsafeFile(UserError):
     """A path that must not be read: ``kind`` (e.g. ``not_regular_file``) and ``reason`` (no path in it)."""
 
     def __init__(self, path: str, kind: str, reason: str) -> None:

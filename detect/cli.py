@@ -3,20 +3,22 @@
 Each verb parses its arguments here and calls one plain function of the package; imports are lazy so
 `retail-detect --help` is instant.
 
-Exit codes: 0 success; 1 ``predict`` found no image it could read; 2 a user error (bad config or
-override, missing or unusable file, refused output), printed as one ``error: ...`` line on stderr;
-130 interrupted. Anything else is a bug: its traceback is printed (``--debug`` shows tracebacks for
-user errors too).
+It runs in the frame both CLIs share (:mod:`data_tools.cli_frame`): 0 success; 1 a user error (bad config
+or override, missing or unusable file, refused output: :mod:`data_tools.errors`), printed as one
+``error: ...`` line on stderr, or ``predict`` / ``audit`` found no image it could read; 2 usage; 70 a bug,
+its traceback printed (``--debug`` shows the traceback of a user error too); 130 interrupted; 141 stdout
+closed early.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
+from data_tools.cli_frame import add_frame_flags, exit_codes_help, run_cli, square_size
+from data_tools.errors import InvalidInput
 from detect.engine.runtime.threads import openmp_env_defaults
 
 
@@ -33,7 +35,7 @@ def _train(args: argparse.Namespace) -> int:
 
         cfg = resume_config(args.resume, args.config, overrides)
     elif args.config is None:
-        raise ValueError("train needs --config RECIPE.yaml (or --resume runs/x/last.pt to continue a run)")
+        raise InvalidInput("train needs --config RECIPE.yaml (or --resume runs/x/last.pt to continue a run)")
     else:
         cfg = load_config(args.config, overrides)
     result = fit(cfg, on_finish=best_checkpoint_report)  # best.pt's table and report/index.html (rank 0)
@@ -49,11 +51,19 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from detect.verbs.evaluate_weights import evaluate_weights
 
-    evaluate_weights(
-        args.weights, args.data, out_json=args.json, device=args.device, batch_size=args.batch,
-        proposals=args.proposals, report=args.report, conf=args.conf, agnostic_nms=args.agnostic_nms,
+    printed = args.json == "-"  # --json alone: the metrics JSON is stdout, the table goes to stderr
+    metrics = evaluate_weights(
+        args.weights, args.data, out_json=None if printed else args.json, device=args.device,
+        batch_size=args.batch, proposals=args.proposals, report=args.report, conf=args.conf,
+        agnostic_nms=args.agnostic_nms, log=_to_stderr if printed else print,
     )
+    if printed:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "pr_curve"}, indent=1))
     return 0
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -89,11 +99,17 @@ def _bench(args: argparse.Namespace) -> int:
     from detect.models.build import NAMES
     from detect.tools.bench import run_bench
 
-    run_bench(
+    printed = args.json == "-"  # --json alone: the results JSON is stdout, the table goes to stderr
+    result = run_bench(
         models=_names(args.models, NAMES), size=args.size, batch=args.batch,
-        device=args.device, steps=args.steps, data=args.data, json_out=args.json,
-        backbone=args.backbone, compile=args.compile,
+        device=args.device, steps=args.steps, data=args.data, json_out=None if printed else args.json,
+        backbone=args.backbone, compile=args.compile, verbose=not printed,
     )
+    if printed:
+        from detect.tools.bench import format_table
+
+        _to_stderr(format_table(result))
+        print(json.dumps(result, indent=2))
     return 0
 
 
@@ -134,20 +150,14 @@ def _names(text: str | None, default: tuple[str, ...]) -> list[str]:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from data_tools.planogram import PlanogramError
     from detect.audit.report import format_summary
     from detect.audit.run import run_audit
 
-    try:
-        result = run_audit(
-            args.weights, args.sources, args.out, planogram=args.planogram, conf=args.conf, device=args.device,
-            tile=args.tile, truth=args.truth, min_gap=args.min_gap, brand_sep=args.brand_sep, draw=not args.no_draw,
-            batch_size=args.batch,
-        )
-    except PlanogramError as exc:
-        for line in exc.problems:
-            print(f"error: {line}", file=sys.stderr)
-        return 2
+    result = run_audit(
+        args.weights, args.sources, args.out, planogram=args.planogram, conf=args.conf, device=args.device,
+        tile=args.tile, truth=args.truth, min_gap=args.min_gap, brand_sep=args.brand_sep, draw=not args.no_draw,
+        batch_size=args.batch,
+    )
     print("\n".join(format_summary(result)))
     return 1 if result["summary"]["photos"] == 0 else 0
 
@@ -169,8 +179,9 @@ def _agnostic_flag(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retail-detect", description=__doc__.splitlines()[0],
-                                     epilog="exit codes: 0 ok, 1 predict read no image, 2 user error, 130 interrupted")
-    parser.add_argument("--debug", action="store_true", help="show a traceback for every error")
+                                     epilog=exit_codes_help("predict / audit read no image"),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_frame_flags(parser)
     sub = parser.add_subparsers(dest="verb", required=True)
 
     p = sub.add_parser("train", help="train a detector from a recipe YAML")
@@ -188,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True,
                    help="dataset .pkl (retail-data convert/split), or a label folder / file of any format (converted "
                         "in the checkpoint's class order and cached)")
-    p.add_argument("--json", default=None, help="write metrics (and per-class AP) to this JSON")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="metrics (and per-class AP) as JSON: --json FILE writes them there (with FILE's stem "
+                        "_results.json and _pr.png beside it); --json alone prints them (the table goes to stderr)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--proposals", default=None, help="Fast R-CNN: external proposals JSON (skips the RPN)")
@@ -202,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="detect products in images, folders or globs")
     p.add_argument("--weights", required=True)
     p.add_argument("sources", nargs="+", help="image files, folders (recursive) or globs")
-    p.add_argument("--out", default="runs/predict",
+    p.add_argument("-o", "--out", default="runs/predict",
                    help="output folder (never an input folder); when it holds files: runs/predict2, ...")
     p.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds an earlier run")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold")
@@ -225,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", help="photos: files, folders (recursive) or globs")
     p.add_argument("--planogram", default=None, help="plan YAML/JSON (configs/planogram_example.yaml); "
                    "without it: rows, gaps and share of shelf only")
-    p.add_argument("--out", default="runs/audit", help="output folder (a new or empty one; never a photo folder)")
+    p.add_argument("-o", "--out", default="runs/audit", help="output folder (a new or empty one; never a photo folder)")
     p.add_argument("--conf", type=float, default=0.15,
                    help="score threshold (lower than predict's: a missed product reads as an empty slot)")
     p.add_argument("--truth", default=None, help="truth.json of `retail-data synth --planogram`: measure the audit")
@@ -239,14 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed of our detectors against torchvision peers, same backbone")
     p.add_argument("--models", default=None, help="comma-separated detector names (default: every registered detector)")
-    p.add_argument("--size", type=int, default=None, help="input size (default: 320 on CUDA, 128 on the CPU)")
+    p.add_argument("--size", type=square_size, default=None, metavar="S",
+                   help="input side S (or SxS; default: 320 on CUDA, 128 on the CPU)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: 32 on CUDA, 4 on the CPU)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 2 on CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--data", default=None, help="dataset .pkl for the real-data throughput (default: synthetic shelves)")
     p.add_argument("--compile", action="store_true", help="torch.compile our models")
-    p.add_argument("--json", default=None, help="write the results to this JSON")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="the results as JSON: --json FILE writes them there; --json alone prints them (the table "
+                        "goes to stderr)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("tune", help="grid search of recipe keys, ranked by val AP (optionally k-fold)")
@@ -254,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="e.g. train.lr=0.1,0.01,0.001")
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation of data.train (k >= 2)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the recipe's)")
-    p.add_argument("--out", default="runs/tune")
+    p.add_argument("-o", "--out", default="runs/tune")
     p.add_argument("--seed", type=int, default=0, help="fold assignment seed")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for every run")
     p.set_defaults(func=_tune)
@@ -273,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="peers train with torchvision's reference recipe (SGD, warmup + cosine, flip only) or ours")
     p.add_argument("--models", default=None, help="comma-separated detector names (default: every registered detector)")
     p.add_argument("--configs", default=None, help="folder of the recipes (default: ./configs, else the checkout's configs/)")
-    p.add_argument("--out", default="runs/compare")
+    p.add_argument("-o", "--out", default="runs/compare")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for every detector")
     p.set_defaults(func=_compare)
@@ -281,14 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="checkpoint -> ONNX / TorchScript (outputs checked against PyTorch)")
     p.add_argument("--weights", required=True)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--out", default=None, help="output file (default: beside the weights)")
-    p.add_argument("--size", type=int, default=None, help="input size S (default: the training size)")
+    p.add_argument("-o", "--out", default=None, help="output file (default: beside the weights)")
+    p.add_argument("--size", type=square_size, default=None, metavar="S",
+                   help="input side S (or SxS; default: the training size)")
     p.add_argument("--batch", type=int, default=1, help="batch of the example input (ONNX keeps the batch dynamic)")
     p.add_argument("--no-check", action="store_true", help="skip running the export against PyTorch")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("demo", help="synthetic shelves -> train SSD -> mAP -> annotated images, on the CPU")
-    p.add_argument("--out", default="demo_out")
+    p.add_argument("-o", "--out", default="demo_out")
     p.add_argument("--images", type=int, default=120)
     p.add_argument("--minutes", type=float, default=10.0,
                    help="upper bound on training minutes (the demo trains 12 epochs; 0 = no limit)")
@@ -298,34 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``retail-detect`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code (:func:`run_cli`)."""
     openmp_env_defaults()  # idle OpenMP threads sleep (set before torch loads), unless the user chose
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv  # accepted anywhere on the line
-    args, extra = parser.parse_known_args([a for a in argv if a != "--debug"])
-    args.debug = debug
+    return run_cli(build_parser(), argv, _late_overrides)
+
+
+def _late_overrides(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """``train``'s ``key=value`` overrides may come before and after ``--resume``: take the later ones."""
     if extra and args.verb == "train" and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides = [*args.overrides, *extra]  # overrides may come before and after --resume
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    handler: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return handler(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
-        # User errors (bad config, missing file, bad checkpoint) end with one clear line, no traceback.
-        if args.debug:
-            raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-
-
-def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line, without terminal escapes, at most 1,000 characters."""
-    text = " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc) or type(exc).__name__).split())
-    return text if len(text) <= 1000 else text[:997] + "..."
+        args.overrides = [*args.overrides, *extra]
+        return []
+    return extra
 
 
 if __name__ == "__main__":

@@ -21,13 +21,14 @@ from typing import Any
 
 import yaml
 
+from data_tools.errors import UserError
 from detect.models.build import DETECTORS, PEER_NAMES, ModelConfig, takes_proposals
 from detect.models.options import PROBABILITY, Check, above, at_least, option, within
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override is invalid; the message says where and how to fix it."""
 
 

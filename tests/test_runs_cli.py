@@ -53,12 +53,12 @@ def test_resume_needs_only_the_checkpoint(two_runs, capsys):
 def test_resume_refuses_model_and_data_changes(two_runs, tiny_split, capsys):
     out, _ = two_runs
     capsys.readouterr()
-    assert main(["train", "--resume", str(out / "last.pt"), "train.lr=0.5", "data.image_size=96"]) == 2
+    assert main(["train", "--resume", str(out / "last.pt"), "train.lr=0.5", "data.image_size=96"]) == 1
     err = capsys.readouterr().err
     assert "cannot resume" in err and "train.lr (0.001 -> 0.5)" in err and "data.image_size (64 -> 96)" in err
     yolo = Path(SMOKE).parents[0] / "yolo.yaml"
     assert main(["train", "--config", str(yolo), "--resume", str(out / "last.pt"),
-                 f"data.train={tiny_split['train']}", f"data.val={tiny_split['val']}"]) == 2
+                 f"data.train={tiny_split['train']}", f"data.val={tiny_split['val']}"]) == 1
     err = capsys.readouterr().err
     assert "model.name ('ssd' -> 'yolo')" in err and err.count("\n") == 1
 
@@ -67,14 +67,14 @@ def test_resume_of_a_damaged_checkpoint_is_one_line(two_runs, tmp_path, capsys):
     out, _ = two_runs
     broken = tmp_path / "last.pt"
     broken.write_bytes((out / "last.pt").read_bytes()[:1000])
-    assert main(["train", "--resume", str(broken)]) == 2
+    assert main(["train", "--resume", str(broken)]) == 1
     err = capsys.readouterr().err
     assert err == f"error: {broken} is unusable: the file is truncated (zip central directory missing)\n"
     no_names = tmp_path / "nonames.pt"
     ck = torch.load(out / "last.pt", weights_only=True)
     del ck["class_names"]
     torch.save(ck, no_names)
-    assert main(["train", "--resume", str(no_names)]) == 2
+    assert main(["train", "--resume", str(no_names)]) == 1
     assert "missing 'class_names'" in capsys.readouterr().err
 
 
@@ -91,17 +91,36 @@ def test_outputs_that_are_inputs_are_refused_before_work(two_runs, tiny_split, t
     data = tiny_split["val"]
     before = {p: p.read_bytes() for p in (weights, data)}
     capsys.readouterr()
-    assert main(["eval", "--weights", str(weights), "--data", str(data), "--json", str(data)]) == 2
+    assert main(["eval", "--weights", str(weights), "--data", str(data), "--json", str(data)]) == 1
     assert "--json" in capsys.readouterr().err
     link = tmp_path / "w_link.pt"
     link.symlink_to(weights)
-    assert main(["eval", "--weights", str(link), "--data", str(data), "--json", str(weights)]) == 2
-    assert "is an input of this command" in capsys.readouterr().err
-    assert main(["export", "--weights", str(weights), "--out", str(out / "." / "best.pt")]) == 2
-    assert "is an input of this command" in capsys.readouterr().err
-    assert main(["export", "--weights", str(weights), "--format", "torchscript", "--out", str(out / "last.pt")]) == 2
-    assert "not a .torchscript.pt file" in capsys.readouterr().err
+    assert main(["eval", "--weights", str(link), "--data", str(data), "--json", str(weights)]) == 1
+    assert "it is one of the input files" in capsys.readouterr().err
+    assert main(["export", "--weights", str(weights), "--out", str(out / "." / "best.pt")]) == 1
+    assert "it is one of the input files" in capsys.readouterr().err
+    assert main(["export", "--weights", str(weights), "--format", "torchscript", "--out", str(out / "last.pt")]) == 1
+    assert "it is a zip archive (e.g. a .pt), not a TorchScript model" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_eval_json_printed_or_written(two_runs, tiny_split, tmp_path, capsys):
+    """``--json`` alone: the metrics on stdout (the table on stderr); ``--json FILE`` replaces only its own files."""
+    out, _ = two_runs
+    base = ["eval", "--weights", str(out / "best.pt"), "--data", str(tiny_split["val"]), "--device", "cpu"]
+    capsys.readouterr()
+    assert main([*base, "--json"]) == 0
+    printed = capsys.readouterr()
+    assert set(json.loads(printed.out)["per_class"]) == {"brand_a", "brand_b"} and "AP" in printed.err
+    metrics = tmp_path / "m.json"
+    for _ in range(2):  # the second run replaces the first one's metrics, results and plot
+        assert main([*base, "--json", str(metrics)]) == 0
+    assert (tmp_path / "m_results.json").is_file() and (tmp_path / "m_pr.png").is_file()
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    capsys.readouterr()
+    assert main([*base, "--json", str(notes)]) == 1
+    assert "--json" in capsys.readouterr().err and notes.read_text() == '{"mine": 1}'
 
 
 def test_predict_twice_writes_a_fresh_folder(two_runs, tiny_split, tmp_path, capsys):
@@ -115,15 +134,18 @@ def test_predict_twice_writes_a_fresh_folder(two_runs, tiny_split, tmp_path, cap
     assert len(list((pred / "images").rglob("*.jpg"))) == 2  # the first run's drawings, untouched
     assert [p.name for p in (tmp_path / "pred2" / "images").rglob("*.jpg")] == [images[2].name]
     assert main(["predict", "--weights", str(out / "best.pt"), str(images[0]), "--out", str(pred),
-                 "--conf", "nan"]) == 2
+                 "--conf", "nan"]) == 1
     assert "--conf must be in [0, 1], got nan" in capsys.readouterr().err
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
     missing = tmp_path / "missing.pt"
-    assert main(["eval", "--weights", str(missing), "--data", str(missing)]) == 2
-    with pytest.raises(FileNotFoundError):
-        main(["eval", "--weights", str(missing), "--data", str(missing), "--debug"])
+    assert main(["eval", "--weights", str(missing), "--data", str(missing)]) == 1
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(missing), "--data", str(missing), "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "FileNotFoundError: checkpoint not found" in err
+    assert err.splitlines()[-1] == f"error: checkpoint not found: {missing}"
 
 
 def test_predict_skips_fifos_and_symlink_loops(two_runs, tiny_split, tmp_path, capsys):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_tools.coco import read_coco, write_coco
+from data_tools.errors import UserError
 from data_tools.formats.common import ReadOptions
 from data_tools.formats.csv_boxes import read_csv_boxes, write_csv_boxes
 from data_tools.formats.cvat import read_cvat, write_cvat
@@ -39,7 +40,7 @@ _XML_ROOT = re.compile(rb"<\s*([A-Za-z_][\w.-]*)[\s/>]")
 _JSON_SUFFIXES = (".json",)
 
 
-class FormatError(ValueError):
+class FormatError(UserError, ValueError):
     """The format of a path cannot be told, or the path does not fit the format asked for."""
 
 

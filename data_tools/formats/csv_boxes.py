@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from data_tools.atomic import atomic_write_text
+from data_tools.errors import UserError
 from data_tools.formats.common import (
     MAX_LABEL_BYTES,
     ImageFinder,
@@ -51,7 +52,7 @@ ALIASES = {
 }
 
 
-class CsvError(ValueError):
+class CsvError(UserError, ValueError):
     """The CSV as a whole is unusable (unreadable, or its columns cannot be found)."""
 
 

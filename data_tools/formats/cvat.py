@@ -22,6 +22,7 @@ from pathlib import Path
 from lxml import etree
 
 from data_tools.atomic import atomic_write_bytes
+from data_tools.errors import UserError
 from data_tools.formats.common import (
     SPLIT_NAMES,
     ImageFinder,
@@ -44,7 +45,7 @@ _COORDS = ("xtl", "ytl", "xbr", "ybr")
 _SHAPES = ("polygon", "polyline", "points", "mask", "ellipse", "cuboid", "skeleton", "tag")
 
 
-class CvatError(ValueError):
+class CvatError(UserError, ValueError):
     """The CVAT file as a whole is unusable (not XML, not CVAT for images)."""
 
 

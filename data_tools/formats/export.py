@@ -22,7 +22,7 @@ import os
 import shutil
 from pathlib import Path
 
-from data_tools.atomic import OutputError, atomic_open, atomic_write_text, flush_to_disk
+from data_tools.atomic import WriteError, atomic_open, atomic_write_text, flush_to_disk
 from data_tools.formats import FORMATS
 from data_tools.formats.common import CLASS_ORDER_FILE
 from data_tools.images import MAX_IMAGE_BYTES
@@ -132,7 +132,7 @@ def _place(src: Path, dst: Path, mode: str, problems: list[Problem]) -> bool:
         try:
             with atomic_open(dst, "wb", durable=False) as out:
                 shutil.copyfileobj(f, out, 1 << 20)
-        except OutputError:
+        except WriteError:
             raise
         except OSError as e:
             problems.append(Problem(str(src), f"cannot read image ({e.strerror}); left out of the export",

@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from data_tools.atomic import atomic_write_bytes
+from data_tools.errors import UserError
 from data_tools.formats.common import (
     MAX_LABEL_BYTES,
     ROUNDING_SLACK,
@@ -54,7 +55,7 @@ _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 _IMAGE_KEYS = ("image", "img", "image_url", "url")
 
 
-class LabelStudioError(ValueError):
+class LabelStudioError(UserError, ValueError):
     """The file as a whole is unusable (not JSON, not a list of tasks)."""
 
 

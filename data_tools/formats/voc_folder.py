@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_tools.atomic import atomic_write_text
+from data_tools.errors import UserError
 from data_tools.formats.common import CLASS_ORDER_FILE, ReadOptions, class_order, first_spellings
 from data_tools.records import ClassMap, Problem, Record, RecordSet
 from data_tools.userfiles import real_path
@@ -26,7 +27,7 @@ from data_tools.voc import parse_voc, to_record, write_voc
 PROGRESS_MIN_FILES = 500
 
 
-class VocError(ValueError):
+class VocError(UserError, ValueError):
     """The folder holds no VOC annotation at all."""
 
 

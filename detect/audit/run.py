@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from data_tools.outputs import OutputRefused, check_output_folder
 from data_tools.planogram import load_planogram
 from data_tools.records import Problem
 from detect.audit import report
@@ -37,21 +38,21 @@ def fresh_out_dir(out_dir: str | Path) -> Path:
     """The folder to write into: ``out_dir`` if new or empty; after an earlier audit there, ``DIR2``, ``DIR3``, ...
 
     Raises:
-        OutputError: ``out_dir`` is a file, or a non-empty folder without an earlier ``audit.json``.
+        OutputRefused: ``out_dir`` is a file, or a non-empty folder without an earlier ``audit.json``.
     """
     out = Path(out_dir)
     if _usable(out):
         return out
     if not out.is_dir():
-        raise po.OutputError(f"--out {out_dir} is a file: give a folder")
+        raise OutputRefused(f"--out {out_dir} is a file: give a folder")
     if not (out / report.JSON_NAME).is_file():
-        raise po.OutputError(f"--out {out_dir} is not empty and holds no earlier audit ({report.JSON_NAME}): "
-                             "choose a new or empty folder")
+        raise OutputRefused(f"--out {out_dir} is not empty and holds no earlier audit ({report.JSON_NAME}): "
+                            "choose a new or empty folder")
     for k in range(2, 10_000):
         cand = out.with_name(f"{out.name}{k}")
         if _usable(cand):
             return cand
-    raise po.OutputError(f"no free folder {out}2 .. {out}9999")
+    raise OutputRefused(f"no free folder {out}2 .. {out}9999")
 
 
 def run_audit(
@@ -92,14 +93,14 @@ def run_audit(
         ``drawn``, ``without_plan``, ``out_dir``, ``json``, ``csv``, ``html``, ``seconds``.
 
     Raises:
-        PlanogramError: bad plan or truth file (one line per problem); OutputError: unusable ``out_dir``.
+        PlanogramError: bad plan or truth file (one line per problem); OutputRefused: unusable ``out_dir``.
     """
     t0 = time.perf_counter()
     plan = load_planogram(planogram) if planogram is not None else None
     truth_doc = load_truth(truth) if truth is not None else None
     opts = AuditOptions(min_gap=min_gap, row_gap=row_gap, brand_sep=brand_sep)
     src = expand_sources(sources)
-    out = po.check_out_dir(fresh_out_dir(out_dir), [s.path for s in src.files], src.dirs)
+    out = check_output_folder(fresh_out_dir(out_dir), [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
     predictor = Predictor.from_weights(weights, device=device, conf=conf, image_size=image_size,
                                        tile=TileOptions(mode=tile), batch_size=batch_size)

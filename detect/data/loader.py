@@ -23,11 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
+from data_tools.errors import InvalidInput, UserError
+
 LOADER_TIMEOUT_S = 300.0  # longest wait for one batch from the workers before LoaderStalled
 
 
-class LoaderStalled(RuntimeError):
-    """No batch came from the DataLoader workers within the loader's timeout."""
+class LoaderStalled(UserError, RuntimeError):
+    """No batch came from the DataLoader workers within the loader's timeout (the message says what to do)."""
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
@@ -117,7 +119,7 @@ def build_loader(ds: Dataset, batch_size: int, train: bool, workers: int, pin_me
         timeout_s: with workers, the longest wait for one batch before :class:`LoaderStalled`.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
     if hasattr(ds, "prepare"):
         ds.prepare()  # build the image cache before workers fork, so they share it
     if workers == 0 and hasattr(ds, "set_seed"):

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from data_tools.errors import InvalidInput, UserError
 from data_tools.records import Record, RecordSet
 from data_tools.userfiles import read_json
 from detect.models.build import takes_proposals
@@ -43,7 +44,7 @@ MAX_PROPOSALS_BYTES = 1 << 30  # as a COCO file: ~10k photos x 300 proposals fit
 PREDICTIONS_FORMAT = "retail-detect-predictions"  # the "format" of predict's predictions.json
 
 
-class ProposalsError(ValueError):
+class ProposalsError(UserError, ValueError):
     """The proposals file is unreadable or malformed; the message names the file and the key."""
 
 
@@ -252,6 +253,6 @@ def check_proposals_arg(model: torch.nn.Module, name: str, weights: str | Path,
                         proposals: str | Path | None) -> None:
     """Refuse ``--proposals`` for a model that cannot use them, and its absence for a model without an RPN."""
     if proposals is not None and not takes_proposals(name):
-        raise ValueError(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
+        raise InvalidInput(f"--proposals is for Fast R-CNN checkpoints; {weights} is a {name} model")
     if proposals is None and getattr(model, "needs_proposals", False):
-        raise ValueError(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")
+        raise InvalidInput(f"{weights} was trained on external proposals (no RPN): pass --proposals FILE.json")

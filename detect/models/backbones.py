@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from data_tools.errors import InvalidInput
 from detect.models.efficientnet_lite import efficientnet_lite0
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -141,7 +142,7 @@ def _torchvision(name: str, weights: str, weights_dir: str | Path) -> Backbone:
         try:
             net.load_state_dict(state)
         except RuntimeError as exc:
-            raise ValueError(f"{path}: not {name} ImageNet weights ({str(exc).splitlines()[0]})") from None
+            raise InvalidInput(f"{path}: not {name} ImageNet weights ({str(exc).splitlines()[0]})") from None
     if name.startswith("resnet"):
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         stages = [stem, net.layer1, net.layer2, net.layer3, net.layer4]

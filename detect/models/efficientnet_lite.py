@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from data_tools.errors import InvalidInput
+
 # (repeats, kernel, stride, expand ratio, in, out) per stage of EfficientNet-Lite0 (width = depth = 1.0)
 LITE0_STAGES = [
     (1, 3, 1, 1, 32, 16),
@@ -138,5 +140,5 @@ def efficientnet_lite0(pretrained: bool = True, weights_file: str | Path | None 
         state = torch.load(path, map_location="cpu", weights_only=True)
         missing, unexpected = net.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{path}: not EfficientNet-Lite0 weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise InvalidInput(f"{path}: not EfficientNet-Lite0 weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return net

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from data_tools.errors import InvalidInput
 from detect.models.backbones import build_backbone
 from detect.models.detector import Detector
 from detect.models.necks import FPN
@@ -104,7 +105,7 @@ class FastRCNN(Detector):
                 proposals: list[Tensor] | None = None) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         """See :meth:`Detector.forward`; ``proposals`` are checked against the batch first."""
         if proposals is None and self.rpn is None:
-            raise ValueError("this FastRCNN was built for external proposals (data.proposals): "
+            raise InvalidInput("this FastRCNN was built for external proposals (data.proposals): "
                              "pass proposals=[Tensor[P, 4], ...] per image")
         if proposals is not None and len(proposals) != images.shape[0]:
             raise ValueError(f"got proposals for {len(proposals)} images but a batch of {images.shape[0]}")
@@ -135,7 +136,7 @@ def build_fast_rcnn(cfg: ModelSettings, fr: FastRCNNOptions, num_classes: int) -
     if fr.fpn:
         strides = list(backbone.strides)
         if len(fr.anchor_sizes) != len(strides):
-            raise ValueError(f"model.fast_rcnn.anchor_sizes has {len(fr.anchor_sizes)} sizes but the FPN has "
+            raise InvalidInput(f"model.fast_rcnn.anchor_sizes has {len(fr.anchor_sizes)} sizes but the FPN has "
                              f"{len(strides)} levels (strides {strides}): give one size per level")
         # The FPN paper's plain outputs: with BN + ReLU the box head learned 2-4x slower on Freiburg.
         neck: nn.Module | None = FPN(list(backbone.out_channels), fr.neck_channels, norm=False, init=fr.fpn_init)

@@ -30,6 +30,7 @@ from torchvision.models.detection.ssd import SSD, SSDHead
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
+from data_tools.errors import InvalidInput
 from detect.models.backbones import Backbone, build_backbone
 from detect.models.fast_rcnn import FastRCNNOptions
 from detect.models.options import ModelSettings
@@ -149,7 +150,7 @@ class PeerDetector(nn.Module):
     @post.setter
     def post(self, settings: PostprocessSettings) -> None:
         if settings.agnostic:
-            raise ValueError(f"torchvision {self.peer_name} has class-aware NMS only (model.agnostic_nms: false)")
+            raise InvalidInput(f"torchvision {self.peer_name} has class-aware NMS only (model.agnostic_nms: false)")
         m = self._post_owner()
         m.score_thresh, m.nms_thresh, m.detections_per_img = (settings.score_thresh, settings.nms_thresh,
                                                              settings.max_detections)

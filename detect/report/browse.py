@@ -33,14 +33,16 @@ import cv2
 import numpy as np
 
 from data_tools.atomic import atomic_write_text
+from data_tools.errors import InvalidInput
 from data_tools.images import read_image
+from data_tools.outputs import check_output_folder
 from data_tools.records import Record, RecordSet
 from detect.engine.runtime.progress import progress
 from detect.engine.runtime.run_dir import claim_run_dir
 from detect.models.box_ops import iou_matrix
 from detect.report.draw import draw_boxes, write_jpeg
 from detect.report.html import esc, page, table
-from detect.verbs.predict_output import check_out_dir, class_colors
+from detect.verbs.predict_output import class_colors
 
 SEVERITY = {"unreadable": 5, "duplicate_box": 4, "duplicate_image": 4, "tiny_box": 3, "thin_box": 2,
             "no_boxes": 2, "many_objects": 1, "cut_by_border": 1}
@@ -189,7 +191,7 @@ def select(rs: RecordSet, classes: list[str] | None) -> list[int]:
         return list(range(len(rs.records)))
     unknown = [c for c in classes if c not in rs.class_names]
     if unknown:
-        raise ValueError(f"--classes: unknown class {', '.join(unknown)}; the dataset has {', '.join(rs.class_names)}")
+        raise InvalidInput(f"--classes: unknown class {', '.join(unknown)}; the dataset has {', '.join(rs.class_names)}")
     wanted = {rs.class_names.index(c) + 1 for c in classes}
     return [i for i, r in enumerate(rs.records) if wanted & set(r.labels.tolist())]
 
@@ -201,7 +203,7 @@ def browse(rs: RecordSet, out_dir: str | Path, classes: list[str] | None = None,
 
     Returns ``{"out_dir", "index", "images", "shown", "problems": {kind: images}, "unreadable"}``.
     """
-    check_out_dir(out_dir, [], [rs.image_root])  # drawings inside the image folder would be read as data later
+    check_output_folder(out_dir, [], [rs.image_root], "-o")  # drawings inside the image folder would be read as data later
     if augment is not None:
         from detect.config import load_config
 

@@ -27,6 +27,9 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from data_tools.atomic import atomic_write_text
+from data_tools.errors import InvalidInput
+from data_tools.outputs import check_output
 from detect.config import AugmentConfig, Config, ModelConfig
 from detect.engine.runtime.device import resolve_device
 from detect.models.build import DETECTORS, NAMES, PEER_PREFIX, build_model
@@ -151,7 +154,7 @@ def _device_name(device: torch.device) -> str:
 def _check_families(models: Sequence[str]) -> list[str]:
     for m in models:
         if m not in DETECTORS:
-            raise ValueError(f"unknown model family '{m}'; choose from {', '.join(DETECTORS)}")
+            raise InvalidInput(f"unknown model family '{m}'; choose from {', '.join(DETECTORS)}")
     return list(models)
 
 
@@ -180,7 +183,7 @@ def real_data_batches(data: str | Path | None, tmp: str, s: dict, augment: Augme
     loader = build_loader(ds, s["batch"], train=True, workers=s["workers"], pin_memory=device.type == "cuda",
                           distributed=False, seed=0)
     if len(loader) == 0:
-        raise ValueError(f"{source}: {len(ds)} images are fewer than one batch of {s['batch']}")
+        raise InvalidInput(f"{source}: {len(ds)} images are fewer than one batch of {s['batch']}")
 
     def batches() -> Iterator[Batch]:  # endless epochs
         return itertools.chain.from_iterable(itertools.repeat(loader))
@@ -240,7 +243,8 @@ def run_bench(models: Sequence[str] = FAMILIES, size: int | None = None, batch: 
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         num_classes: K for the synthetic runs (a dataset given by ``data`` sets K from its class map).
         data: dataset .pkl for the real-data throughput; None -> synthetic shelves generated in a temp dir.
-        json_out: where to write the results (parent folders are created).
+        json_out: where to write the results (parent folders are created); checked before any work
+            (:func:`data_tools.outputs.check_output`: it may replace only an earlier bench JSON).
         backbone, backbone_weights: backbone name; weights None -> ImageNet if they load, else random
             (weights do not change speed).
         compile: ``torch.compile`` our models (the peers stay eager).
@@ -255,6 +259,8 @@ def run_bench(models: Sequence[str] = FAMILIES, size: int | None = None, batch: 
         ``{"meta": {...}, "families": {family: {"ours", "peers", "ratios", "real_vs_synthetic", ...}},
         "skipped": {family: reason}, "errors": {family: message}}``.
     """
+    if json_out is not None:
+        check_output(json_out, "bench", [data], flag="--json")
     dev = resolve_device(device)
     families, skipped = _check_families(models), {}
     s = _settings(dev, size=size, batch=batch, steps=steps, warmup=warmup, latency_iters=latency_iters,
@@ -289,8 +295,6 @@ def run_bench(models: Sequence[str] = FAMILIES, size: int | None = None, batch: 
     if verbose:
         print(format_table(result))
     if json_out is not None:
-        path = Path(json_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        atomic_write_text(json_out, json.dumps(result, indent=2))
     return result
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from data_tools.atomic import atomic_write_text
+from data_tools.errors import CannotRun, InvalidInput
 from data_tools.figures import pyplot, save_png
 from data_tools.sources import load_any
 from data_tools.split import split_train_val
@@ -40,7 +41,7 @@ def _splits(data: str | None, train: str | None, val: str | None, out: Path, see
     if train and val:
         return train, val
     if not data:
-        raise ValueError("compare needs --data DATASET.pkl (split 80/20 here) or both --train and --val")
+        raise InvalidInput("compare needs --data DATASET.pkl (split 80/20 here) or both --train and --val")
     t, v = out / "split" / "train.pkl", out / "split" / "val.pkl"
     if not (t.is_file() and v.is_file()):
         train_rs, val_rs = split_train_val(load_any(data), 0.2, seed)
@@ -99,9 +100,9 @@ def run_compare(data: str | None = None, train: str | None = None, val: str | No
             architecture.
     """
     if peers_recipe not in ("torchvision", "ours"):
-        raise ValueError(f"--peers-recipe must be torchvision or ours, got {peers_recipe!r}")
+        raise InvalidInput(f"--peers-recipe must be torchvision or ours, got {peers_recipe!r}")
     if budget_minutes is None and (steps is None or steps < 1):
-        raise ValueError("compare needs --steps N >= 1 or --budget-minutes M")
+        raise InvalidInput("compare needs --steps N >= 1 or --budget-minutes M")
     out, lock = claim_run_dir(out)  # a new folder per comparison: runs/compare -> runs/compare2, ...
     try:
         return _compare_into(out, data, train, val, budget_minutes, models, configs_dir, device, overrides or [],
@@ -119,7 +120,7 @@ def _compare_into(out: Path, data, train, val, budget_minutes: float | None, mod
 
     for name in models:
         if name not in DETECTORS:
-            raise ValueError(f"unknown detector '{name}'; choose from {', '.join(DETECTORS)}")
+            raise InvalidInput(f"unknown detector '{name}'; choose from {', '.join(DETECTORS)}")
     train_pkl, val_pkl = _splits(data, train, val, out, seed)
     train_images = len(load_any(train_pkl).records)
     dev = resolve_device(device)
@@ -171,7 +172,7 @@ def _train_and_measure(label: str, recipe: Path, overrides: list[str], val_pkl: 
 
     summary = fit(cfg, log=tagged, on_finish=best_checkpoint_report)
     if summary["best"] is None:
-        raise RuntimeError(f"[{label}] trained no epoch: raise --steps or --budget-minutes")
+        raise CannotRun(f"[{label}] trained no epoch: raise --steps or --budget-minutes")
     metrics = evaluate_weights(summary["best"], val_pkl, device=str(dev), log=lambda *a: None)
     latency = batch1_latency_ms(Path(summary["best"]), dev, cfg.data.image_size)
     row = {"model": label, "AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],

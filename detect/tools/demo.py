@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from data_tools.convert import convert
+from data_tools.errors import InvalidInput
 from data_tools.split import split_train_val
 from data_tools.store import save_dataset
 from data_tools.synth import generate
@@ -48,9 +49,9 @@ def run_demo(out: str | Path = "demo_out", images: int = 120, minutes: float = 1
     ``DEMO_EPOCHS`` epochs ran, else what ended training)."""
     start = time.perf_counter()
     if images < 10:
-        raise ValueError("the demo needs at least 10 images")
+        raise InvalidInput("the demo needs at least 10 images")
     if minutes < 0:
-        raise ValueError(f"--minutes must be >= 0 (0 = no time limit), got {minutes:g}")
+        raise InvalidInput(f"--minutes must be >= 0 (0 = no time limit), got {minutes:g}")
     out, lock = claim_run_dir(out)  # a new folder per demo: demo_out -> demo_out2 when it holds an earlier one
     with lock:
         return _demo_into(out, images, minutes, device, log, start)

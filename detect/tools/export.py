@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from data_tools.atomic import atomic_write_text
+from data_tools.errors import CannotRun, InvalidInput
+from data_tools.outputs import check_output
 from detect.engine.runtime.checkpoint import load_model
-from detect.verbs.outputs import check_output_file
 
 FORMATS = ("onnx", "torchscript")
 
@@ -49,14 +50,14 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
     a random batch and compared with PyTorch (ONNX through onnxruntime).
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown --format '{fmt}' (use {' or '.join(FORMATS)})")
+        raise InvalidInput(f"unknown --format '{fmt}' (use {' or '.join(FORMATS)})")
     suffix = ".onnx" if fmt == "onnx" else ".torchscript.pt"
     path = Path(out) if out is not None else Path(weights).with_suffix(suffix)
-    check_output_file(path, [weights], (suffix,), "--out")
-    check_output_file(path.with_name(path.name + ".json"), [weights], (".json",), "--out (metadata)")
+    check_output(path, fmt, [weights], flag="--out")
+    check_output(path.with_name(path.name + ".json"), "export-meta", [weights], flag="--out (metadata)")
     model, class_names, cfg = load_model(weights)
     if not getattr(model, "exportable", False):
-        raise ValueError(f"{weights}: {cfg.model.name} cannot be exported to a fixed graph (its proposal stage "
+        raise InvalidInput(f"{weights}: {cfg.model.name} cannot be exported to a fixed graph (its proposal stage "
                          "runs per-image top-k + NMS); export ssd or yolo, or use the PyTorch checkpoint")
     size = image_size or cfg.data.image_size
     wrapper = DenseOutputs(model).eval()
@@ -99,7 +100,7 @@ def run_exported(path: str | Path, fmt: str, images: np.ndarray) -> list[np.ndar
         try:
             import onnxruntime as ort
         except ImportError:
-            raise RuntimeError("checking an ONNX export needs onnxruntime: pip install onnxruntime "
+            raise CannotRun("checking an ONNX export needs onnxruntime: pip install onnxruntime "
                                "(or pass --no-check)") from None
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

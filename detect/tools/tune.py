@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from data_tools.errors import CannotRun, InvalidInput
 from data_tools.sources import load_any
 from data_tools.split import kfold
 from data_tools.store import save_dataset
@@ -52,7 +53,7 @@ def _fold_files(cfg_path: str | None, overrides: list[str], folds: int, out: Pat
     """k-fold split of ``data.train`` (written once to ``OUT/folds``): ``[(train.pkl, val.pkl), ...]``."""
     cfg = load_config(cfg_path, overrides)
     if cfg.data.train is None:
-        raise ValueError("tune --folds needs data.train (the dataset to split into folds)")
+        raise InvalidInput("tune --folds needs data.train (the dataset to split into folds)")
     files = [(out / "folds" / f"fold{i}" / "train.pkl", out / "folds" / f"fold{i}" / "val.pkl") for i in range(folds)]
     if not all(t.is_file() and v.is_file() for t, v in files):
         for (t, v), (train_rs, val_rs) in zip(files, kfold(load_any(cfg.data.train), folds, seed)):
@@ -75,7 +76,7 @@ def _run_one(cfg_path: str | None, overrides: list[str], gpu: int | None, log) -
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"run {out_dir} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            raise CannotRun(f"run {out_dir} failed: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads((Path(out_dir) / "summary.json").read_text())
 
 

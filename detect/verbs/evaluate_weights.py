@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 from data_tools.atomic import atomic_write_text
+from data_tools.errors import InvalidInput
+from data_tools.outputs import check_output
 from data_tools.sources import class_mismatch, load_any, select_split
 from detect.data import DetectionDataset, build_loader
 from detect.data.proposals import check_proposals_arg, proposals_for_records
@@ -20,7 +22,6 @@ from detect.engine.inference.evaluator import (
 from detect.engine.runtime.checkpoint import load_model
 from detect.engine.runtime.device import resolve_device
 from detect.engine.training.prepare import drop_unreadable
-from detect.verbs.outputs import check_output_file
 
 
 def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path | None = None, device: str = "auto",
@@ -35,19 +36,19 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     ``conf`` is its confidence (None: the one that minimises count errors). Returns the metrics dict.
     """
     if conf is not None and not 0.0 <= conf <= 1.0:  # also refuses NaN
-        raise ValueError(f"--conf must be in [0, 1], got {conf}")
+        raise InvalidInput(f"--conf must be in [0, 1], got {conf}")
     if out_json is not None:  # refused before any work when it would replace an input or another kind of file
         inputs = [weights, data, proposals]
-        out = check_output_file(out_json, inputs, (".json",), "--json")
-        check_output_file(out.with_name(out.stem + "_results.json"), inputs, (".json",), "--json (results)")
-        check_output_file(out.with_name(out.stem + "_pr.png"), inputs, (".png",), "--json (PR plot)")
+        out = check_output(out_json, "metrics", inputs, flag="--json")
+        check_output(out.with_name(out.stem + "_results.json"), "results", inputs, flag="--json (results)")
+        check_output(out.with_name(out.stem + "_pr.png"), "plot", inputs, flag="--json (PR plot)")
     dev = resolve_device(device)
     model, class_names, cfg = load_model(weights)
     model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections,
                                     agnostic=agnostic_nms)  # None keeps the recipe's model.agnostic_nms
     rs = select_split(load_any(data, class_names, log), "eval", str(data), log)  # labels: in the checkpoint's order
     if list(rs.class_names) != list(class_names):
-        raise ValueError(class_mismatch(str(data), rs.class_names, class_names, f"the checkpoint {weights}",
+        raise InvalidInput(class_mismatch(str(data), rs.class_names, class_names, f"the checkpoint {weights}",
                                         rs.meta.get("source")))
     check_proposals_arg(model, cfg.model.name, weights, proposals)
     props = proposals_for_records(proposals, rs) if proposals is not None else None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.errors import InvalidInput
 from data_tools.formats.export import check_export_folder, export_records
 from data_tools.records import Record, RecordSet, check_box
 
@@ -57,7 +58,7 @@ def save_labels(out: str | Path, fmt: str, entries: list[dict], rels: list[str],
     Returns ``{"dir", "format", "images", "boxes", "dropped", "problems"}``.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"--save-labels must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise InvalidInput(f"--save-labels must be one of {', '.join(FORMATS)}, not {fmt!r}")
     rs, scores, dropped = detections_recordset(entries, rels, class_names)
     folder = Path(out) / LABELS_DIR
     result = export_records(rs, fmt, folder, "link", scores, [e["path"] for e in entries])

@@ -8,8 +8,8 @@ Layout of ``--out DIR``::
 
 Every file is written to a temporary file in the same folder, fsynced, then moved into place with
 ``os.replace``, so a killed run never leaves a half-written output. Outputs never land on an input:
-:func:`check_out_dir` refuses an ``--out`` that is (or is inside) an input folder or that contains
-an input, and :func:`write_drawn` refuses any path that is an input file.
+:func:`data_tools.outputs.check_output_folder` refuses an ``--out`` that is (or is inside) an input folder or
+that contains an input, and :func:`write_drawn` refuses any path that is an input file.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import colorsys
 import csv
 import io
 import json
-from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -26,6 +25,7 @@ import numpy as np
 from torch import Tensor
 
 from data_tools.atomic import atomic_write_bytes, atomic_write_text
+from data_tools.outputs import OutputRefused
 
 JSON_NAME = "predictions.json"
 CSV_NAME = "predictions.csv"
@@ -33,49 +33,6 @@ IMAGES_DIR = "images"
 FORMAT = "retail-detect-predictions"
 FORMAT_VERSION = 1
 _WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-class OutputError(ValueError):
-    """The output folder would overwrite or mix with the inputs."""
-
-
-# ----------------------------------------------------------------------------- safety
-
-
-def _resolve(p: str | Path) -> Path:
-    return Path(p).expanduser().resolve()
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
-
-
-def check_out_dir(
-    out_dir: str | Path, input_files: Iterable[str | Path], input_dirs: Iterable[str | Path] = ()
-) -> Path:
-    """Refuse an output folder that could overwrite or re-ingest inputs; return it resolved.
-
-    Refused: ``out_dir`` equal to an input image's folder; ``out_dir`` equal to or inside a folder
-    given as a source (a later recursive run would read our drawings back); any input inside
-    ``out_dir``.
-
-    Raises:
-        OutputError: with the clash named and what to do instead.
-    """
-    out = _resolve(out_dir)
-    for d in input_dirs:
-        d = _resolve(d)
-        if _inside(out, d):
-            raise OutputError(
-                f"--out {out_dir} is inside the input folder {d}: choose an output folder outside it"
-            )
-    for f in input_files:
-        f = _resolve(f)
-        if out == f.parent:
-            raise OutputError(f"--out {out_dir} is the folder of input {f}: outputs would mix with inputs")
-        if _inside(f, out):
-            raise OutputError(f"input {f} is inside --out {out_dir}: outputs could overwrite it")
-    return out
 
 
 # ----------------------------------------------------------------------------- JSON / CSV
@@ -202,12 +159,12 @@ def write_drawn(path: str | Path, image_bgr: np.ndarray, protected: set[Path] | 
     """Encode ``image_bgr`` by the file extension and write it atomically.
 
     Raises:
-        OutputError: ``path`` is one of the ``protected`` (input) files.
+        OutputRefused: ``path`` is one of the ``protected`` (input) files.
         ValueError: OpenCV cannot encode the image.
     """
     path = Path(path)
-    if protected and _resolve(path) in protected:
-        raise OutputError(f"refusing to overwrite input {path}")
+    if protected and path.expanduser().resolve() in protected:
+        raise OutputRefused(f"refusing to overwrite input {path}")
     ok, buf = cv2.imencode(path.suffix.lower(), image_bgr)
     if not ok:
         raise ValueError(f"cannot encode {path.suffix} image for {path}")

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from data_tools.errors import InvalidInput
+from data_tools.outputs import check_output_folder
 from data_tools.records import Problem
 from detect.data.proposals import ProposalsForFiles, check_proposals_arg
 from detect.engine.inference.predictor import Predictor
@@ -86,17 +88,17 @@ def run_predict(
         (what :func:`~detect.verbs.predict_labels.save_labels` returned, or None).
 
     Raises:
-        OutputError: ``out_dir`` clashes with the inputs (nothing is written).
+        OutputRefused: ``out_dir`` clashes with the inputs (nothing is written).
         ValueError: bad options (tile mode, overlap, device).
     """
     t0 = time.perf_counter()
     opts = TileOptions(mode=tile, size=tile_size, overlap=tile_overlap)
     if not 0.0 <= conf <= 1.0:  # also refuses NaN
-        raise ValueError(f"--conf must be in [0, 1], got {conf}")
+        raise InvalidInput(f"--conf must be in [0, 1], got {conf}")
     if save_labels is not None and save_labels not in LABEL_FORMATS:
-        raise ValueError(f"--save-labels must be one of {', '.join(LABEL_FORMATS)}, not {save_labels!r}")
+        raise InvalidInput(f"--save-labels must be one of {', '.join(LABEL_FORMATS)}, not {save_labels!r}")
     src = expand_sources(sources)
-    po.check_out_dir(out_dir, [s.path for s in src.files], src.dirs)
+    check_output_folder(out_dir, [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
     predictor = Predictor.from_weights(
         weights, device=device, conf=conf, image_size=image_size, use_ema=use_ema, tile=opts,
@@ -108,7 +110,7 @@ def run_predict(
     # a new folder per run (runs/predict -> runs/predict2 when it holds one): no stale drawings beside new ones
     folder, lock = claim_run_dir(out_dir, exist_ok=exist_ok)
     with lock:
-        out = po.check_out_dir(folder, [s.path for s in src.files], src.dirs)
+        out = check_output_folder(folder, [s.path for s in src.files], src.dirs)
         if save_labels is not None:
             check_labels_folder(out)
         names = predictor.class_names

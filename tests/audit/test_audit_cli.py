@@ -75,9 +75,9 @@ def test_second_run_goes_to_a_new_folder_and_foreign_folders_are_refused(setup, 
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    assert main(_audit(setup, mine)) == 2
+    assert main(_audit(setup, mine)) == 1
     assert "holds no earlier audit" in capsys.readouterr().err and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
-    assert main(_audit(setup, setup["photos"] / "out")) == 2
+    assert main(_audit(setup, setup["photos"] / "out")) == 1
     assert "inside the input folder" in capsys.readouterr().err
 
 
@@ -92,12 +92,12 @@ def test_without_a_plan_rows_gaps_and_share_still_come_out(setup, tmp_path, caps
 def test_bad_plans_are_one_line_each(setup, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(PLAN.replace("brand_b, facings: 2", "brand_x, facings: 2"))
-    assert main(_audit(setup, tmp_path / "o", "--planogram", str(bad))) == 2
+    assert main(_audit(setup, tmp_path / "o", "--planogram", str(bad))) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {bad}:6: unknown SKU 'brand_x' (bay 'left' row 2 item 1); the detector's classes: "
                            "brand_a, brand_b")
     bad.write_text("bays: [\n")
-    assert main(_audit(setup, tmp_path / "o", "--planogram", str(bad))) == 2
+    assert main(_audit(setup, tmp_path / "o", "--planogram", str(bad))) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {bad}:2: malformed YAML")
     assert not (tmp_path / "o").exists()

@@ -68,15 +68,15 @@ def test_cli_flags(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "wrote 2 planogram shelves" in printed and "61 planned, 6 removed (out of stock), 4 misplaced" in printed
     assert (out / "truth.json").is_file() and (out / "classes.txt").is_file()
-    assert data_main(["synth", "-o", str(tmp_path / "n"), "--out-of-stock", "0.1"]) == 2
+    assert data_main(["synth", "-o", str(tmp_path / "n"), "--out-of-stock", "0.1"]) == 1
     assert "--out-of-stock and --misplace need --planogram" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("rows:\n  - [{sku: brand_a, facings: 2}]\n  - []\n  - [{sku: nope}]\n")
-    assert data_main(["synth", "-o", str(tmp_path / "b"), "--planogram", str(bad)]) == 2
+    assert data_main(["synth", "-o", str(tmp_path / "b"), "--planogram", str(bad)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err == [f"error: {bad}:3: bay 'plan' row 2 is empty: list at least one {{sku: NAME, facings: N}}"]
     bad.write_text("rows:\n  - [{sku: brand_a, facings: 2}]\n  - [{sku: nope}]\n")
-    assert data_main(["synth", "-o", str(tmp_path / "b"), "--planogram", str(bad)]) == 2
+    assert data_main(["synth", "-o", str(tmp_path / "b"), "--planogram", str(bad)]) == 1
     [err] = capsys.readouterr().err.splitlines()
     assert err.startswith(f"error: {bad}:3: unknown SKU 'nope' (bay 'plan' row 2 item 1); the synthetic classes")
     assert not (tmp_path / "b").exists()

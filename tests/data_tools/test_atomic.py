@@ -15,7 +15,7 @@ from dt_helpers import temp_leftovers
 import data_tools.atomic as atomic
 import data_tools.cli as cli
 import data_tools.store as store
-from data_tools.atomic import OutputError, atomic_write_bytes, check_writable_dir, remove_stale_temps
+from data_tools.atomic import WriteError, atomic_write_bytes, check_writable_dir, remove_stale_temps
 from data_tools.cli import main
 
 
@@ -75,7 +75,7 @@ def test_no_space_left_names_the_user_path_and_keeps_the_old_file(dataset, tmp_p
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store.pickle, "dump", full)
-    assert main(["convert", str(dataset), "-o", str(out), "--quiet"]) == 2
+    assert main(["convert", str(dataset), "-o", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err == f"error: no space left writing {out} (previous {out.name} kept)\n"
     assert out.read_bytes() == before and not temp_leftovers(tmp_path)
@@ -86,7 +86,7 @@ def test_no_space_on_a_new_file_says_nothing_about_a_previous_one(tmp_path, monk
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "fsync", full)
-    with pytest.raises(OutputError) as e:
+    with pytest.raises(WriteError) as e:
         atomic_write_bytes(tmp_path / "new.bin", b"x")
     assert str(e.value) == f"no space left writing {tmp_path / 'new.bin'}" and e.value.errno == errno.ENOSPC
     assert not temp_leftovers(tmp_path) and not (tmp_path / "new.bin").exists()
@@ -106,7 +106,7 @@ def test_read_only_output_folder_is_refused_before_the_work(dataset, tmp_path, m
 
     monkeypatch.setattr(cli, "convert", boom)
     out = tmp_path / "ro" / "d.pkl"
-    assert main(["convert", str(dataset), "-o", str(out)]) == 2
+    assert main(["convert", str(dataset), "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert err == f"error: cannot write to {tmp_path / 'ro'}: read-only file system\n"
 
@@ -124,7 +124,7 @@ def test_other_verbs_probe_their_output_folder(dataset, tmp_path, capsys, verb, 
     args = {"split": ["split", str(ds), "-o", str(target)],
             "export-coco": ["export-coco", str(ds), "-o", str(target / "gt.json")],
             "stats": ["stats", str(ds), "--plot", str(target / "s.png")]}[verb]
-    assert main(args) == 2
+    assert main(args) == 1
     err = capsys.readouterr().err
     assert f"cannot write to {target}: permission denied" in err and ".tmp" not in err
 
@@ -132,7 +132,7 @@ def test_other_verbs_probe_their_output_folder(dataset, tmp_path, capsys, verb, 
 def test_full_disk_is_refused_before_the_work(dataset, tmp_path, monkeypatch, capsys):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 0))
-    assert main(["convert", str(dataset), "-o", str(tmp_path / "d.pkl"), "--quiet"]) == 2
+    assert main(["convert", str(dataset), "-o", str(tmp_path / "d.pkl"), "--quiet"]) == 1
     assert f"no space left on the disk of {tmp_path}" in capsys.readouterr().err
 
 
@@ -142,9 +142,9 @@ def test_check_writable_dir(tmp_path):
     assert check_writable_dir(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
     assert (tmp_path / "new" / "sub").is_dir() and os.listdir(tmp_path / "new" / "sub") == []
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match="is a file"):
+    with pytest.raises(WriteError, match="is a file"):
         check_writable_dir(tmp_path / "file")
-    with pytest.raises(OutputError, match="file is a file"):
+    with pytest.raises(WriteError, match="file is a file"):
         check_writable_dir(tmp_path / "file" / "below", create=False)
 
 

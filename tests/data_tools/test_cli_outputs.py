@@ -3,7 +3,6 @@ checks run before any work; ``synth --size`` is bounded; exit codes are document
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -34,7 +33,7 @@ def _err(capsys) -> str:
 def test_convert_refuses_the_image_of_a_skipped_record(dataset, tmp_path, capsys, no_convert):
     add_pair(dataset, "broken", xml="<annotation><filename>broken.jpg</filename>")  # malformed: skipped
     before = tree_hashes(dataset)
-    assert main(["convert", str(dataset), "-o", str(dataset / "images" / "broken.jpg"), "--quiet"]) == 2
+    assert main(["convert", str(dataset), "-o", str(dataset / "images" / "broken.jpg"), "--quiet"]) == 1
     err = _err(capsys)
     assert "broken.jpg" in err and "JPEG image" in err
     assert tree_hashes(dataset) == before
@@ -43,11 +42,11 @@ def test_convert_refuses_the_image_of_a_skipped_record(dataset, tmp_path, capsys
 def test_convert_refuses_an_existing_file_of_another_kind(dataset, tmp_path, capsys, no_convert):
     pt = tmp_path / "model.pt"
     pt.write_bytes(b"PK\x03\x04" + b"\x00" * 60)  # a zip, as torch.save writes
-    assert main(["convert", str(dataset), "-o", str(pt), "--quiet"]) == 2
+    assert main(["convert", str(dataset), "-o", str(pt), "--quiet"]) == 1
     assert "model.pt" in _err(capsys) and pt.read_bytes().startswith(b"PK")
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": 1}')
-    assert main(["convert", str(dataset), "-o", str(tmp_path / "d.pkl"), "--report", str(notes), "--quiet"]) == 2
+    assert main(["convert", str(dataset), "-o", str(tmp_path / "d.pkl"), "--report", str(notes), "--quiet"]) == 1
     assert "notes.json" in _err(capsys) and notes.read_text() == '{"mine": 1}'
 
 
@@ -60,7 +59,7 @@ def test_convert_refuses_a_hard_link_to_the_coco_json(tmp_path, capsys, no_conve
     (tmp_path / "elsewhere").mkdir()
     os.link(gt, tmp_path / "elsewhere" / "gt.json")
     before = gt.read_bytes()
-    assert main(["convert", str(gt), "-o", str(tmp_path / "elsewhere" / "gt.json")]) == 2
+    assert main(["convert", str(gt), "-o", str(tmp_path / "elsewhere" / "gt.json")]) == 1
     assert "input" in _err(capsys) and gt.read_bytes() == before
 
 
@@ -83,11 +82,11 @@ def test_split_refuses_to_replace_foreign_files(dataset, tmp_path, capsys):
     out.mkdir()
     (out / "val.pkl").write_text("my notes")
     capsys.readouterr()
-    assert main(["split", str(ds), "-o", str(out)]) == 2
+    assert main(["split", str(ds), "-o", str(out)]) == 1
     assert "val.pkl" in _err(capsys) and (out / "val.pkl").read_text() == "my notes"
     assert not (out / "train.pkl").exists()
     (tmp_path / "afile").write_text("x")
-    assert main(["split", str(ds), "-o", str(tmp_path / "afile")]) == 2
+    assert main(["split", str(ds), "-o", str(tmp_path / "afile")]) == 1
     assert "is a file" in _err(capsys)
 
 
@@ -95,7 +94,7 @@ def test_split_refuses_to_replace_foreign_files(dataset, tmp_path, capsys):
 def test_split_folds_are_bounded(dataset, tmp_path, capsys, folds):
     ds = _dataset_file(dataset, tmp_path)
     capsys.readouterr()
-    assert main(["split", str(ds), "-o", str(tmp_path / "k"), f"--folds={folds}"]) == 2
+    assert main(["split", str(ds), "-o", str(tmp_path / "k"), f"--folds={folds}"]) == 1
     assert "--folds must be between 2 and" in _err(capsys) and not (tmp_path / "k").exists()
 
 
@@ -109,9 +108,9 @@ def test_export_coco_refuses_the_annotations_the_dataset_came_from(tmp_path, cap
     assert main(["convert", str(gt), "-o", str(ds), "--quiet"]) == 0
     capsys.readouterr()
     before = gt.read_bytes()
-    assert main(["export-coco", str(ds), "-o", str(gt)]) == 2
+    assert main(["export-coco", str(ds), "-o", str(gt)]) == 1
     assert "converted from" in _err(capsys) and gt.read_bytes() == before
-    assert main(["export-coco", str(ds), "-o", str(root / "a.jpg")]) == 2
+    assert main(["export-coco", str(ds), "-o", str(root / "a.jpg")]) == 1
     _err(capsys)
     assert main(["export-coco", str(ds), "-o", str(tmp_path / "gt2.json")]) == 0
     assert main(["export-coco", str(ds), "-o", str(tmp_path / "gt2.json")]) == 0  # its own output: replaced
@@ -125,14 +124,38 @@ def test_stats_plot_refuses_a_dataset_image_and_foreign_files(tmp_path, capsys):
     photo = root / "images" / "p.png"
     before = photo.read_bytes()
     capsys.readouterr()
-    assert main(["stats", str(ds), "--plot", str(photo)]) == 2
+    assert main(["stats", str(ds), "--plot", str(photo)]) == 1
     assert "p.png" in _err(capsys) and photo.read_bytes() == before
     other = tmp_path / "holiday.png"
     make_image(other, fmt="PNG")
-    assert main(["stats", str(ds), "--plot", str(other)]) == 2
+    assert main(["stats", str(ds), "--plot", str(other)]) == 1
     _err(capsys)
     assert main(["stats", str(ds), "--plot", str(tmp_path / "s.png")]) == 0
     assert main(["stats", str(ds), "--plot", str(tmp_path / "s.png")]) == 0  # its own plot: replaced
+
+
+def test_stats_json_printed_or_written(tmp_path, capsys):
+    """``--json`` alone prints JSON (also before the dataset, the old spelling); ``--json FILE`` writes it there,
+    replacing only an earlier statistics file."""
+    root = tmp_path / "ds"
+    add_pair(root, "p", [("beans", 1, 1, 5, 5)], ext=".png")
+    ds = tmp_path / "d.pkl"
+    assert main(["convert", str(root), "-o", str(ds), "--quiet"]) == 0
+    capsys.readouterr()
+    for argv in (["stats", str(ds), "--json"], ["stats", "--json", str(ds)]):
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["boxes"] == 1
+    out = tmp_path / "stats.json"
+    for _ in range(2):  # the second run replaces its own file
+        assert main(["stats", str(ds), "--json", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert json.loads(out.read_text())["images"] == 1 and f"json: {out}" in printed and not printed.startswith("{")
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    assert main(["stats", str(ds), "--json", str(notes)]) == 1
+    assert "notes.json" in _err(capsys) and notes.read_text() == '{"mine": 1}'
+    assert main(["stats", "--json"]) == 2
+    assert capsys.readouterr().err.startswith("usage: retail-data stats")
 
 
 @pytest.fixture
@@ -141,8 +164,10 @@ def calls(monkeypatch) -> list:
     seen: list = []
     fake = types.ModuleType("data_tools.synth")
     fake.generate = lambda *args: seen.append(args)
-    importlib.import_module("data_tools.synth_dense")  # imported with the real generator before the fake replaces it
+    dense = types.ModuleType("data_tools.synth_dense")
+    dense.generate_dense = lambda *args: seen.append(("dense", *args))
     monkeypatch.setitem(sys.modules, "data_tools.synth", fake)
+    monkeypatch.setitem(sys.modules, "data_tools.synth_dense", dense)
     return seen
 
 
@@ -150,7 +175,7 @@ def test_synth_refuses_a_folder_that_is_not_a_synth_output(tmp_path, capsys, cal
     mine = tmp_path / "my_labels"
     (mine / "images").mkdir(parents=True)
     (mine / "classes.txt").write_text("milk\nbread\n")
-    assert main(["synth", "-o", str(mine), "--images", "2"]) == 2
+    assert main(["synth", "-o", str(mine), "--images", "2"]) == 1
     assert "my_labels" in _err(capsys) and calls == []
     prev = tmp_path / "prev"
     (prev / "images").mkdir(parents=True)
@@ -158,7 +183,7 @@ def test_synth_refuses_a_folder_that_is_not_a_synth_output(tmp_path, capsys, cal
     (prev / "dataset.pkl").write_bytes(b"")
     assert main(["synth", "-o", str(prev), "--images", "2"]) == 0 and len(calls) == 1
     (tmp_path / "f").write_text("x")
-    assert main(["synth", "-o", str(tmp_path / "f")]) == 2
+    assert main(["synth", "-o", str(tmp_path / "f")]) == 1
     _err(capsys)
 
 
@@ -168,7 +193,7 @@ def test_synth_refuses_a_folder_that_is_not_a_synth_output(tmp_path, capsys, cal
     (["--images", "0"], "--images"), (["--images", "10000000"], "--images"), (["--classes", "100000"], "--classes"),
 ])
 def test_synth_bounds(tmp_path, capsys, calls, args, message):
-    assert main(["synth", "-o", str(tmp_path / "s"), *args]) == 2
+    assert main(["synth", "-o", str(tmp_path / "s"), *args]) == 1
     assert message in _err(capsys) and not (tmp_path / "s").exists() and calls == []
 
 
@@ -191,6 +216,11 @@ def test_inputs_unchanged_after_refusals(dataset, tmp_path, capsys):
     """A VOC XML as -o: refused before work (it exists and is not a dataset); nothing changed."""
     before = tree_hashes(dataset)
     (dataset / "annotations" / "extra.xml").write_text(voc_xml("good1.jpg"))
-    assert main(["convert", str(dataset), "-o", str(dataset / "annotations" / "extra.xml"), "--quiet"]) == 2
+    assert main(["convert", str(dataset), "-o", str(dataset / "annotations" / "extra.xml"), "--quiet"]) == 1
     _err(capsys)
     assert {k: v for k, v in tree_hashes(dataset).items() if "extra" not in k} == before
+
+
+def test_synth_size_one_side_is_a_square(tmp_path, calls):
+    assert main(["synth", "--out", str(tmp_path / "s"), "--images", "2", "--size", "64"]) == 0
+    assert calls == [(str(tmp_path / "s"), 2, 5, 0, (64, 64))]

@@ -59,7 +59,7 @@ def test_deeply_nested_json_is_one_clear_line(tmp_path, capsys):
     path.write_text('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(CocoFormatError, match=r"deep\.json: JSON nested too deeply"):
         read_coco(path)
-    assert main(["convert", str(path), "-o", str(tmp_path / "d.pkl")]) == 2
+    assert main(["convert", str(path), "-o", str(tmp_path / "d.pkl")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nested too deeply" in err
 
@@ -85,7 +85,7 @@ def test_file_without_categories_is_refused(tmp_path, capsys):
     path = _write(tmp_path, {"images": _imgs(), "annotations": anns, "categories": []})
     with pytest.raises(CocoFormatError, match="no categories"):
         read_coco(path)
-    assert main(["convert", str(path), "-o", str(tmp_path / "d.pkl")]) == 2
+    assert main(["convert", str(path), "-o", str(tmp_path / "d.pkl")]) == 1
     assert "no categories" in capsys.readouterr().err and not (tmp_path / "d.pkl").exists()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import types
@@ -39,7 +38,7 @@ def test_strict_passes_on_clean_data(dataset, tmp_path):
 
 
 def test_missing_source_exits_2_with_a_clear_message(tmp_path, capsys):
-    assert main(["convert", str(tmp_path / "nope"), "-o", str(tmp_path / "x.pkl")]) == 2
+    assert main(["convert", str(tmp_path / "nope"), "-o", str(tmp_path / "x.pkl")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: source") and "does not exist" in err and "Traceback" not in err
     assert not (tmp_path / "x.pkl").exists()
@@ -47,24 +46,24 @@ def test_missing_source_exits_2_with_a_clear_message(tmp_path, capsys):
 
 def test_folder_without_annotations_exits_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert main(["convert", str(tmp_path / "empty"), "-o", str(tmp_path / "x.pkl")]) == 2
+    assert main(["convert", str(tmp_path / "empty"), "-o", str(tmp_path / "x.pkl")]) == 1
     assert "no annotations found" in capsys.readouterr().err
 
 
 def test_refuses_to_write_over_an_input(dataset, tmp_path, capsys):
     before = tree_hashes(dataset)
     xml = dataset / "annotations" / "good1.xml"
-    assert main(["convert", str(dataset), "-o", str(xml), "--quiet"]) == 2
+    assert main(["convert", str(dataset), "-o", str(xml), "--quiet"]) == 1
     assert "input" in capsys.readouterr().err
     img = dataset / "images" / "good2.jpg"
-    assert main(["convert", str(dataset), "-o", str(tmp_path / "d.pkl"), "--report", str(img), "--quiet"]) == 2
+    assert main(["convert", str(dataset), "-o", str(tmp_path / "d.pkl"), "--report", str(img), "--quiet"]) == 1
     assert tree_hashes(dataset) == before and not temp_leftovers(dataset)
 
 
 def test_bad_classes_file_exits_2(dataset, tmp_path, capsys):
     classes = tmp_path / "c.txt"
     classes.write_text("beans\nBeans\n")
-    assert main(["convert", str(dataset), "-o", str(tmp_path / "d.pkl"), "--classes", str(classes)]) == 2
+    assert main(["convert", str(dataset), "-o", str(tmp_path / "d.pkl"), "--classes", str(classes)]) == 1
     assert "differ only in case" in capsys.readouterr().err
 
 
@@ -92,29 +91,31 @@ def test_stats_split_export_verbs(dataset, tmp_path, capsys):
     gt = tmp_path / "gt.json"
     assert main(["export-coco", str(ds), "-o", str(gt)]) == 0
     assert "8 images, 9 annotations, 2 categories" in capsys.readouterr().out
-    assert main(["export-coco", str(ds), "-o", str(ds)]) == 2  # never over its input
+    assert main(["export-coco", str(ds), "-o", str(ds)]) == 1  # never over its input
     assert load_dataset(ds) is not None and not temp_leftovers(tmp_path)
 
 
 def test_split_errors_are_user_errors(dataset, tmp_path, capsys):
     ds = tmp_path / "d.pkl"
     main(["convert", str(dataset), "-o", str(ds), "--quiet"])
-    assert main(["split", str(ds), "-o", str(tmp_path / "k"), "--folds", "5"]) == 2
+    assert main(["split", str(ds), "-o", str(tmp_path / "k"), "--folds", "5"]) == 1
     assert "k-fold needs" in capsys.readouterr().err and not (tmp_path / "k").exists()
-    assert main(["split", str(ds), "-o", str(tmp_path), "--val", "1.5"]) == 2
-    assert main(["stats", str(tmp_path / "missing.pkl")]) == 2
+    assert main(["split", str(ds), "-o", str(tmp_path), "--val", "1.5"]) == 1
+    assert main(["stats", str(tmp_path / "missing.pkl")]) == 1
 
 
 def test_synth_calls_the_generator(tmp_path, monkeypatch, capsys):
     calls = []
     fake = types.ModuleType("data_tools.synth")
     fake.generate = lambda *args: calls.append(args)
-    importlib.import_module("data_tools.synth_dense")  # imported with the real generator before the fake replaces it
+    dense = types.ModuleType("data_tools.synth_dense")
+    dense.generate_dense = lambda *args: calls.append(("dense", *args))
     monkeypatch.setitem(sys.modules, "data_tools.synth", fake)
+    monkeypatch.setitem(sys.modules, "data_tools.synth_dense", dense)
     out = tmp_path / "syn"
     assert main(["synth", "-o", str(out), "--images", "3", "--classes", "2", "--seed", "7", "--size", "64x48"]) == 0
     assert calls == [(str(out), 3, 2, 7, (64, 48))]
-    assert main(["synth", "-o", str(out), "--size", "big"]) == 2
+    assert main(["synth", "-o", str(out), "--size", "big"]) == 1
     assert "--size must look like" in capsys.readouterr().err
 
 
@@ -129,6 +130,6 @@ def test_nothing_usable_exits_2_and_still_writes_the_report(tmp_path, capsys):
     root = tmp_path / "ds"
     add_pair(root, "ghost", [("beans", 1, 1, 5, 5)], image_size=False)
     out, report = tmp_path / "d.pkl", tmp_path / "r.json"
-    assert main(["convert", str(root), "-o", str(out), "--report", str(report), "--quiet"]) == 2
+    assert main(["convert", str(root), "-o", str(out), "--report", str(report), "--quiet"]) == 1
     assert "no usable images" in capsys.readouterr().err
     assert not out.exists() and json.loads(report.read_text())["problems"][0]["kind"] == "missing_image"

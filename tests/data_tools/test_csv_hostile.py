@@ -68,11 +68,11 @@ def test_named_columns_and_tabs(tmp_path):
 
 def test_unusable_csvs_are_one_clear_line(tmp_path, capsys):
     path = _csv(tmp_path / "u", "picture,a,b\nx,y,z\n")
-    assert main(["convert", str(path), "-o", str(tmp_path / "d.pkl")]) == 2
+    assert main(["convert", str(path), "-o", str(tmp_path / "d.pkl")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "boxes.csv:1: cannot find the column(s)" in err and "--csv-columns" in err
     (tmp_path / "empty.csv").write_text("")
-    assert main(["convert", str(tmp_path / "empty.csv"), "-o", str(tmp_path / "d.pkl")]) == 2
+    assert main(["convert", str(tmp_path / "empty.csv"), "-o", str(tmp_path / "d.pkl")]) == 1
     assert "empty CSV" in capsys.readouterr().err
 
 
@@ -99,7 +99,7 @@ def test_image_outside_the_root_is_refused(tmp_path):
 def test_fifo_csv_is_refused_without_hanging(tmp_path):
     os.mkfifo(tmp_path / "boxes.csv")
     r = run_cli("convert", str(tmp_path / "boxes.csv"), "-o", str(tmp_path / "d.pkl"), timeout=30)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "FIFO" in r.stderr
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "FIFO" in r.stderr
 
 
 def test_a_header_cell_over_the_csv_field_limit_is_one_line(tmp_path):

@@ -73,7 +73,7 @@ def test_unusable_files_are_one_clear_line(tmp_path, doc, match):
 def test_cli_refuses_a_broken_cvat_file_in_one_line(tmp_path, capsys):
     path = tmp_path / "job.xml"
     path.write_text("<annotations>\n<image name='a.jpg'>\n</annotations>")
-    assert main(["convert", str(path), "-o", str(tmp_path / "d.pkl")]) == 2
+    assert main(["convert", str(path), "-o", str(tmp_path / "d.pkl")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "job.xml:3" in err and not (tmp_path / "d.pkl").exists()
 
@@ -91,4 +91,4 @@ def test_image_root_option(tmp_path):
 def test_fifo_cvat_file_is_refused_without_hanging(tmp_path):
     os.mkfifo(tmp_path / "job.xml")
     r = run_cli("convert", str(tmp_path / "job.xml"), "-o", str(tmp_path / "d.pkl"), "--format", "cvat", timeout=30)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "FIFO" in r.stderr
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "FIFO" in r.stderr

@@ -48,7 +48,7 @@ def test_fifo_classes_file_is_refused(dataset, tmp_path):
     os.mkfifo(tmp_path / "classes.txt")
     r = run_cli("convert", str(dataset), "-o", str(tmp_path / "d.pkl"), "--classes", str(tmp_path / "classes.txt"),
                 timeout=30)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
     assert "classes.txt" in r.stderr and "FIFO" in r.stderr and not (tmp_path / "d.pkl").exists()
 
 
@@ -57,14 +57,14 @@ def test_special_coco_json_is_refused(tmp_path, kind):
     src = tmp_path / "coco.json"
     os.mkfifo(src) if kind == "fifo" else os.symlink("/dev/zero", src)
     r = run_cli("convert", str(src), "-o", str(tmp_path / "d.pkl"), "--format", "coco", timeout=30)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert "coco.json" in r.stderr and "not a regular file" in r.stderr
 
 
 def test_fifo_dataset_file_is_refused(tmp_path):
     os.mkfifo(tmp_path / "d.pkl")
     r = run_cli("stats", str(tmp_path / "d.pkl"), timeout=30)
-    assert r.returncode == 2 and "d.pkl" in r.stderr and "FIFO" in r.stderr
+    assert r.returncode == 1 and "d.pkl" in r.stderr and "FIFO" in r.stderr
 
 
 def test_symlink_loops_are_reported_and_skipped(dataset, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from data_tools.outputs import OutputRefused
 from data_tools.records import Problem
 from detect.config import Config
 from detect.data.proposals import ProposalsForFiles
@@ -195,9 +196,9 @@ def test_run_predict_outputs(tree, tmp_path, checkpoint):
 
 def test_run_predict_refuses_out_over_inputs(tree, checkpoint):
     for out in [tree, tree / "sub", tree / "pred"]:
-        with pytest.raises(po.OutputError):
+        with pytest.raises(OutputRefused):
             run_predict(str(checkpoint), [str(tree)], out, device="cpu")
-    with pytest.raises(po.OutputError):
+    with pytest.raises(OutputRefused):
         run_predict(str(checkpoint), [str(tree / "sub" / "b.jpg")], tree / "sub", device="cpu")
     assert not (tree / po.JSON_NAME).exists() and not (tree / "images").exists()
 

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from detect.engine.runtime.run_dir import LOCK_NAME, RunDirError, RunLock, claim_run_dir
+from data_tools.outputs import OutputRefused
+from detect.engine.runtime.run_dir import LOCK_NAME, RunLock, claim_run_dir
 
 
 def test_new_empty_and_taken_folders(tmp_path):
@@ -38,9 +39,9 @@ def test_live_writer_is_refused_or_avoided(tmp_path):
     other, lock = claim_run_dir(base)  # a second new run goes elsewhere
     assert other.name == "run2"
     lock.release()
-    with pytest.raises(RunDirError, match="in use by another run"):
+    with pytest.raises(OutputRefused, match="in use by another run"):
         claim_run_dir(base, exist_ok=True)
-    with pytest.raises(RunDirError, match="in use by another run"):
+    with pytest.raises(OutputRefused, match="in use by another run"):
         claim_run_dir(base, resume=True)
     held.release()
 
@@ -69,18 +70,18 @@ def test_lock_context_and_holder(tmp_path):
 
 def test_file_in_the_way_and_unwritable_folders(tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("user data")
-    with pytest.raises(RunDirError, match="is a file"):
+    with pytest.raises(OutputRefused, match="is a file"):
         claim_run_dir(tmp_path / "afile")
     import tempfile
 
-    from data_tools.atomic import OutputError
+    from data_tools.atomic import WriteError
 
     for code, words in ((errno.EROFS, "read-only file system"), (errno.ENOSPC, "no space left")):
         def refuse(*args, code=code, **kwargs):
             raise OSError(code, os.strerror(code))
 
         monkeypatch.setattr(tempfile, "mkstemp", refuse)  # the probe write fails as on such a disk
-        with pytest.raises(OutputError) as err:
+        with pytest.raises(WriteError) as err:
             claim_run_dir(tmp_path / "runs" / "x")
         assert str(err.value) == f"cannot write to {tmp_path / 'runs' / 'x'}: {words}"
         monkeypatch.undo()

@@ -85,7 +85,7 @@ def test_cli(planted, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "3 of 6 images drawn" in out and "duplicate_box 1" in out
     assert (tmp_path / "page" / "index.html").is_file()
-    assert data_main(["browse", str(pkl), "-o", str(tmp_path / "x"), "--classes", "zzz"]) == 2
+    assert data_main(["browse", str(pkl), "-o", str(tmp_path / "x"), "--classes", "zzz"]) == 1
     assert "unknown class zzz" in capsys.readouterr().err
     proc = subprocess.run([sys.executable, "-m", "data_tools.cli", "browse", "--help"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2], timeout=60)

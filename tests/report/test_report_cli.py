@@ -94,10 +94,10 @@ def test_eval_report_folders_and_conf(run, tmp_path, capsys):
     assert main([*base, "--report", str(tmp_path / "rep"), "--conf", "0.3"]) == 0  # DIR holds a report: DIR2
     m2 = json.loads((tmp_path / "rep2" / "metrics.json").read_text())
     assert m2["conf"] == 0.3 and m2["conf_source"] == "given"
-    assert main([*base, "--report", str(tmp_path / "rep3"), "--conf", "2"]) == 2
+    assert main([*base, "--report", str(tmp_path / "rep3"), "--conf", "2"]) == 1
     assert "--conf must be in [0, 1]" in capsys.readouterr().err
     missing = ["eval", "--weights", str(tmp_path / "nope.pt"), "--data", str(run["val"]), "--report", str(tmp_path / "rep3")]
-    assert main(missing) == 2
+    assert main(missing) == 1
     assert not (tmp_path / "rep3").exists()  # bad input: no report folder left behind
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_tools.outputs import OutputRefused
 from detect.verbs import predict_output as po
 
 NAMES = ["cola", "chips"]
@@ -40,22 +41,6 @@ def test_atomic_write_failure_keeps_old_file(tmp_path, monkeypatch):
         po.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["a.json"]
-
-
-def test_check_out_dir_refuses_input_folders(tmp_path):
-    inp = tmp_path / "shelves"
-    (inp / "sub").mkdir(parents=True)
-    img = inp / "sub" / "a.jpg"
-    img.write_bytes(b"x")
-    with pytest.raises(po.OutputError):
-        po.check_out_dir(inp, [img], [inp])  # --out == input folder
-    with pytest.raises(po.OutputError):
-        po.check_out_dir(inp / "pred", [img], [inp])  # inside a folder source
-    with pytest.raises(po.OutputError):
-        po.check_out_dir(inp / "sub", [img])  # the folder of an input file
-    with pytest.raises(po.OutputError):
-        po.check_out_dir(tmp_path, [img])  # an input inside --out
-    assert po.check_out_dir(tmp_path / "out", [img], [inp]) == (tmp_path / "out").resolve()
 
 
 def test_json_and_csv(tmp_path):
@@ -93,6 +78,6 @@ def test_draw_and_write(tmp_path):
 def test_write_drawn_refuses_inputs(tmp_path):
     src = tmp_path / "a.png"
     src.write_bytes(b"original")
-    with pytest.raises(po.OutputError):
+    with pytest.raises(OutputRefused):
         po.write_drawn(src, np.zeros((4, 4, 3), np.uint8), {src.resolve()})
     assert src.read_bytes() == b"original"

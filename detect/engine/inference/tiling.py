@@ -29,6 +29,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, box_area, clip_boxes_to_image
 
+from data_tools.errors import InvalidInput
+
 TILE_MODES = ("auto", "on", "off")
 
 
@@ -46,13 +48,13 @@ class TileOptions:
 
     def __post_init__(self) -> None:
         if self.mode not in TILE_MODES:
-            raise ValueError(f"tile mode must be one of {', '.join(TILE_MODES)}, got {self.mode!r}")
+            raise InvalidInput(f"tile mode must be one of {', '.join(TILE_MODES)}, got {self.mode!r}")
         if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"tile overlap must be in [0, 1), got {self.overlap}")
+            raise InvalidInput(f"tile overlap must be in [0, 1), got {self.overlap}")
         if self.size is not None and self.size < 1:
-            raise ValueError(f"tile size must be >= 1 pixel, got {self.size}")
+            raise InvalidInput(f"tile size must be >= 1 pixel, got {self.size}")
         if self.scale <= 0:
-            raise ValueError(f"tile scale must be > 0, got {self.scale}")
+            raise InvalidInput(f"tile scale must be > 0, got {self.scale}")
 
     def tile_side(self, image_size: int) -> int:
         """Tile side ``T`` in original pixels for model input size ``S``."""

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from data_tools.atomic import atomic_open
+from data_tools.errors import UserError
 from detect.config import Config, config_from_dict
 
 CHECKPOINT_FORMAT = "retail-detect-checkpoint"
@@ -26,7 +27,7 @@ _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint cannot be loaded or used; the message names the file and the reason."""
 
 
@@ -34,7 +35,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically: a crash or a full disk mid-write leaves the previous file intact.
 
     Raises:
-        OSError: :class:`data_tools.atomic.OutputError` naming the user's path (``no space left writing
+        OSError: :class:`data_tools.atomic.WriteError` naming the user's path (``no space left writing
         runs/x/last.pt (previous last.pt kept)``), never the temp file's name.
     """
     path = Path(path)

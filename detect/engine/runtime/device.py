@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from data_tools.errors import CannotRun
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is an error."""
@@ -15,7 +17,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' requested but no CUDA GPU is available (use --device cpu)")
+        raise CannotRun(f"device '{name}' requested but no CUDA GPU is available (use --device cpu)")
     return device
 
 

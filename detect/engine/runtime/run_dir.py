@@ -17,12 +17,9 @@ import time
 from pathlib import Path
 
 from data_tools.atomic import TEMP_RE, check_writable_dir, remove_stale_temps
+from data_tools.outputs import OutputRefused
 
 LOCK_NAME = ".lock"
-
-
-class RunDirError(ValueError):
-    """The output folder cannot be used (held by a live run, not writable, a file); the message says why."""
 
 
 def _holds_files(folder: Path) -> bool:
@@ -117,12 +114,12 @@ def claim_run_dir(base: str | Path, exist_ok: bool = False, resume: bool = False
         resume: ``base`` is the run being resumed: use it, refusing only a live writer.
 
     Raises:
-        RunDirError: ``base`` is a file, or (with ``exist_ok`` / ``resume``) is held by a live process.
-        OutputError: a folder is not writable or its disk is full (:func:`data_tools.atomic.check_writable_dir`).
+        OutputRefused: ``base`` is a file, or (with ``exist_ok`` / ``resume``) is held by a live process.
+        WriteError: a folder is not writable or its disk is full (:func:`data_tools.atomic.check_writable_dir`).
     """
     base = Path(base)
     if base.exists() and not base.is_dir():
-        raise RunDirError(f"output folder {base} is a file: choose another folder")
+        raise OutputRefused(f"output folder {base} is a file: choose another folder")
     fixed = exist_ok or resume
     for folder in _candidates(base):
         if folder.exists() and not folder.is_dir():
@@ -139,6 +136,6 @@ def claim_run_dir(base: str | Path, exist_ok: bool = False, resume: bool = False
             return folder, lock
         if fixed:
             who = lock.holder() or {}
-            raise RunDirError(f"{folder} is in use by another run (pid {who.get('pid', '?')} on "
+            raise OutputRefused(f"{folder} is in use by another run (pid {who.get('pid', '?')} on "
                               f"{who.get('host', '?')}); wait for it to finish or choose another train.out_dir")
     raise AssertionError("unreachable")  # pragma: no cover

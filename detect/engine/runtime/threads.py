@@ -31,6 +31,8 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_tools.errors import InvalidInput
+
 AUTO = -1  # data.workers: choose from the machine
 MAX_GPU_WORKERS = 8  # auto workers feeding a GPU
 CPU_CORES_PER_WORKER = 4  # auto on the CPU: one loader worker per 4 free cores (0 below 4)
@@ -106,7 +108,7 @@ def plan_threads(workers: int, device_type: str, cores: int | None = None, load:
         least 1, unless ``OMP_NUM_THREADS`` fixes it.
     """
     if workers < AUTO:
-        raise ValueError(f"data.workers must be >= 0, or -1 for automatic; got {workers}")
+        raise InvalidInput(f"data.workers must be >= 0, or -1 for automatic; got {workers}")
     env = os.environ if environ is None else environ
     cores = usable_cores() if cores is None else cores
     load = machine_load() if load is None else load

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from data_tools.errors import InvalidInput
 from detect.config import TrainConfig
 
 
@@ -44,7 +45,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
-    raise ValueError(f"unknown train.optimizer '{cfg.optimizer}' (use sgd, adam or adamw)")
+    raise InvalidInput(f"unknown train.optimizer '{cfg.optimizer}' (use sgd, adam or adamw)")
 
 
 def l1_penalty(model: nn.Module, strength: float) -> Tensor | None:

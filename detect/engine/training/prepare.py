@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from data_tools.errors import InvalidInput
 from data_tools.records import RecordSet
 from data_tools.sources import class_mismatch, load_any, select_split
 from detect.config import Config
@@ -24,7 +25,7 @@ def load_split(path: str | None, what: str, required: bool, class_names: list[st
     ``data.val`` its ``val`` images. A clear error when it is required and missing."""
     if path is None:
         if required:
-            raise ValueError(f"data.{what} is not set: pass data.{what}=DATASET.pkl (made by `retail-data split`) "
+            raise InvalidInput(f"data.{what} is not set: pass data.{what}=DATASET.pkl (made by `retail-data split`) "
                              "or a label folder / file (VOC, COCO, YOLO, CVAT, Label Studio, CSV)")
         return None
     return select_split(load_any(path, class_names, log), what, f"data.{what}={path}", log)
@@ -41,7 +42,7 @@ def drop_unreadable(ds: DetectionDataset, log=print) -> DetectionDataset:
         log(f"warning: ... and {len(bad) - 20} more unreadable images")
     keep = sorted(set(range(len(ds))) - {i for i, _ in bad})
     if not keep:
-        raise ValueError("no readable image left in the dataset")
+        raise InvalidInput("no readable image left in the dataset")
     return ds.subset(keep)
 
 
@@ -55,10 +56,10 @@ def build_datasets(cfg: Config, d: Dist, log=print):
     train_rs = load_split(cfg.data.train, "train", required=True, log=say)
     val_rs = load_split(cfg.data.val, "val", required=False, class_names=train_rs.class_names, log=say)
     if val_rs is not None and list(val_rs.class_names) != list(train_rs.class_names):
-        raise ValueError(class_mismatch(f"data.val={cfg.data.val}", val_rs.class_names, train_rs.class_names,
+        raise InvalidInput(class_mismatch(f"data.val={cfg.data.val}", val_rs.class_names, train_rs.class_names,
                                         f"data.train={cfg.data.train}", val_rs.meta.get("source")))
     if not train_rs.records:
-        raise ValueError(f"{cfg.data.train}: the training set has no images")
+        raise InvalidInput(f"{cfg.data.train}: the training set has no images")
     pin = cfg.data.pin_memory and torch.cuda.is_available()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if d.enabled else 1
     plan = plan_threads(cfg.data.workers, resolve_device(cfg.train.device).type, processes=local_world)

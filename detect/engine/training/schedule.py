@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from data_tools.errors import InvalidInput
 from detect.config import TrainConfig
 
 WARMUP_START = 0.001  # warmup starts at this fraction of the base lr
@@ -32,7 +33,7 @@ class LRSchedule:
         self.base_lr = cfg.lr
         self.kind = cfg.scheduler
         if self.kind not in ("cosine", "step", "plateau", "none"):
-            raise ValueError(f"unknown train.scheduler '{cfg.scheduler}' (use cosine, step, plateau or none)")
+            raise InvalidInput(f"unknown train.scheduler '{cfg.scheduler}' (use cosine, step, plateau or none)")
         self.total = max(1, steps_per_epoch * epochs)
         if cfg.max_steps:
             self.total = min(self.total, cfg.max_steps)

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from data_tools.atomic import atomic_write_text
+from data_tools.errors import CannotRun
 from detect.config import Config
 from detect.data import DetectionDataset
 from detect.data.proposals import model_inputs
@@ -109,7 +110,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             optimizer.zero_grad(set_to_none=True)
             log(f"warning: non-finite loss at step {state.step} ({state.nonfinite}/{t.max_nonfinite}); batch skipped")
             if state.nonfinite >= t.max_nonfinite:
-                raise RuntimeError(f"aborting: {state.nonfinite} non-finite losses (lower train.lr or check the data)")
+                raise CannotRun(f"aborting: {state.nonfinite} non-finite losses (lower train.lr or check the data)")
             continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
