@@ -37,8 +37,10 @@ try:
 except ImportError:  # Windows: no flock; stale temps are then recognised by age alone
     fcntl = None
 
-TEMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-"""Names ``tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")`` creates: the atomic writer's temporaries."""
+TEMP_MARK = "rdtmp-"
+TEMP_RE = re.compile(r"^\..+\." + TEMP_MARK + r"[a-z0-9_]{8}\.tmp$")
+"""Names ``tempfile.mkstemp(prefix=".NAME.rdtmp-", suffix=".tmp")`` creates: the atomic writer's temporaries.
+The ``rdtmp-`` mark is ours: a user's own ``.notes.20261203.tmp`` never matches, so cleanup never touches it."""
 STALE_AFTER_S = 60.0
 """A temporary file untouched for this long, and not locked by a writer, is an orphan."""
 MIN_FREE_BYTES = 64 * 1024
@@ -111,7 +113,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None 
     existed = path.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TEMP_MARK}", suffix=".tmp", dir=folder)
     except OSError as e:
         raise write_error(e, path, existed) from e
     try:
@@ -186,7 +188,7 @@ def check_writable_dir(folder: str | os.PathLike, min_free: int = MIN_FREE_BYTES
                 raise WriteError(errno.ENOTDIR, f"cannot create output folder {folder}: {probe} is a file")
             probe = probe.parent
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=probe)
+        fd, tmp = tempfile.mkstemp(prefix=f".write-probe.{TEMP_MARK}", suffix=".tmp", dir=probe)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
@@ -201,7 +203,7 @@ def check_writable_dir(folder: str | os.PathLike, min_free: int = MIN_FREE_BYTES
 
 
 def remove_stale_temps(folder: str | os.PathLike, older_than_s: float = STALE_AFTER_S) -> list[str]:
-    """Delete the atomic writer's orphaned temporary files (``.NAME.XXXXXXXX.tmp``) in ``folder``.
+    """Delete the atomic writer's orphaned temporary files (``.NAME.rdtmp-XXXXXXXX.tmp``) in ``folder``.
 
     Only regular files of this user that match the writer's name pattern, were not modified for
     ``older_than_s`` seconds and are not locked by a live writer are removed (the age guards writers

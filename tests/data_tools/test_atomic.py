@@ -156,19 +156,20 @@ def _aged(path, seconds: float = 3600):
 
 
 def test_remove_stale_temps(tmp_path):
-    old = _aged(tmp_path / ".d.pkl.k3j_x9q2.tmp")
-    fresh = (tmp_path / ".d.pkl.abcd1234.tmp")
+    old = _aged(tmp_path / ".d.pkl.rdtmp-k3j_x9q2.tmp")
+    fresh = (tmp_path / ".d.pkl.rdtmp-abcd1234.tmp")
     fresh.write_bytes(b"being written")
     other = _aged(tmp_path / ".notes.tmp")  # not the writer's pattern
-    mine = _aged(tmp_path / "d.pkl.abcd1234.tmp")  # not hidden: not the writer's
+    users = _aged(tmp_path / ".notes.20261203.tmp")  # the user's own: hidden, 8 characters, but not our mark
+    mine = _aged(tmp_path / "d.pkl.rdtmp-abcd1234.tmp")  # not hidden: not the writer's
     assert remove_stale_temps(tmp_path) == [old.name]
-    assert not old.exists() and fresh.exists() and other.exists() and mine.exists()
+    assert not old.exists() and fresh.exists() and other.exists() and mine.exists() and users.exists()
 
 
 def test_a_temp_file_still_being_written_is_kept(tmp_path):
     import fcntl
 
-    live = _aged(tmp_path / ".d.pkl.abcd1234.tmp")
+    live = _aged(tmp_path / ".d.pkl.rdtmp-abcd1234.tmp")
     with open(live, "rb") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as atomic_open holds it while writing
         assert remove_stale_temps(tmp_path) == [] and live.exists()
@@ -183,7 +184,7 @@ def test_atomic_open_locks_its_temp_while_writing(tmp_path):
 
 
 def test_convert_removes_temps_left_by_a_killed_save(dataset, tmp_path, capsys):
-    orphan = _aged(tmp_path / ".d.pkl.zz1234ab.tmp")
+    orphan = _aged(tmp_path / ".d.pkl.rdtmp-zz1234ab.tmp")
     assert main(["convert", str(dataset), "-o", str(tmp_path / "d.pkl"), "--quiet"]) == 0
     assert not orphan.exists()
     assert "removed 1 temporary file left by an interrupted save" in capsys.readouterr().err

@@ -53,11 +53,13 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     import socket
 
     (base / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
-    (base / ".last.pt.abc12345.tmp").write_bytes(b"half a checkpoint")  # a killed save
+    (base / ".last.pt.rdtmp-abc12345.tmp").write_bytes(b"half a checkpoint")  # a killed save
     (base / "last.pt").write_bytes(b"kept")
+    (base / ".notes.20261203.tmp").write_text("the user's own")  # never ours: kept at any age
     folder, lock = claim_run_dir(base, resume=True)
     assert folder == base and lock.held
-    assert not (base / ".last.pt.abc12345.tmp").exists() and (base / "last.pt").read_bytes() == b"kept"
+    assert not (base / ".last.pt.rdtmp-abc12345.tmp").exists() and (base / "last.pt").read_bytes() == b"kept"
+    assert (base / ".notes.20261203.tmp").read_text() == "the user's own"
     lock.release()
 
 
