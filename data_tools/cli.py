@@ -17,31 +17,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
-from data_tools.atomic import atomic_write_text, check_writable_dir, remove_stale_temps, same_file
-from data_tools.cli_frame import add_frame_flags, exit_codes_help, parse_size, run_cli, verb_parser
+from data_tools.atomic import atomic_write_text, same_file
+from data_tools.cli_frame import add_frame_flags, exit_codes_help, run_cli, verb_parser
+from data_tools.cli_synth import SYNTH_MAX_CLASSES, SYNTH_MAX_IMAGES, SYNTH_SIDE, cmd_synth
 from data_tools.coco import image_root_of, write_coco
 from data_tools.convert import blocking, convert, write_report
 from data_tools.errors import UserError
 from data_tools.formats import FORMATS
 from data_tools.formats.csv_boxes import parse_columns
 from data_tools.formats.export import IMAGE_MODES, check_export_folder, export_records, is_file_target
-from data_tools.outputs import check_output, refuse_overwrite
+from data_tools.outputs import check_output, prepare_output_folder, refuse_overwrite
 from data_tools.records import Problem
 from data_tools.sources import load_any
 from data_tools.split import kfold, split_by_field, split_train_val
 from data_tools.stats import compute_stats, format_stats, plot_stats
 from data_tools.store import save_dataset
-from data_tools.summary_text import per_class, summary_lines
-from data_tools.userfiles import UnsafeFile, read_limited
+from data_tools.summary_text import summary_lines
 
 FORMAT_HELP = "; ".join(f"{f.name}: {f.tools}" for f in FORMATS.values())
-SYNTH_SIDE = (16, 4096)  # --size bounds, as data_tools.synth enforces
-SYNTH_MAX_IMAGES = 100_000
-SYNTH_MAX_CLASSES = 1000
 MAX_FOLDS = 100
 EXIT_CODES = exit_codes_help("convert --strict found something to skip or fix (no dataset written)")
 OUT_FLAGS = ("-o", "--out", "--output")  # --out as in retail-detect; --output kept for scripts
@@ -158,17 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(parser, argv, adjust)
 
 
-def _prepare_folder(folder: str | os.PathLike) -> None:
-    """Probe an output folder (writable, not full; a missing one is created only when written to) and
-    remove temporary files an interrupted save left in it."""
-    folder = check_writable_dir(folder, create=False)
-    removed = remove_stale_temps(folder)
-    if removed:
-        n = len(removed)
-        print(f"note: removed {n} temporary file{'s' if n > 1 else ''} left by an interrupted save in {folder}: "
-              + ", ".join(removed[:3]) + (", ..." if n > 3 else ""), file=sys.stderr)
-
-
 def _parent(path: str | os.PathLike) -> Path:
     return Path(path).parent
 
@@ -191,7 +176,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.report:
         check_output(args.report, "report", given, input_dirs)
     for folder in dict.fromkeys(_parent(p) for p in filter(None, (args.output, args.report))):
-        _prepare_folder(folder)
+        prepare_output_folder(folder)
     class_names = load_any(args.classes_from).class_names if args.classes_from else None
     columns = parse_columns(args.csv_columns) if args.csv_columns else None
     rs, problems, summary = convert(args.src, args.format, args.classes, progress=not args.quiet,
@@ -232,7 +217,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.plot and to_file and same_file(args.plot, args.json):
         raise UserError("--plot and --json name the same file")
     for folder in dict.fromkeys(_parent(p) for p in (args.plot, args.json if to_file else None) if p):
-        _prepare_folder(folder)
+        prepare_output_folder(folder)
     stats = compute_stats(load_any(args.dataset))
     text = json.dumps(stats, indent=1, ensure_ascii=False)
     print(text if args.json == "-" else format_stats(stats))
@@ -257,7 +242,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         for name in ("train.pkl", "val.pkl", "test.pkl"):
             check_output(d / name, "dataset", [args.dataset])
     for d in dirs:
-        _prepare_folder(d)
+        prepare_output_folder(d)
     rs = load_any(args.dataset)
     if args.folds:
         parts = [(d, {"train": tr, "val": va}) for d, (tr, va) in zip(dirs, kfold(rs, args.folds, args.seed, args.by))]
@@ -286,7 +271,7 @@ def _export_checks(args: argparse.Namespace, kind: str | None):
     refuse_overwrite(args.output, [args.dataset])
     if kind is None:  # a folder export
         check_export_folder(args.output, None)
-        _prepare_folder(args.output)
+        prepare_output_folder(args.output)
         return None
     rs = None
     if os.path.isfile(args.dataset) and args.dataset.lower().endswith(".pkl"):
@@ -298,7 +283,7 @@ def _export_checks(args: argparse.Namespace, kind: str | None):
                 raise UserError(f"refusing to write {args.output}: it is the "
                                 f"{'classes' if key == 'classes_file' else 'annotation'} file this dataset was converted from")
     check_output(args.output, kind, [args.dataset], [args.dataset] if os.path.isdir(args.dataset) else [])
-    _prepare_folder(_parent(args.output))
+    prepare_output_folder(_parent(args.output))
     return rs
 
 
@@ -324,72 +309,6 @@ def cmd_export_coco(args: argparse.Namespace) -> int:
     d = write_coco(rs, args.output)
     print(f"wrote {args.output}: {len(d['images'])} images, {len(d['annotations'])} annotations, "
           f"{len(d['categories'])} categories")
-    return 0
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    """``--size WxH`` (or ``S`` for SxS) within :data:`SYNTH_SIDE`; raises :class:`UserError`."""
-    w, h = parse_size(text)
-    lo, hi = SYNTH_SIDE
-    if w < lo or h < lo:
-        raise UserError(f"--size {text} is too small ({lo}x{lo} at least)")
-    if w > hi or h > hi:
-        raise UserError(f"--size {text} is too large ({hi}x{hi} at most)")
-    return w, h
-
-
-_SYNTH_CLASS = re.compile(r"brand_[a-z]+")
-
-
-def _check_synth_folder(out: str) -> None:
-    """``synth -o`` may write into a missing or empty folder, or over an earlier synth output only."""
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise UserError(f"output folder {out} is a file")
-    if not p.is_dir() or not any(p.iterdir()):
-        return
-    try:
-        names = [n.strip() for n in read_limited(p / "classes.txt", 1 << 20).decode("utf-8").splitlines() if n.strip()]
-    except (UnsafeFile, UnicodeDecodeError):
-        names = []
-    if not names or not all(_SYNTH_CLASS.fullmatch(n) for n in names):
-        raise UserError(f"refusing to write into {out}: it is not empty and not an earlier synth output "
-                        "(no classes.txt of brand_* names); choose a new folder")
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    size = _parse_size(args.size or ("640x640" if args.dense else "320x320"))
-    if args.classes is None:
-        args.classes = 12 if args.dense else 5
-    if not 1 <= args.images <= SYNTH_MAX_IMAGES:
-        raise UserError(f"--images must be between 1 and {SYNTH_MAX_IMAGES:,}, not {args.images}")
-    if not 1 <= args.classes <= SYNTH_MAX_CLASSES:
-        raise UserError(f"--classes must be between 1 and {SYNTH_MAX_CLASSES}, not {args.classes}")
-    if args.planogram and args.dense:
-        raise UserError("--dense and --planogram do not go together: a plan fixes the facings of every row")
-    if args.planogram:  # the plan generator writes only into a new or empty folder
-        from data_tools.synth_planogram import run_synth_planogram
-
-        return run_synth_planogram(args.output, args.planogram, args.images, args.classes, args.seed, size,
-                                   args.out_of_stock, args.misplace)
-    if args.out_of_stock or args.misplace:
-        raise UserError("--out-of-stock and --misplace need --planogram PLAN.yaml")
-    _check_synth_folder(args.output)
-    try:
-        from data_tools.synth import generate
-        from data_tools.synth_dense import generate_dense
-    except ImportError as e:
-        raise UserError(f"the synthetic generator is not available ({e})") from None
-    for folder in (args.output, os.path.join(args.output, "images"), os.path.join(args.output, "annotations")):
-        _prepare_folder(folder)  # the generator creates them
-    result = (generate_dense if args.dense else generate)(args.output, args.images, args.classes, args.seed, size)
-    kind = "dense synthetic" if args.dense else "synthetic"
-    print(f"wrote {args.images} {kind} images ({args.classes} classes, {size[0]}x{size[1]}) to {args.output}")
-    if isinstance(result, dict) and "per_class" in result:
-        per_image = f"{result['boxes'] / max(1, result['images']):.1f} per image, " if args.dense else ""
-        print(f"boxes: {result['boxes']} ({per_image}{result['truncated']} cut by the border); "
-              f"per class: {per_class(result['per_class'])}")
-    print(f"next: retail-data convert {args.output} -o {os.path.join(args.output, 'dataset.pkl')}")
     return 0
 
 

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from data_tools.atomic import same_file
+from data_tools.atomic import check_writable_dir, remove_stale_temps, same_file
 from data_tools.errors import UserError
 from data_tools.userfiles import describe_mode, within
 
@@ -184,3 +185,14 @@ def check_output_folder(out_dir: str | os.PathLike, input_files: Iterable[str | 
         if _inside(f, out):
             raise OutputRefused(f"input {f} is inside {flag} {out_dir}: outputs could overwrite it")
     return out
+
+
+def prepare_output_folder(folder: str | os.PathLike) -> None:
+    """Probe an output folder (writable, not full; a missing one is created only when written to) and
+    remove temporary files an interrupted save left in it."""
+    folder = check_writable_dir(folder, create=False)
+    removed = remove_stale_temps(folder)
+    if removed:
+        n = len(removed)
+        print(f"note: removed {n} temporary file{'s' if n > 1 else ''} left by an interrupted save in {folder}: "
+              + ", ".join(removed[:3]) + (", ..." if n > 3 else ""), file=sys.stderr)

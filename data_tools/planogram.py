@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from data_tools.errors import UserError
-from data_tools.safe_yaml import NoAliasLoader
+from data_tools.safe_yaml import LineDict, LineLoader, with_unknown_lines
 from data_tools.userfiles import UnsafeFile, read_limited
 
 _TOP_KEYS = ("bays", "rows", "brands", "name")
@@ -144,62 +144,6 @@ def brand_prefix(class_name: str, sep: str = "_") -> str:
 # ----------------------------------------------------------------------------- loading with line numbers
 
 
-class _LineDict(dict):
-    line: int | None = None
-    key_lines: dict
-
-
-class _LineList(list):
-    line: int | None = None
-    item_lines: list
-
-
-class _LineLoader(NoAliasLoader):
-    """Safe loader (no aliases) whose mappings and sequences remember the line of every key and item."""
-
-
-def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
-    loader.flatten_mapping(node)
-    out = _LineDict()
-    out.line, out.key_lines = node.start_mark.line + 1, {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in out
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"unusable mapping key {key!r}", key_node.start_mark
-            ) from None
-        if duplicate:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
-        out[key] = loader.construct_object(value_node, deep=True)
-        out.key_lines[key] = key_node.start_mark.line + 1
-    return out
-
-
-def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode) -> _LineList:
-    out = _LineList(loader.construct_object(child, deep=True) for child in node.value)
-    out.line, out.item_lines = node.start_mark.line + 1, [child.start_mark.line + 1 for child in node.value]
-    return out
-
-
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
-
-
-def _plain(obj):
-    """JSON data -> the same nested types as the YAML loader, with unknown lines."""
-    if isinstance(obj, dict):
-        out = _LineDict((k, _plain(v)) for k, v in obj.items())
-        out.key_lines = {}
-        return out
-    if isinstance(obj, list):
-        out = _LineList(_plain(v) for v in obj)
-        out.item_lines = [None] * len(out)
-        return out
-    return obj
-
-
 def _parse(path: str, text: str):
     """File text -> nested data with lines; raises a one-line :class:`PlanogramError` when malformed."""
     if path.lower().endswith(".json"):
@@ -208,11 +152,11 @@ def _parse(path: str, text: str):
         except json.JSONDecodeError as e:
             raise PlanogramError([f"{path}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})"]) from None
         try:  # JSON is (nearly always) YAML too: reparse for the line numbers
-            return yaml.load(text, Loader=_LineLoader)
+            return yaml.load(text, Loader=LineLoader)
         except yaml.YAMLError:
-            return _plain(data)
+            return with_unknown_lines(data)
     try:
-        return yaml.load(text, Loader=_LineLoader)
+        return yaml.load(text, Loader=LineLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -375,7 +319,7 @@ def load_planogram(path: str | Path, class_names: list[str] | None = None, what:
             raise PlanogramError([f"{_where(path, bays_line)}: {len(raw_bays):,} bays, more than the {MAX_BAYS} "
                                   "a planogram may have"])
     elif "rows" in data:
-        single = _LineDict(name=data.get("name", "plan"), rows=data["rows"])
+        single = LineDict(name=data.get("name", "plan"), rows=data["rows"])
         single.key_lines = {k: _key_line(data, k, None) for k in ("name", "rows")}
         single.line = getattr(data, "line", 1)
         raw_bays, bays_line = [single], 1
