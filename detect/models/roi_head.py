@@ -180,15 +180,14 @@ class BoxHead(nn.Module):
     ``reg_class_agnostic``): every foreground RoI then trains the same regressor instead of 1/C of them.
     ``init`` of the two output layers: ``normal`` (weights N(0, 0.01) for classes and N(0, 0.001) for deltas,
     bias 0: Detectron's) or ``pytorch`` (``nn.Linear``'s default, as torchvision's ``FastRCNNPredictor``). The
-    two hidden layers always keep ``nn.Linear``'s default (as torchvision's ``TwoMLPHead``). Measured on
-    Freiburg at 120 steps (ARCHITECTURE.md, round 3), class-agnostic deltas took AP from 0.85x to 1.11x
-    torchvision's Faster R-CNN (mean of 3 seeds).
+    two hidden layers always keep ``nn.Linear``'s default (as torchvision's ``TwoMLPHead``). The Fast R-CNN
+    recipe uses class-agnostic deltas and ``pytorch`` init: why, in docs/experiments/fast_rcnn_ablation.md.
 
     ``norm`` of the pooled input [R, C, s, s]: ``none``, ``group`` (GroupNorm, 32 groups or fewer: per RoI) or
     ``batch`` (BatchNorm2d over the batch's RoIs, running statistics in eval). Max pooling (``roi_pool``) of
     zero-mean FPN maps gives inputs with a large positive mean (about +3 with std 3 at initialisation, where
-    RoIAlign's average is ~0). Measured on Freiburg (ARCHITECTURE.md, round 2) both norms halve AP at 120 steps:
-    the head learns slower from unit-scale inputs, so the recipes keep ``none``.
+    RoIAlign's average is ~0). Both norms made the head learn slower in short runs, so the recipes keep ``none``
+    (docs/experiments/fast_rcnn_ablation.md).
     """
 
     def __init__(self, in_channels: int, roi_size: int, hidden: int, num_classes: int, dropout: float = 0.0,

@@ -1,6 +1,7 @@
 """A headless Chromium for looking at the report pages as a person would: a screenshot, or the DOM after load.
 
-Used by the browser test and by ``scripts/report_screenshot.py`` (the README's screenshot). Debian's package is
+Used by the browser test and by ``python -m detect.report.browser PAGE.html OUT.png`` (how docs/report.png
+was made). Debian's package is
 ``chromium`` (``apt-get install chromium``); as root it needs ``--no-sandbox``.
 """
 
