@@ -116,13 +116,14 @@ def _parser(module) -> argparse.ArgumentParser:
 def _parse(cli: str, args: list[str]) -> None:
     """Parse ``args`` as ``cli``'s ``main`` does; AssertionError with argparse's message when refused."""
     err = io.StringIO()
+    args = [a for a in args if a != "--debug"]  # data_tools.cli_frame.run_cli takes --debug anywhere on the line
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             if cli == "retail-data":
                 _parser(data_cli).parse_args(args)
             else:
                 parser = _parser(detect_cli)
-                ns, extra = parser.parse_known_args([a for a in args if a != "--debug"])
+                ns, extra = parser.parse_known_args(args)
                 # detect.cli.main: overrides may come before and after `train --resume`; nothing else is extra
                 overrides = all("=" in e and not e.startswith("-") for e in extra)
                 if extra and not (ns.verb == "train" and overrides):
