@@ -15,11 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tqdm import tqdm
-
 from data_tools.atomic import atomic_write_text
 from data_tools.errors import UserError
 from data_tools.formats.common import CLASS_ORDER_FILE, ReadOptions, class_order, first_spellings
+from data_tools.progress import progress
 from data_tools.records import ClassMap, Problem, Record, RecordSet
 from data_tools.userfiles import real_path
 from data_tools.voc import parse_voc, to_record, write_voc
@@ -49,9 +48,8 @@ def read_voc_folder(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Proble
     problems: list[Problem] = []
     anns = []
     cache: dict = {}
-    bar = tqdm(files, desc="reading annotations", unit="file",
-               disable=not opts.progress or len(files) < PROGRESS_MIN_FILES)
-    for f in bar:
+    for f in progress(files, len(files), "reading annotations", "file", None if opts.progress else False,
+                      PROGRESS_MIN_FILES):
         ann, probs = parse_voc(f, root, cache)
         problems.extend(probs)
         if ann is not None:

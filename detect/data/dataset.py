@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from data_tools.images import ImageError, read_image
+from data_tools.progress import progress as stage_progress
 from data_tools.records import RecordSet
 from detect.config import AugmentConfig
 from detect.data.augment import TrainPipeline, build_pipeline, mosaic
@@ -133,14 +134,10 @@ class DetectionDataset(Dataset):
                 errors[i] = e
 
         threads = threads or min(8, os.cpu_count() or 1)
-        show = progress if progress is not None else len(dims) >= PROGRESS_MIN_IMAGES
         with ThreadPoolExecutor(max_workers=threads) as pool:
             jobs = pool.map(fill, range(len(dims)))
-            if show:
-                from tqdm import tqdm
-
-                jobs = tqdm(jobs, total=len(dims), desc=f"caching images at {self.size}px", unit="img")
-            for _ in jobs:
+            for _ in stage_progress(jobs, len(dims), f"caching images at {self.size}px", "img", progress,
+                                    PROGRESS_MIN_IMAGES):
                 pass
         self._pixels, self._offsets, self._errors = pixels, offsets, errors
         self._lazy.clear()

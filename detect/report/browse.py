@@ -36,8 +36,8 @@ from data_tools.atomic import atomic_write_text
 from data_tools.errors import InvalidInput
 from data_tools.images import read_image
 from data_tools.outputs import check_output_folder
+from data_tools.progress import progress
 from data_tools.records import Record, RecordSet
-from detect.engine.runtime.progress import progress
 from detect.engine.runtime.run_dir import claim_run_dir
 from detect.models.box_ops import iou_matrix
 from detect.report.draw import draw_boxes, write_jpeg

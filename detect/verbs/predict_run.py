@@ -17,12 +17,12 @@ from pathlib import Path
 
 from data_tools.errors import InvalidInput
 from data_tools.outputs import check_output_folder
+from data_tools.progress import progress
 from data_tools.records import Problem
 from detect.data.proposals import ProposalsForFiles, check_proposals_arg
 from detect.engine.inference.predictor import Predictor
 from detect.engine.inference.sources import expand_sources
 from detect.engine.inference.tiling import TileOptions
-from detect.engine.runtime.progress import progress
 from detect.engine.runtime.run_dir import claim_run_dir
 from detect.verbs import predict_output as po
 from detect.verbs.predict_labels import FORMATS as LABEL_FORMATS

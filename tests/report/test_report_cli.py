@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from data_tools import progress as progress_mod
 from data_tools.store import load_dataset
 from detect.cli import main
 from detect.engine.inference.evaluator import coco_evaluate, predict_dataset
-from detect.engine.runtime import progress as progress_mod
 from detect.engine.training import trainer
 from detect.report.train_report import best_checkpoint_report
 
@@ -102,7 +102,7 @@ def test_eval_report_folders_and_conf(run, tmp_path, capsys):
 
 
 def test_eval_and_predict_show_progress(run, tiny_split, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(progress_mod, "show_progress", lambda total, enabled=None: enabled is not False)
+    monkeypatch.setattr(progress_mod, "show_progress", lambda total, enabled=None, min_items=50: enabled is not False)
     assert main(["eval", "--weights", str(run["out"] / "best.pt"), "--data", str(run["val"]), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert "eval:" in err and "/2 [" in err
@@ -131,3 +131,25 @@ def test_progress_rule(monkeypatch):
     monkeypatch.setattr("sys.stderr", buf)
     predict_dataset(Model(), Loader([(torch.zeros(1, 3, 8, 8), [target])] * 3), torch.device("cpu"), progress=True)
     assert calls == [1, 1, 1] and "eval:" in buf.getvalue() and "/3 [" in buf.getvalue()
+
+
+def test_off_a_terminal_a_long_stage_prints_one_line_not_a_bar(monkeypatch, tmp_path):
+    """A log file gets one closing line per long stage (no carriage-return redraws); short stages say nothing."""
+    log = io.StringIO()
+    monkeypatch.setattr("sys.stderr", log)
+    assert list(progress_mod.progress(range(60), 60, "predict")) == list(range(60))
+    assert log.getvalue().startswith("predict: 60 img in ") and "\r" not in log.getvalue()
+    assert log.getvalue().count("\n") == 1
+    list(progress_mod.progress(range(5), 5, "predict"))  # short: silent
+    with progress_mod.progress_bar(80, "eval") as bar:
+        bar.update(80)
+    assert log.getvalue().count("\n") == 2 and "eval: 80 img in " in log.getvalue()
+    list(progress_mod.progress(range(60), 60, "predict", enabled=False))  # silenced: no line either
+    assert log.getvalue().count("\n") == 2
+    # the VOC reader's stage goes through the same rule
+    from data_tools.convert import convert
+    from data_tools.synth import generate
+    monkeypatch.setattr("data_tools.formats.voc_folder.PROGRESS_MIN_FILES", 2)
+    generate(str(tmp_path / "voc"), 3, 2, 0, (32, 32))
+    rs, _, _ = convert(str(tmp_path / "voc"), progress=True)
+    assert "reading annotations: 3 file in " in log.getvalue() and len(rs.records) == 3

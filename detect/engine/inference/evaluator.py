@@ -19,10 +19,10 @@ from torch import nn
 from data_tools.atomic import atomic_write_text
 from data_tools.coco import to_coco
 from data_tools.figures import pyplot, save_png
+from data_tools.progress import progress_bar
 from data_tools.records import RecordSet
 from detect.data.augment import boxes_to_original
 from detect.data.proposals import model_inputs
-from detect.engine.runtime.progress import progress_bar
 
 
 def _coco_gt(rs: RecordSet):
@@ -42,7 +42,7 @@ def predict_dataset(model: nn.Module, loader, device: torch.device, amp: bool = 
 
     Extra inputs the batches carry (the dataset's external proposals) go to the model with the images
     (:func:`~detect.data.proposals.model_inputs`). ``progress``: a progress bar (images) on stderr; None =
-    on a terminal for long inputs (:func:`detect.engine.runtime.progress.show_progress`).
+    on a terminal for long inputs (:func:`data_tools.progress.show_progress`).
 
     Returns:
         ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``.

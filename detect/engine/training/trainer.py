@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from data_tools.atomic import atomic_write_text
 from data_tools.errors import CannotRun
+from data_tools.progress import is_tty
 from detect.config import Config
 from detect.data import DetectionDataset
 from detect.data.proposals import model_inputs
@@ -42,7 +43,6 @@ from detect.engine.runtime.checkpoint import (
     unwrap,
 )
 from detect.engine.runtime.device import Dist, init_distributed
-from detect.engine.runtime.progress import is_tty
 from detect.engine.runtime.run_dir import RunLock, claim_run_dir
 from detect.engine.training.ema import ModelEMA
 from detect.engine.training.optim import build_optimizer, l1_penalty
