@@ -15,7 +15,9 @@ The rule, checked before any work (a refusal is an :class:`OutputRefused`: one `
    earlier output of the same verb: ``synth`` and ``split`` write into it, a verb with run folders (train,
    predict, audit, ``eval --report``, browse, ...) moves on to ``DIR2``, ``DIR3``, ...
    (:func:`detect.engine.runtime.run_dir.claim_run_dir`); ``export`` (folder) and ``audit`` refuse any
-   other non-empty folder.
+   other non-empty folder. ``export`` (folder), ``eval --report``, ``browse`` and ``predict --save-labels``
+   write into a hidden folder beside the target and rename it when complete (:mod:`data_tools.staged`), so
+   a run that fails or is killed midway leaves no half-written folder for the rerun to refuse or step past.
 
 The kinds an output may be (:func:`check_output`'s ``kind``), recognised by their first bytes unless said:
 

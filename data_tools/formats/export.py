@@ -3,12 +3,16 @@
 Two shapes (:func:`export_records`):
 
 - a file (``-o gt.json`` for coco / labelstudio, ``.xml`` for cvat, ``.csv`` for csv): the annotation file
-  alone, its image names relative to the dataset's image root (read it back with ``--image-root ROOT``);
+  alone, its image names relative to the dataset's image root (read it back with ``--image-root ROOT``), with
+  its SHA-256 in ``.NAME.sha256`` beside it so a later export replaces it only while unchanged
+  (:mod:`data_tools.written`: a hand-corrected export is refused);
 - a folder (anything else, and always for voc / yolo): the layout the tool opens plus ``classes.txt`` (the
   label order, which VOC, Label Studio and CSV files cannot hold themselves), with each image copied
   (``images="copy"``), hard-linked (``"link"``; copied where the file system cannot link) or left out
   (``"none"``) under ``images/``. The folder must be new or empty and must not lie inside the dataset's
-  image root (a later conversion of that root would read the export too).
+  image root (a later conversion of that root would read the export too). It is written as a hidden folder
+  beside it and renamed when complete (:mod:`data_tools.staged`): a failed or killed export leaves no
+  half-written folder, and the rerun writes the same one.
 
 Image names in a folder export are the records' paths without a leading ``images/`` (or ``JPEGImages/``)
 folder, made unique; YOLO puts each image under ``images/<split>/`` when the record has a split. Every

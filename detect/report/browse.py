@@ -206,7 +206,9 @@ def select(rs: RecordSet, classes: list[str] | None) -> list[int]:
 def browse(rs: RecordSet, out_dir: str | Path, classes: list[str] | None = None, max_images: int | None = None,
            augment: str | Path | None = None, samples: int = 3, seed: int = 0, workers: int = 4,
            log: Callable[[str], None] = print, source: str = "") -> dict:
-    """Write the dataset page into a fresh folder (``out_dir``, or ``out_dir2``, ... when it holds files).
+    """Write the dataset page into a fresh folder (``out_dir``, or ``out_dir2``, ... when it holds files): built
+    in a hidden folder beside it and renamed when complete (:class:`data_tools.staged.StagedFolder`), so a failed
+    run leaves nothing behind. ``samples``: 1 .. :data:`MAX_SAMPLES` augmented samples per image (``augment``).
 
     Returns ``{"out_dir", "index", "images", "shown", "problems": {kind: images}, "unreadable"}``.
     """
