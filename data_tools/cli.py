@@ -36,6 +36,7 @@ from data_tools.split import kfold, split_by_field, split_train_val
 from data_tools.stats import compute_stats, format_stats, plot_stats
 from data_tools.store import save_dataset
 from data_tools.summary_text import summary_lines
+from data_tools.written import record_written
 
 FORMAT_HELP = "; ".join(f"{f.name}: {f.tools}" for f in FORMATS.values())
 MAX_FOLDS = 100
@@ -134,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--max", type=int, default=None, metavar="N", help="at most N images (problems first)")
     b.add_argument("--augment", default=None, metavar="RECIPE.yaml",
                    help="also draw augmented training samples of each image (e.g. configs/yolo.yaml)")
-    b.add_argument("--samples", type=int, default=3, help="augmented samples per image (default 3)")
+    b.add_argument("--samples", type=int, default=3, help="augmented samples per image, 1..16 (default 3)")
     b.set_defaults(func=cmd_browse)
     return p
 
@@ -307,16 +308,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_export_coco(args: argparse.Namespace) -> int:
     rs = _export_checks(args, "coco") or load_any(args.dataset)
     d = write_coco(rs, args.output)
+    record_written(args.output)
     print(f"wrote {args.output}: {len(d['images'])} images, {len(d['annotations'])} annotations, "
           f"{len(d['categories'])} categories")
     return 0
 
 
 def cmd_browse(args: argparse.Namespace) -> int:
-    from detect.report.browse import browse
+    from detect.report.browse import MAX_SAMPLES, browse
 
-    if args.max is not None and args.max < 1 or args.samples < 1:
-        raise UserError("--max and --samples must be at least 1")
+    if args.max is not None and args.max < 1:
+        raise UserError(f"--max must be at least 1, not {args.max}")
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise UserError(f"--samples must be between 1 and {MAX_SAMPLES}, not {args.samples}")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     rs = load_any(args.dataset)
     r = browse(rs, args.output, classes, args.max, args.augment, args.samples, source=args.dataset)

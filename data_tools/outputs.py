@@ -6,14 +6,18 @@ The rule, checked before any work (a refusal is an :class:`OutputRefused`: one `
    links resolved: :func:`refuse_overwrite`). An output folder is not an input folder nor inside one,
    not the folder of an input file, and holds no input (:func:`check_output_folder`).
 2. **Never a user's file.** An existing file is replaced only when it is an earlier output of the same
-   kind, recognised by its content (:data:`KINDS`); an empty file may be replaced. Anything else there
+   kind, recognised by its content (:data:`KINDS`); an empty file may be replaced. A single-file export
+   (:data:`STAMPED`) must also be unchanged since it was written: its checksum is kept beside it
+   (:mod:`data_tools.written`), so a hand-corrected export is never replaced. Anything else there
    (a photo, a ``.pt`` checkpoint, someone's notes, a FIFO, a folder) is refused with one line saying
    what it looks like (:func:`check_output`).
 3. **Never a user's folder.** An output folder is written when it is new or empty, or when it holds an
    earlier output of the same verb: ``synth`` and ``split`` write into it, a verb with run folders (train,
    predict, audit, ``eval --report``, browse, ...) moves on to ``DIR2``, ``DIR3``, ...
    (:func:`detect.engine.runtime.run_dir.claim_run_dir`); ``export`` (folder) and ``audit`` refuse any
-   other non-empty folder.
+   other non-empty folder. ``export`` (folder), ``eval --report``, ``browse`` and ``predict --save-labels``
+   write into a hidden folder beside the target and rename it when complete (:mod:`data_tools.staged`), so
+   a run that fails or is killed midway leaves no half-written folder for the rerun to refuse or step past.
 
 The kinds an output may be (:func:`check_output`'s ``kind``), recognised by their first bytes unless said:
 
@@ -42,6 +46,7 @@ from pathlib import Path
 from data_tools.atomic import check_writable_dir, remove_stale_temps, same_file
 from data_tools.errors import UserError
 from data_tools.userfiles import describe_mode, within
+from data_tools.written import changed_since_written, sidecar, sidecar_is_foreign
 
 HEAD_BYTES = 4096
 _BOM_SPACE = b"\xef\xbb\xbf \t\r\n"
@@ -81,6 +86,9 @@ KINDS: dict[str, tuple[Callable[[bytes, Path], bool], str]] = {
     "export-meta": (lambda h, p: _json_obj(h) and (b'"format": "onnx"' in h[:64] or b'"format": "torchscript"' in h[:64]),
                     "the JSON written beside an export"),
 }
+
+STAMPED = ("coco", "cvat", "labelstudio", "csv")
+"""The single-file exports: replaced only when unchanged since written (:mod:`data_tools.written`)."""
 
 _MAGIC = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"PK\x03\x04", "a zip archive (e.g. a .pt)"),
           (b"GIF8", "a GIF image"), (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
@@ -131,6 +139,9 @@ def check_output(out: str | os.PathLike, kind: str, inputs: Iterable[str | os.Pa
     out = _named(out, flag)
     if p.is_dir():
         raise OutputRefused(f"output {out} is a folder; give a file name")
+    if kind in STAMPED and sidecar_is_foreign(p):
+        raise OutputRefused(f"refusing to write {out}: {sidecar(p).name} beside it is not a checksum that "
+                            "retail-detect wrote; remove it or choose another name")
     if not os.path.lexists(p):
         return p
     try:
@@ -144,6 +155,11 @@ def check_output(out: str | os.PathLike, kind: str, inputs: Iterable[str | os.Pa
             head = f.read(HEAD_BYTES)
     except OSError as e:
         raise OutputRefused(f"refusing to write {out}: it exists and cannot be read ({e.strerror})") from None
+    if kind in STAMPED and head and own(head, p):
+        why = changed_since_written(p)
+        if why is not None:
+            raise OutputRefused(f"refusing to overwrite {out}: it looks like {what}, but {why}; "
+                                "choose another name, or delete it to export again")
     if head and not own(head, p):  # an empty file holds nothing to lose
         real = os.path.realpath(p)
         for d in input_dirs:

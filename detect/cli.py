@@ -73,7 +73,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.weights, args.sources, args.out, conf=args.conf, device=args.device, csv=args.csv,
         draw=not args.no_draw, tile=args.tile, rows=not args.no_rows, batch_size=args.batch,
         proposals=args.proposals, exist_ok=args.exist_ok, save_labels=args.save_labels,
-        agnostic_nms=args.agnostic_nms,
+        link_photos=args.link, agnostic_nms=args.agnostic_nms,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary.get("class_counts", {}).items())
     for key in ("json", "csv", "out_dir"):
@@ -229,8 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Fast R-CNN: external proposals JSON {image: [[x1, y1, x2, y2], ...]} (skips the RPN)")
     _agnostic_flag(p)
     p.add_argument("--save-labels", choices=["voc", "coco", "yolo", "cvat", "labelstudio"], default=None,
-                   help="also write the detections as labels of this format in OUT/labels/ (with the photos "
-                        "hard-linked beside them) to correct in labelImg, CVAT or Label Studio")
+                   help="also write the detections as labels of this format in OUT/labels/ (with copies of the "
+                        "photos beside them) to correct in labelImg, CVAT or Label Studio")
+    p.add_argument("--link", action="store_true",
+                   help="with --save-labels: hard-link the photos instead of copying them (no extra disk space, "
+                        "but a photo edited in place there changes the original too)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("audit", help="shelf audit: planogram compliance, out-of-stock gaps, share of shelf")

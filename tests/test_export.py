@@ -47,3 +47,33 @@ def test_fast_rcnn_export_is_refused(tmp_path, capsys):
     weights = _checkpoint(tmp_path, "fast_rcnn")
     assert main(["export", "--weights", str(weights), "--format", "onnx"]) == 1
     assert "cannot be exported" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    """A read-only folder is refused before the model loads, and a full disk while exporting names --out,
+    never the temporary file (which is removed)."""
+    import errno
+    import os
+
+    from data_tools import atomic
+
+    weights = _checkpoint(tmp_path, "ssd")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_mkstemp = atomic.tempfile.mkstemp
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(k.get("dir", "."), ".x.rdtmp-ab.tmp"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)
+    assert main(["export", "--weights", str(weights), "--out", str(ro / "m.onnx"), "--no-check"]) == 1
+    assert capsys.readouterr().err == f"error: cannot write to {ro}: read-only file system\n"
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", real_mkstemp)
+
+    def full(model, args, f, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(f))
+
+    monkeypatch.setattr(torch.onnx, "export", full)
+    assert main(["export", "--weights", str(weights), "--out", str(ro / "m.onnx"), "--no-check"]) == 1
+    assert capsys.readouterr().err == f"error: no space left writing {ro / 'm.onnx'}\n"
+    assert os.listdir(ro) == []

@@ -3,12 +3,16 @@
 Two shapes (:func:`export_records`):
 
 - a file (``-o gt.json`` for coco / labelstudio, ``.xml`` for cvat, ``.csv`` for csv): the annotation file
-  alone, its image names relative to the dataset's image root (read it back with ``--image-root ROOT``);
+  alone, its image names relative to the dataset's image root (read it back with ``--image-root ROOT``), with
+  its SHA-256 in ``.NAME.sha256`` beside it so a later export replaces it only while unchanged
+  (:mod:`data_tools.written`: a hand-corrected export is refused);
 - a folder (anything else, and always for voc / yolo): the layout the tool opens plus ``classes.txt`` (the
   label order, which VOC, Label Studio and CSV files cannot hold themselves), with each image copied
   (``images="copy"``), hard-linked (``"link"``; copied where the file system cannot link) or left out
   (``"none"``) under ``images/``. The folder must be new or empty and must not lie inside the dataset's
-  image root (a later conversion of that root would read the export too).
+  image root (a later conversion of that root would read the export too). It is written as a hidden folder
+  beside it and renamed when complete (:mod:`data_tools.staged`): a failed or killed export leaves no
+  half-written folder, and the rerun writes the same one.
 
 Image names in a folder export are the records' paths without a leading ``images/`` (or ``JPEGImages/``)
 folder, made unique; YOLO puts each image under ``images/<split>/`` when the record has a split. Every
@@ -29,7 +33,9 @@ from data_tools.images import MAX_IMAGE_BYTES
 from data_tools.locate import IMAGE_DIR_NAMES
 from data_tools.outputs import OutputRefused
 from data_tools.records import Problem, RecordSet
+from data_tools.staged import StagedFolder
 from data_tools.userfiles import UnsafeFile, open_regular, within
+from data_tools.written import record_written
 
 IMAGE_MODES = ("copy", "link", "none")
 
@@ -86,8 +92,18 @@ def export_records(rs: RecordSet, fmt: str, out: str | os.PathLike, images: str 
     f, out = FORMATS[fmt], Path(out)
     if is_file_target(fmt, out):
         files = f.write(rs, out, [r.image for r in rs.records], scores)
+        record_written(out)  # a later export replaces it only while unchanged (data_tools.written)
         return _result(out, True, rs, 0, files, [])
     check_export_folder(out, rs.image_root)
+    with StagedFolder(out) as stage:  # a failure midway leaves no half-written folder behind
+        sub, files, placed, problems = _write_folder(rs, f, stage.path, images, scores, image_files)
+    files = [stage.final / Path(p).relative_to(stage.path) for p in files]
+    return _result(out, False, sub, placed, files, problems)
+
+
+def _write_folder(rs: RecordSet, f, out: Path, images: str, scores, image_files) -> tuple[RecordSet, list, int, list]:
+    """The folder export into ``out`` (the hidden folder); returns ``(records written, files, images placed,
+    problems)``."""
     names = export_names(rs)
     dests = [f"{r.split}/{n}" if f.split_dirs and r.split else n for r, n in zip(rs.records, names)]
     sources = [Path(p) for p in image_files] if image_files is not None else [Path(rs.image_root) / r.image
@@ -105,7 +121,7 @@ def export_records(rs: RecordSet, fmt: str, out: str | os.PathLike, images: str 
     else:
         files = f.write(sub, out, dests, sub_scores)
     flush_to_disk()  # the per-image files were written without a flush each
-    return _result(out, False, sub, len(keep) if images != "none" else 0, files, problems)
+    return sub, files, len(keep) if images != "none" else 0, problems
 
 
 def _result(out: Path, single: bool, rs: RecordSet, placed: int, files: list, problems: list[Problem]) -> dict:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from data_tools.atomic import check_writable_dir
 from data_tools.outputs import OutputRefused, check_output_folder
 from data_tools.planogram import load_planogram
 from data_tools.records import Problem
@@ -100,7 +101,9 @@ def run_audit(
     truth_doc = load_truth(truth) if truth is not None else None
     opts = AuditOptions(min_gap=min_gap, row_gap=row_gap, brand_sep=brand_sep)
     src = expand_sources(sources)
-    out = check_output_folder(fresh_out_dir(out_dir), [s.path for s in src.files], src.dirs)
+    out = fresh_out_dir(out_dir)  # kept as the user named it: messages say runs/audit, not /home/.../runs/audit
+    check_output_folder(out, [s.path for s in src.files], src.dirs)
+    check_writable_dir(out, create=False)  # a read-only or full disk: one line naming it, before the model loads
     protected = {s.path.resolve() for s in src.files}
     predictor = Predictor.from_weights(weights, device=device, conf=conf, image_size=image_size,
                                        tile=TileOptions(mode=tile), batch_size=batch_size)
@@ -148,7 +151,7 @@ def run_audit(
         "skipped": len(errors), "tiled": tiled, "drawn": drawn, "without_plan": without_plan,
         "out_dir": str(out), "html_name": HTML_NAME,
     }
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out)
     result["csv"] = str(report.write_csv(out, photos))
     result["html"] = str(write_html(out, result, photos, errors))
     result["seconds"] = round(time.perf_counter() - t0, 2)

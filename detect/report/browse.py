@@ -34,11 +34,12 @@ import numpy as np
 
 from data_tools.atomic import atomic_write_text
 from data_tools.errors import InvalidInput
-from data_tools.images import read_image
+from data_tools.images import MAX_IMAGE_BYTES, ImageError, read_image
 from data_tools.outputs import check_output_folder
 from data_tools.progress import progress
 from data_tools.records import Record, RecordSet
-from detect.engine.runtime.run_dir import claim_run_dir
+from data_tools.staged import StagedFolder
+from data_tools.userfiles import UnsafeFile, open_regular
 from detect.models.box_ops import iou_matrix
 from detect.report.draw import draw_boxes, write_jpeg
 from detect.report.html import esc, page, table
@@ -48,6 +49,7 @@ SEVERITY = {"unreadable": 5, "duplicate_box": 4, "duplicate_image": 4, "tiny_box
             "no_boxes": 2, "many_objects": 1, "cut_by_border": 1}
 TINY_PX, THIN_RATIO, DUP_IOU, BORDER_PX, MANY_MIN = 8.0, 8.0, 0.9, 1.0, 10
 DRAW_MIN_SIDE, DRAW_MAX_SIDE = 480, 1024
+MAX_SAMPLES = 16  # augmented samples per image: each is a drawing on the page
 PROBLEM_COLOR = (0, 0, 230)  # BGR red: the outline of a box with a problem
 
 
@@ -71,10 +73,15 @@ class Entry:
 
 
 def _file_hash(path: str) -> str | None:
+    """SHA-1 of an image file; None when it is not a readable regular file (a FIFO swapped in after the
+    conversion must not block: its drawing then lists it as unreadable)."""
     try:
-        with open(path, "rb") as f:
-            return hashlib.sha1(f.read(), usedforsecurity=False).hexdigest()
-    except OSError:
+        with open_regular(path, MAX_IMAGE_BYTES) as f:
+            h = hashlib.sha1(usedforsecurity=False)
+            for piece in iter(lambda: f.read(1 << 20), b""):
+                h.update(piece)
+            return h.hexdigest()
+    except (UnsafeFile, OSError):
         return None
 
 
@@ -199,10 +206,15 @@ def select(rs: RecordSet, classes: list[str] | None) -> list[int]:
 def browse(rs: RecordSet, out_dir: str | Path, classes: list[str] | None = None, max_images: int | None = None,
            augment: str | Path | None = None, samples: int = 3, seed: int = 0, workers: int = 4,
            log: Callable[[str], None] = print, source: str = "") -> dict:
-    """Write the dataset page into a fresh folder (``out_dir``, or ``out_dir2``, ... when it holds files).
+    """Write the dataset page into a fresh folder (``out_dir``, or ``out_dir2``, ... when it holds files): built
+    in a hidden folder beside it and renamed when complete (:class:`data_tools.staged.StagedFolder`), so a failed
+    run leaves nothing behind. ``samples``: 1 .. :data:`MAX_SAMPLES` augmented samples per image (``augment``).
 
     Returns ``{"out_dir", "index", "images", "shown", "problems": {kind: images}, "unreadable"}``.
     """
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise InvalidInput(f"--samples must be between 1 and {MAX_SAMPLES} (augmented samples drawn per image), "
+                           f"not {samples}")
     check_output_folder(out_dir, [], [rs.image_root], "-o")  # drawings inside the image folder would be read as data later
     if augment is not None:
         from detect.config import load_config
@@ -213,8 +225,8 @@ def browse(rs: RecordSet, out_dir: str | Path, classes: list[str] | None = None,
     entries = sort_entries(find_problems(sub), sub)
     if max_images is not None and max_images > 0:
         entries = entries[:max_images]
-    folder, lock = claim_run_dir(out_dir)
-    with lock:
+    with StagedFolder(out_dir, numbered=True) as stage:  # renamed to out_dir (or out_dir2, ...) once complete
+        folder = stage.path
         aug = _augmented(sub, augment, samples, seed) if augment is not None else None
         unreadable: list[str] = []
         aug_lock = threading.Lock()
@@ -230,8 +242,12 @@ def browse(rs: RecordSet, out_dir: str | Path, classes: list[str] | None = None,
             files = [f"images/{e.index:05d}.jpg"]
             write_jpeg(folder / files[0], draw_record(image, rec.boxes, rec.labels, sub.class_names, flagged))
             if aug is not None:
-                with aug_lock:  # one augmentation pipeline, its RNG seeded per image: one thread at a time
-                    drawings = aug(e.index)
+                try:
+                    with aug_lock:  # one augmentation pipeline, its RNG seeded per image: one thread at a time
+                        drawings = aug(e.index)
+                except ImageError as exc:  # a mosaic partner that cannot be read: no samples for this image
+                    log(f"warning: no augmented samples of {rec.image}: {exc}")
+                    drawings = []
                 for k, drawing in enumerate(drawings):
                     files.append(f"augment/{e.index:05d}_{k}.jpg")
                     write_jpeg(folder / files[-1], drawing)
@@ -246,6 +262,7 @@ def browse(rs: RecordSet, out_dir: str | Path, classes: list[str] | None = None,
                 log(f"warning: {e.issues[-1].detail}")
         html = render(sub, done, source or str(rs.image_root), len(rs.records), classes, augment)
         atomic_write_text(folder / "index.html", html)
+    folder = stage.final
     kinds = Counter(k for e, _ in done for k in {i.kind for i in e.issues})
     return {"out_dir": str(folder), "index": str(folder / "index.html"), "images": len(rs.records),
             "shown": len(done), "problems": dict(sorted(kinds.items())), "unreadable": unreadable}

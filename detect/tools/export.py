@@ -15,6 +15,8 @@ top-k + NMS between two networks) does not trace to a fixed graph and is refused
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -22,9 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from data_tools.atomic import atomic_write_text
+from data_tools.atomic import TEMP_MARK, atomic_write_text, new_file_mode, write_error
 from data_tools.errors import CannotRun, InvalidInput
-from data_tools.outputs import check_output
+from data_tools.outputs import check_output, prepare_output_folder
 from detect.engine.runtime.checkpoint import load_model
 
 FORMATS = ("onnx", "torchscript")
@@ -55,6 +57,7 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
     path = Path(out) if out is not None else Path(weights).with_suffix(suffix)
     check_output(path, fmt, [weights], flag="--out")
     check_output(path.with_name(path.name + ".json"), "export-meta", [weights], flag="--out (metadata)")
+    prepare_output_folder(path.parent)  # read-only or full: one line naming the folder, before any work
     model, class_names, cfg = load_model(weights)
     if not getattr(model, "exportable", False):
         raise InvalidInput(f"{weights}: {cfg.model.name} cannot be exported to a fixed graph (its proposal stage "
@@ -62,8 +65,14 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
     size = image_size or cfg.data.image_size
     wrapper = DenseOutputs(model).eval()
     example = torch.rand(batch, 3, size, size) * 255
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    existed = path.exists()
+    try:  # the atomic writer's temporary name (data_tools.atomic), so an orphan is recognised and removed later
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{TEMP_MARK}", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise write_error(e, path, existed) from e
+    tmp = Path(name)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes about constant priors/anchors: they are constants here
@@ -75,7 +84,10 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
             else:
                 traced = torch.jit.trace(wrapper, (example,), check_trace=False)
                 traced.save(str(tmp))
+        os.chmod(tmp, new_file_mode(path))
         tmp.replace(path)
+    except OSError as e:  # messages name --out, never the temporary file
+        raise write_error(e, path, existed) from e
     finally:
         tmp.unlink(missing_ok=True)
     meta = {"format": fmt, "model": cfg.model.name, "backbone": cfg.model.backbone, "class_names": class_names,

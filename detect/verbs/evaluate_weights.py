@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from data_tools.atomic import atomic_write_text
 from data_tools.errors import InvalidInput
 from data_tools.outputs import check_output
 from data_tools.sources import class_mismatch, load_any, select_split
+from data_tools.staged import StagedFolder
 from detect.data import DetectionDataset, build_loader
 from detect.data.proposals import check_proposals_arg, proposals_for_records
 from detect.engine.inference.evaluator import (
@@ -32,7 +34,8 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
 
     Writes, when ``out_json`` is given: the metrics JSON there, the COCO results beside it
     (``<stem>_results.json``) and a PR-curve PNG (``<stem>_pr.png``). With ``report``: the evaluation page
-    (:func:`detect.report.build.write_report`) in that folder, or in ``report2``, ... when it holds files;
+    (:func:`detect.report.build.write_report`) in that folder, or in ``report2``, ... when it holds files (written
+    in a hidden folder beside it and renamed at the end, so a failed run leaves no half-written report);
     ``conf`` is its confidence (None: the one that minimises count errors). Returns the metrics dict.
     """
     if conf is not None and not 0.0 <= conf <= 1.0:  # also refuses NaN
@@ -54,12 +57,10 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     props = proposals_for_records(proposals, rs) if proposals is not None else None
     ds = drop_unreadable(DetectionDataset(rs, cfg.data.image_size, None, False, True, proposals=props), log)
     loader = build_loader(ds, batch_size, False, 0, False, False, 0)
-    lock = None
-    if report is not None:  # claimed before the long part: a fresh folder (DIR -> DIR2 when it holds files)
-        from detect.engine.runtime.run_dir import claim_run_dir
-
-        report, lock = claim_run_dir(report)
-    try:
+    # the report is written into a hidden folder beside REPORT, made before the long part (a folder that cannot
+    # be written fails now) and renamed to REPORT (REPORT2, ... when it holds files) once complete
+    staged = StagedFolder(report, numbered=True) if report is not None else contextlib.nullcontext()
+    with staged as stage:
         model = model.to(dev)
         t0 = time.perf_counter()
         results = predict_dataset(model, loader, dev, cfg.train.amp, progress=None)
@@ -80,19 +81,16 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
                      "model": f"{cfg.model.name} ({cfg.model.backbone})", "dataset": str(data),
                      "image_size": cfg.data.image_size, "device": str(dev), "eval_seconds": round(seconds, 2),
                      "ms_per_image": round(1000 * seconds / max(len(ds), 1), 1)}
-            _report(report, results, ds.rs, metrics, facts, conf, limit, log)
-    finally:
-        if lock is not None:
-            lock.release()
+            from detect.report.build import write_report
+
+            r = write_report(results, ds.rs, stage.path, metrics, facts, conf, max_dets=limit, log=log)
+    if report is not None:
+        _said(stage.final, r, log)
     return metrics
 
 
-def _report(folder: Path, results: list[dict], rs, metrics: dict, facts: dict, conf: float | None, limit: int,
-            log) -> None:
-    """Write the evaluation report into ``folder`` and say where, at which confidence, with which count MAE."""
-    from detect.report.build import write_report
-
-    r = write_report(results, rs, folder, metrics, facts, conf, max_dets=limit, log=log)
+def _said(folder: Path, r: dict, log) -> None:
+    """Say where the evaluation report is, at which confidence, with which count MAE."""
     c = r["counts"]
     log(f"report {folder / 'index.html'} at confidence {r['conf']} ({r['conf_source']}): count MAE "
         f"{c['class_mae']:.3f} per image (per class), {c['total_mae']:.3f} (total), "

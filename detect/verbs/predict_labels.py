@@ -1,7 +1,8 @@
 """``predict --save-labels FORMAT``: the detections as labels a labelling tool opens, for correction (pre-labelling).
 
 ``OUT/labels/`` becomes a dataset folder of that format (:mod:`data_tools.formats.export`): the input photos
-under ``OUT/labels/images/<mirror name>`` (hard-linked, or copied where the file system cannot link) and the
+copied under ``OUT/labels/images/<mirror name>`` (so a photo edited there in place never changes the original;
+``link=True``, ``predict --link``: hard-linked instead, copied where the file system cannot link) and the
 detections beside them (``annotations/*.xml`` for voc, ``labels/*.txt`` + ``data.yaml`` for yolo,
 ``annotations.json`` / ``annotations.xml`` for coco / labelstudio / cvat). Label Studio gets them as
 ``predictions`` with their scores, COCO as annotations with a ``score``. ``retail-data convert OUT/labels``
@@ -52,8 +53,9 @@ def detections_recordset(entries: list[dict], rels: list[str], class_names: list
     return RecordSet(list(class_names), "", records, {"source": "retail-detect predict"}), scores, dropped
 
 
-def save_labels(out: str | Path, fmt: str, entries: list[dict], rels: list[str], class_names: list[str]) -> dict:
-    """Write ``OUT/labels/`` in ``fmt`` (see the module doc).
+def save_labels(out: str | Path, fmt: str, entries: list[dict], rels: list[str], class_names: list[str],
+                link: bool = False) -> dict:
+    """Write ``OUT/labels/`` in ``fmt`` (see the module doc); ``link``: hard-link the photos instead of copying.
 
     Returns ``{"dir", "format", "images", "boxes", "dropped", "problems"}``.
     """
@@ -61,6 +63,6 @@ def save_labels(out: str | Path, fmt: str, entries: list[dict], rels: list[str],
         raise InvalidInput(f"--save-labels must be one of {', '.join(FORMATS)}, not {fmt!r}")
     rs, scores, dropped = detections_recordset(entries, rels, class_names)
     folder = Path(out) / LABELS_DIR
-    result = export_records(rs, fmt, folder, "link", scores, [e["path"] for e in entries])
+    result = export_records(rs, fmt, folder, "link" if link else "copy", scores, [e["path"] for e in entries])
     return {"dir": str(folder), "format": fmt, "images": result["records"], "boxes": result["boxes"],
             "dropped": dropped, "problems": [p.to_dict() for p in result["problems"]]}

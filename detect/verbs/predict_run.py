@@ -53,6 +53,7 @@ def run_predict(
     exist_ok: bool = False,
     log: Callable[[str], None] = print,
     save_labels: str | None = None,
+    link_photos: bool = False,
     agnostic_nms: bool | None = None,
 ) -> dict:
     """Predict every image of ``sources`` and write the outputs into ``out_dir``.
@@ -81,6 +82,8 @@ def run_predict(
         agnostic_nms: class-agnostic NMS on or off (None: as trained; see :class:`Predictor`).
         save_labels: also write the detections as labels of this format under ``out_dir/labels/``
             (``voc``, ``coco``, ``yolo``, ``cvat``, ``labelstudio``; :mod:`detect.verbs.predict_labels`).
+        link_photos: hard-link the photos into ``labels/images/`` instead of copying them (a photo edited there
+            in place then changes the original too).
 
     Returns:
         Summary: ``images`` (predicted), ``errors``, ``detections``, ``class_counts``, ``tiled_images``,
@@ -97,6 +100,8 @@ def run_predict(
         raise InvalidInput(f"--conf must be in [0, 1], got {conf}")
     if save_labels is not None and save_labels not in LABEL_FORMATS:
         raise InvalidInput(f"--save-labels must be one of {', '.join(LABEL_FORMATS)}, not {save_labels!r}")
+    if link_photos and save_labels is None:
+        raise InvalidInput("--link applies to --save-labels (the photos beside the labels); give --save-labels FORMAT")
     src = expand_sources(sources)
     check_output_folder(out_dir, [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
@@ -149,7 +154,7 @@ def run_predict(
             drawn += _drain(pending, errors, keep=0)
 
         csv_path = po.write_csv(out, entries) if csv else None
-        labels = write_labels(out, save_labels, entries, rels, names) if save_labels else None
+        labels = write_labels(out, save_labels, entries, rels, names, link_photos) if save_labels else None
         seconds = time.perf_counter() - t0
         summary = {
             "images": len(entries),

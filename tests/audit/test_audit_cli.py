@@ -101,3 +101,23 @@ def test_bad_plans_are_one_line_each(setup, tmp_path, capsys):
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {bad}:2: malformed YAML")
     assert not (tmp_path / "o").exists()
+
+
+def test_read_only_output_folder_is_one_line_naming_it_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """No errno text, no absolute path, no model loaded (the weights here do not even exist)."""
+    import errno
+    import os
+
+    from data_tools import atomic
+
+    photo = tmp_path / "photos" / "left_1.jpg"
+    photo.parent.mkdir()
+    cv2.imwrite(str(photo), cv2.UMat(8, 8, cv2.CV_8UC3).get())
+
+    def mkstemp(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", os.path.join(k.get("dir", "."), ".x.rdtmp-ab.tmp"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
+    monkeypatch.chdir(tmp_path)
+    assert main(["audit", "--weights", "missing.pt", "photos", "--out", "ro/audit", "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == "error: cannot write to ro/audit: permission denied\n"

@@ -224,3 +224,29 @@ def test_inputs_unchanged_after_refusals(dataset, tmp_path, capsys):
 def test_synth_size_one_side_is_a_square(tmp_path, calls):
     assert main(["synth", "--out", str(tmp_path / "s"), "--images", "2", "--size", "64"]) == 0
     assert calls == [(str(tmp_path / "s"), 2, 5, 0, (64, 64))]
+
+
+@pytest.mark.parametrize("fmt,name", [("csv", "gt.csv"), ("cvat", "gt.xml"), ("labelstudio", "gt.json"),
+                                      ("coco", "gt.json")])
+def test_single_file_export_replaces_only_an_unchanged_earlier_export(dataset, tmp_path, capsys, fmt, name):
+    """A hand-corrected export looks like an earlier export but is refused; unchanged, it is replaced."""
+    ds = _dataset_file(dataset, tmp_path)
+    out = tmp_path / "out" / name
+    verb = ["export-coco", str(ds), "-o", str(out)] if fmt == "coco" else ["export", str(ds), "--format", fmt,
+                                                                              "-o", str(out)]
+    assert main(verb) == 0 and main(verb) == 0  # an unchanged earlier export is replaced
+    capsys.readouterr()
+    corrected = out.read_bytes() + b"\n"  # any change by hand
+    out.write_bytes(corrected)
+    assert main(verb) == 1
+    err = _err(capsys)
+    assert f"refusing to overwrite {out}: it looks like" in err and "changed since it was written" in err
+    assert "choose another name, or delete it" in err and out.read_bytes() == corrected
+    sidecar = tmp_path / "out" / f".{name}.sha256"
+    sidecar.unlink()  # an export with no checksum beside it (an older version's, or copied in): refused too
+    assert main(verb) == 1 and "no .gt" in _err(capsys) and out.read_bytes() == corrected
+    out.unlink()
+    sidecar.write_text("my own notes\n")  # a file of the user's at the checksum's name is not replaced either
+    assert main(verb) == 1 and "not a checksum" in _err(capsys) and sidecar.read_text() == "my own notes\n"
+    sidecar.unlink()
+    assert main(verb) == 0 and out.is_file()  # deleted: exported again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -105,3 +106,54 @@ def test_unreadable_image_is_listed_and_the_rest_drawn(planted, tmp_path):
     html = (Path(r["out_dir"]) / "index.html").read_text()
     assert re.findall(r'<div class="cap">([^<]+) - ', html)[0] == "images/broken.jpg"  # first on the page
     assert len(list((Path(r["out_dir"]) / "images").iterdir())) == 2
+
+
+def test_a_browse_that_fails_midway_leaves_nothing_and_the_rerun_writes_the_same_folder(planted, tmp_path,
+                                                                                       monkeypatch):
+    import errno
+
+    from data_tools.atomic import WriteError
+    from detect.report import browse as browse_mod
+
+    def full(*a, **k):
+        raise WriteError(errno.ENOSPC, "no space left writing index.html")
+
+    with monkeypatch.context() as m:
+        m.setattr(browse_mod, "render", full)  # every drawing written, then the disk is full
+        with pytest.raises(WriteError):
+            browse(planted, tmp_path / "page", log=lambda s: None)
+    assert sorted(tmp_path.iterdir()) == []  # no half-written page, no hidden leftovers
+    r = browse(planted, tmp_path / "page", log=lambda s: None)
+    assert r["out_dir"] == str(tmp_path / "page") and (tmp_path / "page" / "index.html").is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    r = browse(planted, mine, log=lambda s: None)
+    assert r["out_dir"] == str(tmp_path / "mine2") and [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
+def test_an_image_replaced_by_a_fifo_is_listed_not_waited_for(planted, tmp_path):
+    """The duplicate-image hash opens only regular files: a FIFO would block forever on open()."""
+    root = tmp_path / "root"
+    shutil.copytree(planted.image_root, root)
+    fifo = root / planted.records[1].image
+    fifo.unlink()
+    os.mkfifo(fifo)
+    rs = RecordSet(planted.class_names, str(root), list(planted.records))
+    said: list[str] = []
+    r = browse(rs, tmp_path / "f", log=said.append)
+    assert r["unreadable"] == [planted.records[1].image] and r["shown"] == len(rs.records)
+    assert any("FIFO" in s for s in said)
+
+
+def test_samples_are_bounded(planted, tmp_path, capsys):
+    from detect.report.browse import MAX_SAMPLES
+
+    with pytest.raises(ValueError, match=f"between 1 and {MAX_SAMPLES}"):
+        browse(planted, tmp_path / "s", augment=RECIPE, samples=1_000_000)
+    pkl = tmp_path / "ds.pkl"
+    save_dataset(planted, pkl)
+    assert data_main(["browse", str(pkl), "-o", str(tmp_path / "s"), "--samples", "1000000"]) == 1
+    assert f"--samples must be between 1 and {MAX_SAMPLES}, not 1000000" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

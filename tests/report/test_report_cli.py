@@ -153,3 +153,30 @@ def test_off_a_terminal_a_long_stage_prints_one_line_not_a_bar(monkeypatch, tmp_
     generate(str(tmp_path / "voc"), 3, 2, 0, (32, 32))
     rs, _, _ = convert(str(tmp_path / "voc"), progress=True)
     assert "reading annotations: 3 file in " in log.getvalue() and len(rs.records) == 3
+
+
+def test_eval_report_that_fails_midway_is_written_again_in_the_same_folder(run, tmp_path, capsys, monkeypatch):
+    """A full disk while the galleries are drawn leaves no half-written report (that the rerun would step past
+    to DIR2); a user's own folder is still never written into."""
+    import errno
+
+    from data_tools.atomic import WriteError
+    from detect.report import build
+
+    def full(rs, dm, out_dir, *a, **k):
+        (Path(out_dir) / "crop.jpg").write_bytes(b"half")
+        raise WriteError(errno.ENOSPC, f"no space left writing {tmp_path / 'rep' / 'crop.jpg'}")
+
+    base = ["eval", "--weights", str(run["out"] / "best.pt"), "--data", str(run["val"]), "--device", "cpu"]
+    with monkeypatch.context() as m:
+        m.setattr(build, "build_galleries", full)
+        assert main([*base, "--report", str(tmp_path / "rep")]) == 1
+    assert "no space left" in capsys.readouterr().err and sorted(tmp_path.iterdir()) == []
+    assert main([*base, "--report", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "index.html").is_file() and not (tmp_path / "rep2").exists()
+    assert f"report {tmp_path / 'rep' / 'index.html'}" in capsys.readouterr().out
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main([*base, "--report", str(mine)]) == 0
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (tmp_path / "mine2" / "index.html").is_file()

@@ -95,3 +95,23 @@ def test_cli_save_labels_and_a_rerun_into_the_same_folder(photos, tmp_path, chec
     assert main(["predict", "--weights", str(checkpoint), str(photos), "--out", str(out), "--device", "cpu",
                  "--exist-ok", "--save-labels", "voc"]) == 1
     assert "not empty" in capsys.readouterr().err
+
+
+def test_saved_photos_are_copies_unless_linked(photos, tmp_path, checkpoint):
+    """An in-place edit of a photo under labels/images (a labelling tool rotating it) never reaches the original;
+    ``--link`` opts into hard links (no extra disk space)."""
+    original = photos / "a.jpg"
+    before = original.read_bytes()
+    run_predict(checkpoint, [str(photos)], tmp_path / "copied", device="cpu", conf=0.1, draw=False,
+                save_labels="voc", log=lambda s: None)
+    copy = tmp_path / "copied" / "labels" / "images" / "shelves" / "a.jpg"
+    assert copy.stat().st_ino != original.stat().st_ino
+    with open(copy, "r+b") as f:  # edit in place, as an editor that does not replace the file would
+        f.write(b"edited")
+    assert original.read_bytes() == before
+    run_predict(checkpoint, [str(photos)], tmp_path / "linked", device="cpu", conf=0.1, draw=False,
+                save_labels="voc", link_photos=True, log=lambda s: None)
+    linked = tmp_path / "linked" / "labels" / "images" / "shelves" / "a.jpg"
+    assert linked.stat().st_ino == original.stat().st_ino
+    assert main(["predict", "--weights", str(checkpoint), str(photos), "--out", str(tmp_path / "x"), "--device",
+                 "cpu", "--link"]) == 1  # --link without --save-labels links nothing: said, not ignored
