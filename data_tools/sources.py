@@ -14,8 +14,9 @@ of every other file there (the images); for a single annotation file, its conten
 folder its images are looked up in. Files reached only through a symlinked folder are not part of the key.
 Changing a label, adding or replacing an image, or asking for another class order converts again.
 
-A conversion prints the same summary as ``retail-data convert`` (to stderr by default); a cache hit prints
-one line saying which cached file was used.
+The cached file keeps its full key in its meta (``source_key``): a cached file whose key differs (replaced by
+another dataset) is converted again, and says so. A conversion prints the same summary as ``retail-data
+convert`` (to stderr by default); a cache hit prints one line saying which cached file was used.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from data_tools.userfiles import UnsafeFile, open_regular
 CACHE_ENV = "RETAIL_DETECT_CACHE"
 LABEL_SUFFIXES = (".xml", ".json", ".txt", ".yaml", ".yml", ".csv", ".tsv")
 MAX_HASHED_BYTES = 4 << 30
+KEY_META = "source_key"
+"""The meta entry of a cached dataset holding its full cache key, compared on every cache hit."""
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -169,12 +172,16 @@ def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
     if cached.is_file():
         try:
             rs = load_dataset(cached)
-            s = rs.meta.get("conversion", {})
-            log(f"{src}: {fmt} labels converted earlier, read from the cache {cached} ({len(rs)} images, "
-                f"{s.get('boxes', '?')} boxes, {rs.num_classes} classes, {s.get('problems', '?')} problems)")
-            return rs
         except DatasetFileError as e:
             log(f"note: cached dataset unusable ({e}); converting again")
+        else:
+            if rs.meta.get(KEY_META) == key:
+                s = rs.meta.get("conversion", {})
+                log(f"{src}: {fmt} labels converted earlier, read from the cache {cached} ({len(rs)} images, "
+                    f"{s.get('boxes', '?')} boxes, {rs.num_classes} classes, {s.get('problems', '?')} problems)")
+                return rs
+            log(f"note: cached dataset {cached} was not converted from {src} as it is now (its source key "
+                "differs: the file was replaced); converting again")
     rs, problems, summary = convert(src, "auto", class_names=class_names, progress=False)
     for line in summary_lines(summary, problems, f"retail-data convert {src} -o X.pkl --report R.json lists all", src):
         log(line)
@@ -185,6 +192,7 @@ def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
                     f"retail-data convert {src} -o DATASET.pkl --image-root DIR and use DATASET.pkl")
         raise ConvertError(f"no usable images in {src}: all {summary['inputs']} inputs were skipped{hint}")
     rs.meta["conversion"] = {k: summary[k] for k in ("format", "detected", "images", "boxes", "classes", "problems")}
+    rs.meta[KEY_META] = key
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(cached.parent)

@@ -185,3 +185,20 @@ def test_cache_dir_default(monkeypatch, tmp_path):
     monkeypatch.delenv("RETAIL_DETECT_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache_dir() == tmp_path / "retail-detect" / "datasets"
+
+
+def test_a_cached_file_replaced_by_another_dataset_converts_again(dataset, cache, tmp_path):
+    """Another valid dataset under the cached name (copied in, or another source's): its key differs, so the labels
+    are converted again instead of the other dataset being used."""
+    load_any(dataset, log=lambda _: None)
+    [cached] = list(cache.glob("*.pkl"))
+    assert load_dataset(cached).meta["source_key"].startswith(cached.stem.rsplit("-", 1)[1])
+    save_dataset(RecordSet(["other"], str(tmp_path), [Record("x.jpg", 8, 8)], {}), cached)
+    lines: list[str] = []
+    rs = load_any(dataset, log=lines.append)
+    assert rs.class_names == ["beans", "cake"] and len(rs) == 2
+    assert lines[0].startswith(f"note: cached dataset {cached} was not converted from {dataset} as it is now")
+    assert load_dataset(cached).class_names == ["beans", "cake"]  # the cache holds the right dataset again
+    lines.clear()
+    load_any(dataset, log=lines.append)
+    assert "read from the cache" in lines[0]
