@@ -274,14 +274,19 @@ def first_spellings(names: list[str]) -> list[str]:
 CLASS_ORDER_FILE = "classes.txt"
 
 
-def class_order(folder: str) -> tuple[list[str] | None, str | None]:
+def class_order(folder: str, problems: list[Problem] | None = None) -> tuple[list[str] | None, str | None]:
     """The class order of a ``classes.txt`` in ``folder`` (one name per line, as labelImg and ``retail-data export``
-    write it), or ``(None, None)``; an unreadable one is ignored (the names found are then sorted)."""
+    write it), or ``(None, None)``. It is read like every label file: a regular file inside ``folder`` (a symlink
+    to a file outside it, a FIFO or a device is refused). One that cannot be used is reported to ``problems``
+    (``ignored``) and the names found are then sorted."""
     path = os.path.join(folder, CLASS_ORDER_FILE)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return None, None
-    text, problem = read_text(path, 1 << 20)
+    text, problem = read_text(path, 1 << 20, folder)
     if problem is not None:
+        if problems is not None:
+            problems.append(Problem(path, f"{problem.reason}; its class order is not used (the classes found are "
+                                    "sorted)", line=problem.line, action="ignored", kind=problem.kind))
         return None, None
     names = [s.strip() for s in text.splitlines() if s.strip() and not s.strip().startswith("#")]
     return (names, path) if names else (None, None)

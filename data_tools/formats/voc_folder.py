@@ -56,7 +56,7 @@ def read_voc_folder(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Proble
         problems.extend(probs)
         if ann is not None:
             anns.append(ann)
-    order, order_file = class_order(root) if opts.class_names is None else (None, None)
+    order, order_file = class_order(root, problems) if opts.class_names is None else (None, None)
     if opts.class_names is not None:
         cmap = ClassMap(opts.class_names)
     elif order:
