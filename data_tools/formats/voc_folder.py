@@ -21,7 +21,7 @@ from data_tools.atomic import atomic_write_text
 from data_tools.errors import UserError
 from data_tools.formats.common import CLASS_ORDER_FILE, ReadOptions, class_order, first_spellings
 from data_tools.records import ClassMap, Problem, Record, RecordSet
-from data_tools.userfiles import real_path
+from data_tools.userfiles import file_identity
 from data_tools.voc import parse_voc, to_record, write_voc
 
 PROGRESS_MIN_FILES = 500
@@ -63,7 +63,7 @@ def read_voc_folder(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Proble
         cmap = ClassMap(first_spellings([*order, *ClassMap.collect(o.name for a in anns for o in a.objects).names]))
     else:
         cmap = ClassMap.collect(o.name for a in anns for o in a.objects)
-    real = [real_path(os.path.join(root, a.image), cache) for a in anns]
+    real = [file_identity(os.path.join(root, a.image), cache) for a in anns]  # hard links: one file
     owner: dict = {}
     for key, ann in zip(real, anns):
         if key not in owner or _owner_rank(ann) < _owner_rank(owner[key]):
