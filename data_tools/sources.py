@@ -185,8 +185,9 @@ def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
                 log(f"{src}: {fmt} labels converted earlier, read from the cache {cached} ({len(rs)} images, "
                     f"{s.get('boxes', '?')} boxes, {rs.num_classes} classes, {s.get('problems', '?')} problems)")
                 return rs
-            log(f"note: cached dataset {cached} was not converted from {src} as it is now (its source key "
-                "differs: the file was replaced); converting again")
+            why = "differs: the file was replaced" if KEY_META in rs.meta else "is missing: an earlier version wrote it"
+            log(f"note: cached dataset {cached} was not converted from {src} as it is now (its source key {why}); "
+                "converting again")
     rs, problems, summary = convert(src, "auto", class_names=class_names, progress=False)
     for line in summary_lines(summary, problems, f"retail-data convert {src} -o X.pkl --report R.json lists all", src):
         log(line)
