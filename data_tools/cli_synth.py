@@ -43,7 +43,7 @@ def _check_synth_folder(out: str) -> None:
     if not p.is_dir() or not any(p.iterdir()):
         return
     try:
-        names = [n.strip() for n in read_limited(p / "classes.txt", 1 << 20).decode("utf-8").splitlines() if n.strip()]
+        names = [n.strip() for n in read_limited(p / "classes.txt", 1 << 20, p).decode("utf-8").splitlines() if n.strip()]
     except (UnsafeFile, UnicodeDecodeError):
         names = []
     if not names or not all(_SYNTH_CLASS.fullmatch(n) for n in names):

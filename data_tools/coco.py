@@ -26,9 +26,9 @@ from data_tools import __version__
 from data_tools.atomic import atomic_write_bytes
 from data_tools.errors import UserError
 from data_tools.images import check_image, orient_boxes
-from data_tools.locate import first_level_dirs, is_absolute_name, within
+from data_tools.locate import absolute_inside, first_level_dirs, is_absolute_name, within
 from data_tools.records import ClassMap, Problem, Record, RecordSet, box_kind, check_box, short
-from data_tools.userfiles import UnsafeFile, first_usable, read_json
+from data_tools.userfiles import UnsafeFile, file_identity, first_usable, read_json
 
 MAX_JSON_BYTES = 1 << 30
 """Largest COCO JSON read (1 GiB; COCO 2017's train instances file is 448 MB)."""
@@ -93,8 +93,10 @@ def read_coco(json_path: str | os.PathLike, class_names: list[str] | None = None
     The image root is ``image_root`` when given (``--image-root``), else the JSON's folder, or its parent
     when the JSON sits in an ``annotations/`` folder (COCO / CVAT layout); ``file_name`` is looked up
     there, in ``images/``, or in a first-level subfolder.
-    One image file listed under several ids becomes one record with the boxes of all of them (exact
-    repeats dropped), reported as ``duplicate_image``. Raises :class:`CocoFormatError` when the file as
+    An absolute ``file_name`` of a file inside the root is that file; any other absolute name, or one leaving
+    the root, is reported and looked up by its base name inside the root.
+    One image file listed under several ids (also under two names of one file: a symlink or a hard link)
+    becomes one record with the boxes of all of them (exact repeats dropped), reported as ``duplicate_image``. Raises :class:`CocoFormatError` when the file as
     a whole is unusable (not JSON, no ``images`` list, no usable category).
     """
     file = os.fspath(json_path)
@@ -115,15 +117,17 @@ def read_coco(json_path: str | os.PathLike, class_names: list[str] | None = None
         entry = _image_entry(file, i, img, json_dir, root, subdirs, entries, problems)
         if entry is None:
             continue
-        key = os.path.realpath(os.path.join(root, entry.rec.image))
+        key = file_identity(os.path.join(root, entry.rec.image))  # a symlink or a hard link: the same file
         first = by_file.setdefault(key, img["id"])
         if first == img["id"]:
             order.append(first)
         else:
             head = entries[first]
             head.merged = True
+            same = head.rec.image if entry.rec.image == head.rec.image else \
+                f"{entry.rec.image} (the same file as {head.rec.image})"
             entry = _Entry(head.rec, entry.orient, entry.raw, head.parts)
-            problems.append(Problem(file, f"image {head.rec.image} is already listed as image id {short(first)}; "
+            problems.append(Problem(file, f"image {same} is already listed as image id {short(first)}; "
                                     "the boxes of both ids go to one record", field=f"images[{i}]/file_name",
                                     action="fixed", kind="duplicate_image"))
         entries[img["id"]] = entry
@@ -245,7 +249,10 @@ def _image_entry(file, i, img, json_dir, root, subdirs, entries, problems) -> _E
                                 kind="bad_image_entry"))
         return None
     fn = img["file_name"].strip().replace("\\", "/")
-    if is_absolute_name(fn) or not within(os.path.normpath(os.path.join(json_dir, fn)), root):
+    exact = absolute_inside(fn, root)
+    if exact is not None and os.path.lexists(exact):  # an absolute name of a file in the root: that file or none
+        path, refused = first_usable([exact], root)
+    elif is_absolute_name(fn) or not within(os.path.normpath(os.path.join(json_dir, fn)), root):
         path, refused = _find(Path(fn).name, json_dir, root, subdirs)
         action = "fixed" if path else "skipped"
         problems.append(Problem(file, f"file_name {short(img['file_name'])} is absolute or leaves the dataset root; "

@@ -48,6 +48,19 @@ def is_absolute_name(name: str) -> bool:
     return name.startswith(("/", "\\")) or bool(_WIN_ABS.match(name))
 
 
+def absolute_inside(name: str, root: str) -> str | None:
+    """The path an absolute POSIX ``name`` names inside ``root`` (spelled with ``root`` itself, or with the root's
+    resolved path), or None: an absolute name that lies in the dataset root means that exact file, not another
+    of the same base name."""
+    if not os.path.isabs(name):
+        return None
+    path = os.path.normpath(name)
+    for r in dict.fromkeys([os.path.abspath(root), os.path.realpath(root)]):
+        if within(path, r):
+            return os.path.normpath(os.path.join(os.path.abspath(root), os.path.relpath(path, r)))
+    return None
+
+
 def first_level_dirs(root: str) -> list[str]:
     """The folders directly in ``root``, sorted (hidden ones, unreadable entries such as symlink loops, and
     everything when ``root`` cannot be listed, left out): where readers look for an image by its base name."""

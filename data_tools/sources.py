@@ -14,8 +14,9 @@ of every other file there (the images); for a single annotation file, its conten
 folder its images are looked up in. Files reached only through a symlinked folder are not part of the key.
 Changing a label, adding or replacing an image, or asking for another class order converts again.
 
-A conversion prints the same summary as ``retail-data convert`` (to stderr by default); a cache hit prints
-one line saying which cached file was used.
+The cached file keeps its full key in its meta (``source_key``): a cached file whose key differs (replaced by
+another dataset) is converted again, and says so. A conversion prints the same summary as ``retail-data
+convert`` (to stderr by default); a cache hit prints one line saying which cached file was used.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import re
 import stat
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from data_tools.coco import image_root_of
 from data_tools.convert import ConvertError, convert
 from data_tools.errors import InvalidInput
 from data_tools.formats import detect_format
-from data_tools.records import FORMAT_VERSION, RecordSet
+from data_tools.records import FORMAT_VERSION, Problem, RecordSet
 from data_tools.store import DatasetFileError, load_dataset, save_dataset
 from data_tools.summary_text import summary_lines
 from data_tools.userfiles import UnsafeFile, open_regular
@@ -43,7 +45,13 @@ from data_tools.userfiles import UnsafeFile, open_regular
 CACHE_ENV = "RETAIL_DETECT_CACHE"
 LABEL_SUFFIXES = (".xml", ".json", ".txt", ".yaml", ".yml", ".csv", ".tsv")
 MAX_HASHED_BYTES = 4 << 30
+KEY_META = "source_key"
+"""The meta entry of a cached dataset holding its full cache key, compared on every cache hit."""
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+UNKNOWN_SHOWN = 8
+"""Unknown class names kept in a converted dataset's meta (``conversion.unknown_names``) and shown in warnings."""
+_UNKNOWN_NAME = re.compile(r"unknown class ('(?:[^'\\]|\\.){0,200}'|\"(?:[^\"\\]|\\.){0,200}\")"
+                           r"|unknown class \((category_id [^)]{0,40})\)|(class id -?\d{1,12})")
 
 
 def cache_dir() -> Path:
@@ -169,12 +177,17 @@ def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
     if cached.is_file():
         try:
             rs = load_dataset(cached)
-            s = rs.meta.get("conversion", {})
-            log(f"{src}: {fmt} labels converted earlier, read from the cache {cached} ({len(rs)} images, "
-                f"{s.get('boxes', '?')} boxes, {rs.num_classes} classes, {s.get('problems', '?')} problems)")
-            return rs
         except DatasetFileError as e:
             log(f"note: cached dataset unusable ({e}); converting again")
+        else:
+            if rs.meta.get(KEY_META) == key:
+                s = rs.meta.get("conversion", {})
+                log(f"{src}: {fmt} labels converted earlier, read from the cache {cached} ({len(rs)} images, "
+                    f"{s.get('boxes', '?')} boxes, {rs.num_classes} classes, {s.get('problems', '?')} problems)")
+                return rs
+            why = "differs: the file was replaced" if KEY_META in rs.meta else "is missing: an earlier version wrote it"
+            log(f"note: cached dataset {cached} was not converted from {src} as it is now (its source key {why}); "
+                "converting again")
     rs, problems, summary = convert(src, "auto", class_names=class_names, progress=False)
     for line in summary_lines(summary, problems, f"retail-data convert {src} -o X.pkl --report R.json lists all", src):
         log(line)
@@ -185,6 +198,10 @@ def load_source(src: str | os.PathLike, class_names: list[str] | None = None,
                     f"retail-data convert {src} -o DATASET.pkl --image-root DIR and use DATASET.pkl")
         raise ConvertError(f"no usable images in {src}: all {summary['inputs']} inputs were skipped{hint}")
     rs.meta["conversion"] = {k: summary[k] for k in ("format", "detected", "images", "boxes", "classes", "problems")}
+    unknown = unknown_classes(problems)
+    rs.meta["conversion"].update(unknown_boxes=sum(unknown.values()), unknown_classes=len(unknown),
+                                 unknown_names=list(unknown)[:UNKNOWN_SHOWN])
+    rs.meta[KEY_META] = key
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(cached.parent)
@@ -217,8 +234,45 @@ def select_split(rs: RecordSet, role: str, name: str, log: Callable[[str], None]
     return rs.subset(keep)
 
 
-def class_mismatch(name: str, names: list[str], wanted: list[str], wanted_from: str, source: str | None = None) -> str:
-    """The error for a dataset whose class list differs from the one it must match, with how to fix it."""
+def unknown_classes(problems: list[Problem]) -> dict[str, int]:
+    """Boxes dropped per class unknown to the class list (the readers' ``unknown_class`` problems), most first.
+
+    A class is named as its reader wrote it: ``'cola'`` (a name), ``category_id 7`` (COCO), ``class id 7`` (YOLO).
+    """
+    counts: Counter[str] = Counter()
+    for p in problems:
+        if p.kind == "unknown_class":
+            m = _UNKNOWN_NAME.search(p.reason)
+            counts[next((g for g in m.groups() if g is not None), "?") if m else "?"] += 1
+    return dict(counts.most_common())
+
+
+def unknown_class_warning(rs: RecordSet, name: str, wanted_from: str) -> str | None:
+    """One warning line when the labels of ``rs`` (converted in the class order of ``wanted_from``, e.g. a
+    checkpoint) lost boxes to classes it does not know, or have no box at all; None when all is well."""
+    conv = rs.meta.get("conversion") if isinstance(rs.meta.get("conversion"), dict) else {}
+    dropped, kinds, names = conv.get("unknown_boxes", 0), conv.get("unknown_classes", 0), conv.get("unknown_names", [])
+    boxes = sum(r.num_boxes for r in rs.records)
+    known = ", ".join(rs.class_names[:8]) + (f", ... ({rs.num_classes})" if rs.num_classes > 8 else "")
+    which = ", ".join(map(str, names)) + (", ..." if kinds > len(names) else "")
+    if not dropped:
+        return None if boxes else f"warning: {name} has no boxes: every AP is n/a"
+    what = (f"{dropped:,} box{'es' if dropped != 1 else ''} of {kinds:,} class{'es' if kinds != 1 else ''} that "
+            f"{wanted_from} does not know ({which}; it knows {known})")
+    if boxes:
+        return f"warning: {name}: {what} left out of the scores; only its own classes are evaluated"
+    return (f"warning: {name} has no boxes of a class {wanted_from} knows: {what} left out, so every AP is n/a. "
+            "Evaluate it on labels of its classes (name them as it does), or train a checkpoint on these classes")
+
+
+def class_mismatch(name: str, names: list[str], wanted: list[str], wanted_from: str, source: str | None = None,
+                   path: str | None = None, split: str | None = None) -> str:
+    """The error for a dataset whose class list differs from the one it must match, with how to fix it.
+
+    ``path``: the dataset file (default ``name``); the suggested command writes a new file beside it, never over
+    it or another existing file. ``split``: the part of a ``retail-data split`` the file was (its meta ``split``):
+    the rebuild converts all of ``source``, so the message says to split the new file again.
+    """
     def show(ns: list[str]) -> str:
         return ", ".join(ns[:8]) + (f", ... ({len(ns)})" if len(ns) > 8 else "")
 
@@ -227,6 +281,22 @@ def class_mismatch(name: str, names: list[str], wanted: list[str], wanted_from: 
     else:
         what = f"{name} has other classes ({show(names)}) than {wanted_from} ({show(wanted)})"
     src = source or "LABELS"
-    return (f"{what}. Rebuild it in that order: "
-            f"retail-data convert {src} -o {name} --classes-from TRAIN.pkl (or --classes CLASSES.txt, one name per "
-            "line in label order); or give the label folder or file itself, which is then converted in that order")
+    new = _new_file_name(path or name, [source] if source else [])
+    again = (f"; {name} was the '{split}' part of a split and this converts all of {src}: split {new} again "
+             "(retail-data split) for that part" if split else "")
+    return (f"{what}. Rebuild it in that order into a new file: "
+            f"retail-data convert {src} -o {new} --classes-from TRAIN.pkl (or --classes CLASSES.txt, one name per "
+            f"line in label order){again}; or give the label folder or file itself, which is then converted in that "
+            "order")
+
+
+def _new_file_name(path: str, avoid: list[str]) -> str:
+    """``val-reordered.pkl`` beside ``val.pkl`` (``val-reordered-2.pkl``, ... when taken): a name no file has."""
+    p = Path(path)
+    stem = p.stem if p.suffix.lower() == ".pkl" else p.name
+    taken = {os.path.abspath(a) for a in avoid}
+    for i in range(1, 1000):
+        new = p.with_name(f"{stem}-reordered{'' if i == 1 else f'-{i}'}.pkl")
+        if not os.path.lexists(new) and os.path.abspath(new) not in taken:
+            return str(new)
+    return str(p.with_name(f"{stem}-reordered-NEW.pkl"))

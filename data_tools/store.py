@@ -7,7 +7,10 @@ Loading never runs code from the file: :class:`SafeUnpickler` only lets numpy ar
 scalars be rebuilt (plain dicts, lists, strings and numbers need no lookup at all); any other global,
 such as ``os.system``, is refused with :class:`DatasetFileError`, and an array shape over
 :data:`MAX_ARRAY_BYTES` is refused before numpy allocates it. Only a regular file of at most
-:data:`MAX_DATASET_BYTES` is read. Then every value is checked (relative image paths, positive sizes,
+:data:`MAX_DATASET_BYTES` is read. What the file built must be a tree, as :func:`save_dataset` writes it: a
+list, dict, tuple or array (or an array's data) used twice is refused, as are more records than the file's size
+allows (:data:`MIN_RECORD_BYTES` each) and more array bytes than the file holds, so a small file cannot expand
+into millions of records or endless paths. Then every value is checked (relative image paths, positive sizes,
 finite boxes inside their image, labels in 1..K, matching lengths) and the first bad one is refused
 with its place: ``records[3].boxes[0]: NaN coordinate``. A file of another format version is refused
 with the command that rebuilds it.
@@ -39,6 +42,11 @@ MAX_DATASET_BYTES = 4 << 30
 MAX_ARRAY_BYTES = 1 << 30
 """Largest single array a dataset file may rebuild (1 GiB); checked before numpy allocates it."""
 MAX_META_DEPTH = 32
+MIN_RECORD_BYTES = 64
+"""Fewest bytes one record takes in a dataset file (:func:`save_dataset` writes about 150 for an image without
+boxes): a file listing more records than its size allows this many bytes for repeats one record object."""
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+_ATOMS = {str, int, float, bool, type(None), bytes}
 _RECORD_KEYS = {"image", "width", "height", "boxes", "labels", "difficult", "truncated", "source"}
 _OPTIONAL_KEYS = {"split"}
 _DTYPE_KINDS = "biuf"
@@ -163,6 +171,7 @@ def load_dataset(path: str | os.PathLike) -> RecordSet:
     path = Path(path)
     try:
         with open_regular(path, MAX_DATASET_BYTES) as f:
+            size = os.fstat(f.fileno()).st_size
             payload = SafeUnpickler(f).load()
     except UnsafeFile as e:
         raise DatasetFileError(str(e)) from None
@@ -174,6 +183,13 @@ def load_dataset(path: str | os.PathLike) -> RecordSet:
                                f"({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise DatasetFileError(f"{path}: not a retail-detect dataset file (no '{FORMAT_NAME}' header)")
+    records = payload.get("records")
+    if isinstance(records, list) and len(records) > size // MIN_RECORD_BYTES + 1:
+        raise DatasetFileError(f"{path}: {len(records):,} records in {size:,} bytes: a record takes at least "
+                               f"{MIN_RECORD_BYTES} bytes, so the file repeats records (it is hostile or damaged)")
+    shared = _shared_part(payload, size)
+    if shared:
+        raise DatasetFileError(f"{path}: {shared} (a dataset file never does: it is hostile or damaged)")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise DatasetFileError(
@@ -311,3 +327,49 @@ def _depth(value, limit: int = MAX_META_DEPTH + 1) -> int:
         elif isinstance(v, (list, tuple)):
             stack.extend((x, d + 1) for x in v)
     return deepest
+
+
+def _shared_part(payload: object, size: int) -> str | None:
+    """Where the loaded file uses one list, dict, tuple, set or array (or one array's data) a second time, or holds
+    more array data than its ``size`` bytes carry, as ``"records[1]: a dict used twice"``; None for a tree.
+
+    :func:`save_dataset` never writes a shared object: each record, array and meta value is its own. A pickle can
+    refer to one object again for two bytes, so one record repeated two million times fits in 4 MB and thirty
+    shared lists nest to a billion paths; this walk visits each object once (one pass over what the file built)
+    and stops at the first one seen twice, before anything follows the paths.
+    """
+    seen = {id(payload)}
+    array_bytes = 0
+    todo: list = [(payload, None)]  # (container, its place: None at the top, else (parent's place, key))
+    while todo:
+        v, where = todo.pop()
+        for key, x in v.items() if isinstance(v, dict) else enumerate(v):
+            if type(x) in _ATOMS:
+                continue
+            if isinstance(x, np.ndarray):
+                owner = id(x if x.base is None else x.base)  # the array, or the bytes it was rebuilt on
+                if owner in seen:
+                    return f"{_place(where, key)}: an array (or its data) used twice"
+                seen.add(owner)
+                array_bytes += x.nbytes
+                if array_bytes > size:
+                    return f"{_place(where, key)}: {array_bytes:,} bytes of arrays in a file of {size:,} bytes"
+            elif isinstance(x, _CONTAINERS) and x:
+                if id(x) in seen:
+                    return f"{_place(where, key)}: a {type(x).__name__} used twice"
+                seen.add(id(x))
+                todo.append((x, (where, key)))
+    return None
+
+
+def _place(where, key) -> str:
+    """``records[3].boxes`` from the place links of :func:`_shared_part` (long places shortened in the middle)."""
+    keys = [key]
+    while where is not None:
+        where, k = where
+        keys.append(k)
+    keys.reverse()
+    text = "".join(k[:40] if isinstance(k, str) and i == 0 else f".{k[:40]}" if isinstance(k, str)
+                   else f"[{k if isinstance(k, int) and abs(k) < 10**12 else type(k).__name__}]"
+                   for i, k in enumerate(keys))
+    return text if len(text) <= 120 else f"{text[:50]}...{text[-60:]}"

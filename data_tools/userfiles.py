@@ -83,6 +83,18 @@ def _stat_error(p: str, e: OSError) -> UnsafeFile:
     return UnsafeFile(p, "unreadable_file", f"is unreadable ({e.strerror})")
 
 
+def file_identity(path: str, cache: dict | None = None) -> tuple:
+    """What makes two paths one file: its device and inode (two names of one file by a hard link or a symlink
+    are one file), or its resolved path where the file system has no inode numbers."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and st.st_ino:
+        return ("inode", st.st_dev, st.st_ino)
+    return ("path", real_path(path, cache))
+
+
 def open_regular(path: str | os.PathLike, max_bytes: int, root: str | os.PathLike | None = None,
                  cache: dict | None = None):
     """Open ``path`` for binary reading after :func:`check_file`, refusing files over ``max_bytes``.

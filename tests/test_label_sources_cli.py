@@ -52,3 +52,4 @@ def test_train_on_a_voc_folder_val_on_yolo_eval_on_csv(voc_folder, tmp_path, cap
                  "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "in another order" in err and "--classes-from TRAIN.pkl" in err and err.count("\n") == 1
+    assert f"-o {tmp_path / 'swapped-reordered.pkl'} " in err  # a new file, not over the one given

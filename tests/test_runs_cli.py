@@ -167,3 +167,24 @@ def test_predict_skips_fifos_and_symlink_loops(two_runs, tiny_split, tmp_path, c
     reasons = {Path(e["file"]).name: e["reason"] for e in pred["errors"]}
     assert set(reasons) == {"pipe.jpg", "loop_a.jpg", "loop_b.jpg", "zero.jpg"}
     assert "not a regular file" in reasons["pipe.jpg"] and "not a regular file" in reasons["zero.jpg"]
+
+
+def test_eval_on_labels_of_classes_the_checkpoint_does_not_know_warns(two_runs, tiny_split, tmp_path, capsys):
+    """CSV labels whose classes are all unknown to the checkpoint: converted in its order, every box is dropped;
+    eval says so in one warning line (before: "AP n/a" for every class and nothing else)."""
+    import shutil
+
+    out, _ = two_runs
+    folder = tmp_path / "other"
+    folder.mkdir()
+    images = sorted((tiny_split["root"] / "images").glob("*"))[:2]
+    for img in images:
+        shutil.copy(img, folder / img.name)
+    (folder / "boxes.csv").write_text("image,x1,y1,x2,y2,label\n" + "".join(
+        f"{img.name},1,1,20,20,{label}\n" for img in images for label in ("cola", "chips")))
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(out / "best.pt"), "--data", str(folder / "boxes.csv"), "--device", "cpu"]) == 0
+    printed = capsys.readouterr()
+    [warning] = [line for line in (printed.out + printed.err).splitlines() if line.startswith("warning:")]
+    assert f"has no boxes of a class the checkpoint {out / 'best.pt'} knows: 4 boxes of 2 classes" in warning
+    assert "'cola'" in warning and "'chips'" in warning and "brand_a, brand_b" in warning and "every AP is n/a" in warning

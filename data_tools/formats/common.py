@@ -22,7 +22,7 @@ from dataclasses import field as dc_field
 import numpy as np
 
 from data_tools.images import check_image, orient_boxes
-from data_tools.locate import IMAGE_EXTS, first_level_dirs, is_absolute_name
+from data_tools.locate import IMAGE_EXTS, absolute_inside, first_level_dirs, is_absolute_name
 from data_tools.records import (
     ClassMap,
     Problem,
@@ -34,7 +34,7 @@ from data_tools.records import (
     labelled_boxes,
     number_fault,
 )
-from data_tools.userfiles import UnsafeFile, first_usable, read_limited, real_path, within
+from data_tools.userfiles import UnsafeFile, file_identity, first_usable, read_limited, real_path, within
 
 MAX_LABEL_BYTES = 1 << 30
 """Largest single annotation file read (1 GiB, as for COCO JSON); a YOLO ``.txt`` is capped lower."""
@@ -159,8 +159,9 @@ class ImageFinder:
 
     A relative name is tried against each base folder (the annotation file's folder first), then the root
     and ``root/images``; then its base name (and, for Label Studio uploads, the base name without the
-    ``1a2b3c4d-`` upload prefix) in those folders and in the root's first-level folders. An absolute name,
-    or one climbing out of the root, is reported and only its base name is searched, inside the root.
+    ``1a2b3c4d-`` upload prefix) in those folders and in the root's first-level folders. An absolute name of a
+    file inside the root is that file; any other absolute name, or one climbing out of the root, is reported and
+    only its base name is searched, inside the root.
     """
 
     def __init__(self, root: str) -> None:
@@ -181,6 +182,10 @@ class ImageFinder:
             return None, "no image name", "missing_image"
         base = posixpath.basename(fn)
         dirs = list(dict.fromkeys([*(os.path.abspath(b) for b in bases), self.root, os.path.join(self.root, "images")]))
+        exact = absolute_inside(fn, self.root)
+        if exact is not None and os.path.lexists(exact):  # an absolute name of a file in the root: that file or none
+            path, refused = first_usable([exact], self.root, self.cache)
+            return (path, None, "") if path else (None, f"image {self.rel(exact)} {refused.reason}", refused.kind)
         joined = [] if is_absolute_name(fn) else [os.path.normpath(os.path.join(d, fn)) for d in dirs]
         direct = [p for p in joined if within(p, self.root)]
         unsafe = not direct
@@ -274,14 +279,19 @@ def first_spellings(names: list[str]) -> list[str]:
 CLASS_ORDER_FILE = "classes.txt"
 
 
-def class_order(folder: str) -> tuple[list[str] | None, str | None]:
+def class_order(folder: str, problems: list[Problem] | None = None) -> tuple[list[str] | None, str | None]:
     """The class order of a ``classes.txt`` in ``folder`` (one name per line, as labelImg and ``retail-data export``
-    write it), or ``(None, None)``; an unreadable one is ignored (the names found are then sorted)."""
+    write it), or ``(None, None)``. It is read like every label file: a regular file inside ``folder`` (a symlink
+    to a file outside it, a FIFO or a device is refused). One that cannot be used is reported to ``problems``
+    (``ignored``) and the names found are then sorted."""
     path = os.path.join(folder, CLASS_ORDER_FILE)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return None, None
-    text, problem = read_text(path, 1 << 20)
+    text, problem = read_text(path, 1 << 20, folder)
     if problem is not None:
+        if problems is not None:
+            problems.append(Problem(path, f"{problem.reason}; its class order is not used (the classes found are "
+                                    "sorted)", line=problem.line, action="ignored", kind=problem.kind))
         return None, None
     names = [s.strip() for s in text.splitlines() if s.strip() and not s.strip().startswith("#")]
     return (names, path) if names else (None, None)
@@ -291,12 +301,13 @@ def to_recordset(items: list[Item], cmap: ClassMap, root: str, problems: list[Pr
                  meta: dict | None = None) -> RecordSet:
     """Map the items' class names to labels and build the RecordSet (``image_root`` = ``root``).
 
-    A second item for one image file (symlinks resolved) is skipped and reported as ``duplicate_image``.
+    A second item for one image file (two names of it by a symlink or a hard link too) is skipped and reported as
+    ``duplicate_image``.
     """
     records: list[Record] = []
     seen: dict[str, Item] = {}
     for it in items:
-        key = finder.real(os.path.join(root, it.image)) if finder else os.path.realpath(os.path.join(root, it.image))
+        key = file_identity(os.path.join(root, it.image), finder.cache if finder else None)
         if key in seen:
             first = seen[key]
             where = f"{first.file}" + (f":{first.line}" if first.line else "") + (f" [{first.field}]" if first.field else "")

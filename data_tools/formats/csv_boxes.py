@@ -100,7 +100,7 @@ def read_csv_boxes(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Problem
     finder = ImageFinder(root)
     items = [it for name, group in groups.items()
              if (it := _image(file, name, group, cols, finder, csv_dir, problems)) is not None]
-    order, order_file = class_order(csv_dir)
+    order, order_file = class_order(csv_dir, problems) if opts.class_names is None else (None, None)
     cmap = class_map(items, opts.class_names, None, order)
     meta = {"inputs": len(groups), "class_order": order_file}
     return to_recordset(items, cmap, root, problems, finder, meta), problems

@@ -78,7 +78,7 @@ def read_labelstudio(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Probl
     finder = ImageFinder(root)
     problems: list[Problem] = []
     items = [it for i, task in enumerate(tasks) if (it := _task(file, i, task, finder, json_dir, problems)) is not None]
-    order, order_file = class_order(json_dir)
+    order, order_file = class_order(json_dir, problems) if opts.class_names is None else (None, None)
     cmap = class_map(items, opts.class_names, None, order)
     meta = {"inputs": len(tasks), "class_order": order_file}
     return to_recordset(items, cmap, root, problems, finder, meta), problems

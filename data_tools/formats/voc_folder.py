@@ -20,7 +20,7 @@ from data_tools.errors import UserError
 from data_tools.formats.common import CLASS_ORDER_FILE, ReadOptions, class_order, first_spellings
 from data_tools.progress import progress
 from data_tools.records import ClassMap, Problem, Record, RecordSet
-from data_tools.userfiles import real_path
+from data_tools.userfiles import file_identity
 from data_tools.voc import parse_voc, to_record, write_voc
 
 PROGRESS_MIN_FILES = 500
@@ -54,14 +54,14 @@ def read_voc_folder(src: str, opts: ReadOptions) -> tuple[RecordSet, list[Proble
         problems.extend(probs)
         if ann is not None:
             anns.append(ann)
-    order, order_file = class_order(root) if opts.class_names is None else (None, None)
+    order, order_file = class_order(root, problems) if opts.class_names is None else (None, None)
     if opts.class_names is not None:
         cmap = ClassMap(opts.class_names)
     elif order:
         cmap = ClassMap(first_spellings([*order, *ClassMap.collect(o.name for a in anns for o in a.objects).names]))
     else:
         cmap = ClassMap.collect(o.name for a in anns for o in a.objects)
-    real = [real_path(os.path.join(root, a.image), cache) for a in anns]
+    real = [file_identity(os.path.join(root, a.image), cache) for a in anns]  # hard links: one file
     owner: dict = {}
     for key, ann in zip(real, anns):
         if key not in owner or _owner_rank(ann) < _owner_rank(owner[key]):

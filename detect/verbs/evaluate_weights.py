@@ -10,7 +10,7 @@ from pathlib import Path
 from data_tools.atomic import atomic_write_text
 from data_tools.errors import InvalidInput
 from data_tools.outputs import check_output
-from data_tools.sources import class_mismatch, load_any, select_split
+from data_tools.sources import class_mismatch, load_any, select_split, unknown_class_warning
 from data_tools.staged import StagedFolder
 from detect.data import DetectionDataset, build_loader
 from detect.data.proposals import check_proposals_arg, proposals_for_records
@@ -52,7 +52,10 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     rs = select_split(load_any(data, class_names, log), "eval", str(data), log)  # labels: in the checkpoint's order
     if list(rs.class_names) != list(class_names):
         raise InvalidInput(class_mismatch(str(data), rs.class_names, class_names, f"the checkpoint {weights}",
-                                        rs.meta.get("source")))
+                                          rs.meta.get("source"), split=rs.meta.get("split")))
+    warning = unknown_class_warning(rs, str(data), f"the checkpoint {weights}")
+    if warning:
+        log(warning)
     check_proposals_arg(model, cfg.model.name, weights, proposals)
     props = proposals_for_records(proposals, rs) if proposals is not None else None
     ds = drop_unreadable(DetectionDataset(rs, cfg.data.image_size, None, False, True, proposals=props), log)

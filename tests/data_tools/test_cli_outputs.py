@@ -185,6 +185,11 @@ def test_synth_refuses_a_folder_that_is_not_a_synth_output(tmp_path, capsys, cal
     (tmp_path / "f").write_text("x")
     assert main(["synth", "-o", str(tmp_path / "f")]) == 1
     _err(capsys)
+    linked = tmp_path / "linked"  # a classes.txt linked to a synth output's elsewhere does not make it one
+    (linked / "images").mkdir(parents=True)
+    os.symlink(prev / "classes.txt", linked / "classes.txt")
+    assert main(["synth", "-o", str(linked), "--images", "2"]) == 1 and len(calls) == 1
+    assert "linked" in _err(capsys)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -113,3 +114,37 @@ def test_json_over_the_size_cap_is_refused_unread(tmp_path, monkeypatch):
     monkeypatch.setattr(coco, "MAX_JSON_BYTES", 64)
     with pytest.raises(CocoFormatError, match=r"gt\.json is \d+ bytes, over the 64-byte limit"):
         read_coco(path)
+
+
+def test_two_names_of_one_file_by_a_hard_link_are_one_record(tmp_path):
+    """``b.jpg`` is a hard link to ``a.jpg`` (two names, one inode): reported as a duplicate image and merged, like
+    the same file listed twice by name, instead of two records of one photo."""
+    root = tmp_path / "coco"
+    make_image(root / "a.jpg", (40, 30))
+    os.link(root / "a.jpg", root / "b.jpg")
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
+            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [10, 10, 5, 5]}]
+    path = root / "gt.json"
+    path.write_text(json.dumps({"images": _imgs(), "annotations": anns, "categories": [{"id": 1, "name": "tea"}]}))
+    rs, problems = read_coco(path)
+    assert [r.image for r in rs.records] == ["a.jpg"] and rs.records[0].num_boxes == 2
+    [dup] = [p for p in problems if p.kind == "duplicate_image"]
+    assert dup.field == "images[1]/file_name" and "b.jpg (the same file as a.jpg)" in dup.reason
+
+
+def test_an_absolute_file_name_inside_the_root_is_that_file(tmp_path):
+    """``/…/coco/shelf2/x.jpg`` names a file in the root: it is used, not the other ``x.jpg`` found first by base
+    name in ``images/``; an absolute name whose file is missing is still reported, and so is one outside."""
+    root = tmp_path / "coco"
+    make_image(root / "images" / "x.jpg", (40, 30))
+    make_image(root / "shelf2" / "x.jpg", (50, 20))
+    make_image(tmp_path / "elsewhere" / "y.jpg", (40, 30))
+    images = [{"id": 1, "file_name": str(root / "shelf2" / "x.jpg"), "width": 50, "height": 20},
+              {"id": 2, "file_name": str(root / "shelf3" / "x.jpg"), "width": 40, "height": 30},
+              {"id": 3, "file_name": str(tmp_path / "elsewhere" / "y.jpg"), "width": 40, "height": 30}]
+    path = root / "gt.json"
+    path.write_text(json.dumps({"images": images, "annotations": [], "categories": [{"id": 1, "name": "tea"}]}))
+    rs, problems = read_coco(path)
+    assert [r.image for r in rs.records] == ["shelf2/x.jpg", "images/x.jpg"]
+    assert [(p.field, p.kind, p.action) for p in problems if p.kind != "duplicate_image"] == [
+        ("images[1]/file_name", "unsafe_path", "fixed"), ("images[2]/file_name", "unsafe_path", "skipped")]

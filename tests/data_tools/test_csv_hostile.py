@@ -126,3 +126,17 @@ def test_cr_line_endings_and_quoted_newlines_still_parse(tmp_path):
     path = _csv(tmp_path / "cr", text)
     rs, problems = read_csv_boxes(str(path), ReadOptions())
     assert sorted(rs.class_names) == ["chips", "co la"] and len(rs.records) == 2
+
+
+def test_hard_linked_and_absolute_image_names(tmp_path):
+    """The readers of :mod:`data_tools.formats`: an image under a second name by a hard link is a duplicate; an
+    absolute name of a file inside the folder is that file, not the first of its base name (``images/a.jpg``)."""
+    root = tmp_path / "csv"
+    make_image(root / "shelf" / "a.jpg", (30, 20))
+    path = _csv(root, "")
+    os.link(root / "images" / "b.jpg", root / "images" / "b2.jpg")
+    path.write_text(f"image,x1,y1,x2,y2,label\n{root / 'shelf' / 'a.jpg'},1,1,9,9,tea\n"
+                    "b.jpg,1,1,9,9,tea\nb2.jpg,2,2,9,9,tea\n")
+    rs, problems = read_csv_boxes(str(path), ReadOptions())
+    assert [(r.image, r.width) for r in rs.records] == [("shelf/a.jpg", 30), ("images/b.jpg", 40)]
+    assert [p.kind for p in problems] == ["duplicate_image"] and "b2.jpg" in problems[0].reason

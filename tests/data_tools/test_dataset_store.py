@@ -240,3 +240,89 @@ def test_dataset_over_the_size_cap_is_refused_unread(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "MAX_DATASET_BYTES", 100)
     with pytest.raises(DatasetFileError, match=r"d\.pkl is \d+ bytes, over the 100-byte limit"):
         load_dataset(tmp_path / "d.pkl")
+
+
+def test_shared_lists_in_meta_are_refused_at_once(tmp_path, capsys):
+    """Lists each holding the next one twice: 2**20 paths in a 1 KB file (2**30 hung the depth walk of ``stats``,
+    which followed every path); refused at the first list seen a second time."""
+    doc = _doc_with()
+    shared: list = [1]
+    for _ in range(20):
+        shared = [shared, shared]
+    doc["meta"] = {"x": shared}
+    path = tmp_path / "shared.pkl"
+    path.write_bytes(pickle.dumps(doc, protocol=4))
+    assert path.stat().st_size < 2000
+    with pytest.raises(DatasetFileError, match=r"shared\.pkl: meta\.x\[1\]: a list used twice"):
+        load_dataset(path)
+    assert main(["stats", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "shared.pkl" in err and "hostile or damaged" in err
+
+
+def test_one_record_repeated_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    """One record listed 200,000 times (a 600 KB file that would become 200,000 Records): the number of records
+    is bounded by the file's size, and a record used twice is refused where it repeats."""
+    built = []
+    monkeypatch.setattr(store.Record, "from_dict", classmethod(lambda cls, d: built.append(1)))
+    doc = _doc_with()
+    doc["records"] = [doc["records"][0]] * 200_000
+    path = tmp_path / "repeat.pkl"
+    path.write_bytes(pickle.dumps(doc, protocol=4))
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(DatasetFileError, match=r"repeat\.pkl: 200,000 records in [\d,]+ bytes: a record takes at least"):
+        load_dataset(path)
+    doc["records"] = [doc["records"][0]] * 2
+    path.write_bytes(pickle.dumps(doc, protocol=4))
+    with pytest.raises(DatasetFileError, match=r"records\[1\]: a dict used twice"):
+        load_dataset(path)
+    assert not built
+
+
+class _SharedData:
+    """Pickles as a numpy array whose data bytes object is shared with every other _SharedData of the same bytes."""
+
+    def __init__(self, data: bytes, rows: int) -> None:
+        self.data, self.rows = data, rows
+
+    def __reduce__(self):
+        state = (1, (self.rows, 4), np.dtype("float32"), False, self.data)
+        return (store._reconstruct, (store._NDARRAY, (0,), b"b"), state)
+
+
+def test_arrays_sharing_one_data_buffer_are_refused(tmp_path, monkeypatch):
+    """Two records whose boxes are one 16 KB buffer in the file: concatenating N of them would need N times it."""
+    monkeypatch.setattr(store, "_reconstruct", np.core.multiarray._reconstruct)  # how numpy pickles it
+    monkeypatch.setattr(store, "_NDARRAY", np.ndarray)
+    data = np.tile(np.array([[0, 0, 1, 1]], np.float32), (1000, 1)).tobytes()
+    doc = _doc_with()
+    doc["records"][1].update(boxes=_SharedData(data, 1000), labels=np.ones(1000, np.int64),
+                             difficult=np.zeros(1000, bool), truncated=np.zeros(1000, bool))
+    doc["records"][0].update(boxes=_SharedData(data, 1000), labels=np.ones(1000, np.int64),
+                             difficult=np.zeros(1000, bool), truncated=np.zeros(1000, bool))
+    path = tmp_path / "buffer.pkl"
+    path.write_bytes(pickle.dumps(doc, protocol=4))
+    monkeypatch.undo()
+    with pytest.raises(DatasetFileError, match=r"records\[[01]\]\.boxes: an array \(or its data\) used twice"):
+        load_dataset(path)
+
+
+def test_arrays_larger_than_the_file_are_refused(tmp_path, monkeypatch):
+    """An array rebuilt without its data (allocated, never filled): 16 MB of arrays from a 1 KB file."""
+    monkeypatch.setattr(store, "_reconstruct", np.core.multiarray._reconstruct)  # how numpy pickles it
+    monkeypatch.setattr(store, "_NDARRAY", np.ndarray)
+    doc = _doc_with()
+    doc["records"][1]["boxes"] = _Unfilled()
+    path = tmp_path / "unfilled.pkl"
+    path.write_bytes(pickle.dumps(doc, protocol=4))
+    monkeypatch.undo()
+    assert path.stat().st_size < 2000
+    with pytest.raises(DatasetFileError, match=r"records\[1\]\.boxes: [\d,]+ bytes of arrays in a file of"):
+        load_dataset(path)
+
+
+class _Unfilled:
+    """Pickles as numpy's ``_reconstruct(ndarray, (2**20, 4), 'f4')`` with no data state."""
+
+    def __reduce__(self):
+        return (store._reconstruct, (store._NDARRAY, (1 << 20, 4), np.dtype("float32").str))

@@ -98,10 +98,49 @@ def test_select_split_by_role():
     assert select_split(plain, "train", "x") is plain
 
 
-def test_class_mismatch_says_how_to_fix_it():
-    msg = class_mismatch("val.pkl", ["b", "a"], ["a", "b"], "data.train=train.pkl", "labels/")
+def test_class_mismatch_says_how_to_fix_it(tmp_path):
+    """The suggested rebuild writes a new file, never over the dataset (a split's val.pkl would become all photos)
+    or another existing file, and says to split again when the dataset was one part of a split."""
+    val = tmp_path / "val.pkl"
+    val.write_bytes(b"x")
+    msg = class_mismatch("val.pkl", ["b", "a"], ["a", "b"], "data.train=train.pkl", "labels/", path=str(val))
     assert "same classes as data.train=train.pkl in another order" in msg
-    assert "retail-data convert labels/ -o val.pkl --classes-from TRAIN.pkl" in msg and "--classes" in msg
+    new = tmp_path / "val-reordered.pkl"
+    assert f"retail-data convert labels/ -o {new} --classes-from TRAIN.pkl" in msg and "--classes" in msg
+    assert "split" not in msg.replace("data.train", "")
+    new.write_bytes(b"x")
+    msg = class_mismatch("data.val=val.pkl", ["c"], ["a", "b"], "data.train=train.pkl", "labels/", path=str(val),
+                         split="val")
+    assert f"-o {tmp_path / 'val-reordered-2.pkl'} " in msg and "has other classes (c)" in msg
+    assert "was the 'val' part of a split and this converts all of labels/" in msg
+
+
+def test_boxes_of_classes_unknown_to_the_class_list_are_counted_and_warned(dataset, cache):
+    """Labels converted in a checkpoint's class order where none of their classes is known: every box is dropped,
+    and the warning says how many, which classes, and what to do (before: "AP n/a" for every class, silently)."""
+    rs = load_any(dataset, ["cola", "chips"], log=lambda _: None)
+    conv = rs.meta["conversion"]
+    assert (conv["unknown_boxes"], conv["unknown_classes"], conv["unknown_names"]) == (3, 2, ["'cake'", "'beans'"])
+    warning = sources.unknown_class_warning(rs, "labels", "the checkpoint best.pt")
+    assert warning.startswith("warning: labels has no boxes of a class the checkpoint best.pt knows: 3 boxes of 2 "
+                              "classes that the checkpoint best.pt does not know ('cake', 'beans'; it knows cola, chips)")
+    assert "every AP is n/a" in warning and "\n" not in warning
+    cached = load_any(dataset, ["cola", "chips"], log=lambda _: None)  # the counts come back from the cache too
+    assert sources.unknown_class_warning(cached, "labels", "the checkpoint best.pt") == warning
+    some = load_any(dataset, ["cake", "tea"], log=lambda _: None)
+    assert "1 box of 1 class that it does not know ('beans'" in sources.unknown_class_warning(some, "labels", "it") and "left out of the scores" \
+        in sources.unknown_class_warning(some, "labels", "it")
+    assert sources.unknown_class_warning(load_any(dataset, log=lambda _: None), "labels", "it") is None
+
+
+def test_unknown_class_names_as_each_reader_writes_them():
+    from data_tools.records import Problem
+
+    problems = [Problem("a", "unknown class 'bean' (did you mean 'beans'?)", kind="unknown_class"),
+                Problem("a", "annotation id 4: unknown class (category_id 7)", kind="unknown_class"),
+                Problem("a", "class id 9 is not in the 2 class names (ids 0..1)", kind="unknown_class"),
+                Problem("a", "unknown class 'bean'", kind="unknown_class"), Problem("a", "x", kind="missing_image")]
+    assert sources.unknown_classes(problems) == {"'bean'": 2, "category_id 7": 1, "class id 9": 1}
 
 
 def test_stats_and_split_take_a_label_folder(dataset, cache, tmp_path, capsys):
@@ -185,3 +224,20 @@ def test_cache_dir_default(monkeypatch, tmp_path):
     monkeypatch.delenv("RETAIL_DETECT_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache_dir() == tmp_path / "retail-detect" / "datasets"
+
+
+def test_a_cached_file_replaced_by_another_dataset_converts_again(dataset, cache, tmp_path):
+    """Another valid dataset under the cached name (copied in, or another source's): its key differs, so the labels
+    are converted again instead of the other dataset being used."""
+    load_any(dataset, log=lambda _: None)
+    [cached] = list(cache.glob("*.pkl"))
+    assert load_dataset(cached).meta["source_key"].startswith(cached.stem.rsplit("-", 1)[1])
+    save_dataset(RecordSet(["other"], str(tmp_path), [Record("x.jpg", 8, 8)], {}), cached)
+    lines: list[str] = []
+    rs = load_any(dataset, log=lines.append)
+    assert rs.class_names == ["beans", "cake"] and len(rs) == 2
+    assert lines[0].startswith(f"note: cached dataset {cached} was not converted from {dataset} as it is now")
+    assert load_dataset(cached).class_names == ["beans", "cake"]  # the cache holds the right dataset again
+    lines.clear()
+    load_any(dataset, log=lines.append)
+    assert "read from the cache" in lines[0]

@@ -136,3 +136,29 @@ def test_image_folder_symlinked_outside_the_root_is_refused(dataset, tmp_path):
     [p] = problems_of(rep, "far.xml")
     assert p["kind"] == "outside_root" and str(tmp_path / "mounted" / "far.jpg") in p["reason"]
     assert images_of(rs) == {"good1", "good2"}
+
+
+@pytest.mark.parametrize("fmt", ["voc", "csv"])
+def test_classes_txt_linked_outside_the_label_folder_is_not_read(dataset, tmp_path, fmt):
+    """A ``classes.txt`` symlink to a file outside the folder (``/etc/passwd``: every line became a class) is refused
+    like every other label file: reported as ignored, the classes found are sorted."""
+    from data_tools.convert import convert
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\ncake\n")
+    if fmt == "csv":
+        folder = tmp_path / "csvds"
+        make_image(folder / "a.jpg")
+        (folder / "boxes.csv").write_text("image,x1,y1,x2,y2,label\na.jpg,1,1,9,9,cake\na.jpg,2,2,8,8,beans\n")
+        src = folder / "boxes.csv"
+    else:
+        folder = src = dataset
+    os.symlink(secret, folder / "classes.txt")
+    rs, problems, _ = convert(src, progress=False)
+    assert rs.class_names == ["beans", "cake"]
+    [p] = [p for p in problems if p.file.endswith("classes.txt")]
+    assert p.kind == "outside_root" and p.action == "ignored" and "class order is not used" in p.reason
+    assert "root:x" not in " ".join(rs.class_names)
+    os.remove(folder / "classes.txt")
+    (folder / "classes.txt").write_text("cake\nbeans\n")  # a real one inside the folder still orders the classes
+    assert convert(src, progress=False)[0].class_names == ["cake", "beans"]

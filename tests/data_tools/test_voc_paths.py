@@ -3,6 +3,7 @@ image search order (next to the XML, sibling images/ or JPEGImages/ tree, by ste
 
 from __future__ import annotations
 
+import os
 import unicodedata
 
 import pytest
@@ -102,4 +103,13 @@ def test_two_annotations_of_one_image(dataset, tmp_path):
     (dataset / "annotations" / "good1 copy.xml").write_text(voc_xml("good1.jpg", objects=[("beans", 1, 1, 5, 5)]))
     _, rs, rep = cli_convert(dataset, tmp_path / "out")
     [p] = problems_of(rep, "good1 copy.xml")
+    assert p["kind"] == "duplicate_image" and len(rs) == 2
+
+
+def test_two_names_of_one_image_by_a_hard_link(dataset, tmp_path):
+    """``good3.jpg`` is a hard link to ``good1.jpg``: two annotations of one photo, like a copy of its XML."""
+    os.link(dataset / "images" / "good1.jpg", dataset / "images" / "good3.jpg")
+    (dataset / "annotations" / "good3.xml").write_text(voc_xml("good3.jpg", objects=[("beans", 1, 1, 5, 5)]))
+    _, rs, rep = cli_convert(dataset, tmp_path / "out")
+    [p] = problems_of(rep, "good3.xml")
     assert p["kind"] == "duplicate_image" and len(rs) == 2

@@ -57,7 +57,8 @@ def build_datasets(cfg: Config, d: Dist, log=print):
     val_rs = load_split(cfg.data.val, "val", required=False, class_names=train_rs.class_names, log=say)
     if val_rs is not None and list(val_rs.class_names) != list(train_rs.class_names):
         raise InvalidInput(class_mismatch(f"data.val={cfg.data.val}", val_rs.class_names, train_rs.class_names,
-                                        f"data.train={cfg.data.train}", val_rs.meta.get("source")))
+                                          f"data.train={cfg.data.train}", val_rs.meta.get("source"),
+                                          path=str(cfg.data.val), split=val_rs.meta.get("split")))
     if not train_rs.records:
         raise InvalidInput(f"{cfg.data.train}: the training set has no images")
     pin = cfg.data.pin_memory and torch.cuda.is_available()
