@@ -65,7 +65,7 @@ def _write_failure(exc: RuntimeError) -> BaseException:
         if isinstance(seen, OSError):
             return seen
     if _WRITER_FAILED.search(str(exc)):
-        return OSError(errno.EIO, "the checkpoint writer failed (disk full or I/O error)")
+        return OSError(errno.EIO, "the write failed (is the disk full?)")
     return exc
 
 
