@@ -213,10 +213,13 @@ FitHook = Callable[[FitEnd, Callable[[str], None]], object]
 def fit(cfg: Config, log=print, on_finish: FitHook | None = None) -> dict:
     """Train ``cfg`` (see the module doc). Writes into a new run folder (``train.out_dir``, or ``out_dir2``,
     ... when that holds a run; the checkpoint's folder on resume): {config.yaml, last.pt, best.pt,
-    metrics.csv, curves.png, val_results.json, pr_curve.png, summary.json}.
+    [epoch_N.pt,] metrics.csv, curves.png, val_results.json, pr_curve.png, summary.json}.
 
-    Returns ``{"metrics": last val metrics, "best_map", "best_epoch", "epochs", "steps", "seconds",
-    "images_per_s", "out_dir", "last", "best"}``; ``last`` / ``best`` are None when not written.
+    Returns ``{"metrics": last val metrics, "best_map", "best_epoch", "epochs", "steps", "session_steps",
+    "seconds", "images_per_s", "out_dir", "last", "best", "checkpoint_bytes", "class_names", "stopped_by"}``:
+    ``epochs`` counts a part-trained last epoch as a fraction (``0.5``); ``session_steps``, ``seconds`` and
+    ``images_per_s`` are this process's part (a resumed run's, not the whole run's); ``last`` / ``best`` are
+    None when not written; ``checkpoint_bytes``: disk space of the run's ``*.pt`` (see :mod:`run_checkpoints`).
     ``on_finish(FitEnd, log)`` runs last on rank 0 (``train`` passes
     :func:`detect.report.train_report.best_checkpoint_report`: ``best.pt``'s table and report).
     """
