@@ -60,7 +60,7 @@ def test_resume_inside_an_epoch_continues_exactly(tiny_split, tmp_path):
     lines: list[str] = []
     resumed = fit(tiny_config(tiny_split, tmp_path / "b", epochs=2, batch_size=2,
                               resume=str(tmp_path / "b" / "last.pt")), log=lines.append)
-    assert [line for line in lines if line.startswith("resumed from") and "batch 2/3 of epoch 1 (step 2)" in line]
+    assert [line for line in lines if line.startswith("resumed from") and "in epoch 1 after batch 2/3 (step 2)" in line]
     assert resumed["steps"] == straight["steps"] == 6 and resumed["session_steps"] == 4
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     assert (b["epoch"], b["batch"], b["step"]) == (2, 0, 6)

@@ -247,8 +247,9 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log, on_finish: 
     state, resume_rng = TrainState(), None
     if t.resume:
         state, resume_rng = restore(t.resume, model, optimizer, schedule, ema, class_names)
-        inside = f", batch {state.batch}/{len(train_loader)} of epoch {state.epoch + 1}" if state.batch else ""
-        log(f"resumed from {t.resume} at epoch {state.epoch}{inside} (step {state.step})")
+        where = (f"in epoch {state.epoch + 1} after batch {state.batch}/{len(train_loader)}" if state.batch
+                 else f"at epoch {state.epoch}")
+        log(f"resumed from {t.resume} {where} (step {state.step})")
         if state.epoch >= t.epochs:
             log(f"nothing to train: {t.resume} is already at epoch {state.epoch} of train.epochs={t.epochs} "
                 f"(raise train.epochs to continue)")
