@@ -39,11 +39,16 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, overrides)
     result = fit(cfg, on_finish=best_checkpoint_report)  # best.pt's table and report/index.html (rank 0)
+    from detect.engine.training.run_checkpoints import human_bytes
+
     best = f"best val AP {result['best_map']:.4f} at epoch {result['best_epoch']}; " if result["best_epoch"] > 0 else ""
-    print(f"{best}{result['epochs']} epochs, {result['steps']} steps, {result['seconds']:.0f} s of training "
+    part = f" ({result['session_steps']} in this session)" if result["session_steps"] != result["steps"] else ""
+    print(f"{best}{result['epochs']} epochs, {result['steps']} steps{part}, {result['seconds']:.0f} s of training "
           f"({result['images_per_s']:.1f} img/s)")
     written = [f"{result[k]} ({k})" for k in ("best", "last") if result.get(k)]
-    print(f"run folder {result['out_dir']}: " + (f"checkpoints {', '.join(written)}; metrics {result['out_dir']}/metrics.csv"
+    size = f" ({human_bytes(result['checkpoint_bytes'])} on disk)"
+    print(f"run folder {result['out_dir']}: " + (f"checkpoints {', '.join(written)}{size}; metrics "
+                                                f"{result['out_dir']}/metrics.csv"
                                                 if written else "no epoch trained, no checkpoint written"))
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,9 @@ class TrainConfig:
     out_dir: str = "runs/train"
     resume: str | None = None  # checkpoint to resume from (e.g. runs/train/last.pt); the run continues in its folder
     exist_ok: bool = False  # write into out_dir even when it holds a run (default: runs/x -> runs/x2, ...)
+    # checkpoints: last.pt (every epoch, for exact resume) and best.pt are always kept, each replaced atomically;
+    # N > 0 also keeps epoch_N.pt, epoch_2N.pt, ... (hard links: no extra disk space while equal to last.pt)
+    save_period: int = option(0, at_least(0))
     tensorboard: bool = False
     log_every: int = option(20, at_least(1))
     report: bool = True  # at the end, write report/index.html (detect.report) for best.pt on the val set
@@ -301,6 +305,22 @@ def _migrate(values: dict) -> dict:
 def config_from_dict(values: dict, overrides: list[str] | None = None) -> Config:
     """Build and :func:`validate` a :class:`Config` from a nested dict plus ``key=value`` overrides."""
     return validate(_build(Config, _migrate(_merge(values or {}, parse_overrides(overrides))), ""))
+
+
+DATA_PATH_KEYS = ("data.train", "data.val", "data.test", "data.proposals")
+"""Config keys that name a file or folder: stored absolute in a run's checkpoints and ``config.yaml``."""
+
+
+def absolute_data_paths(values: dict) -> dict:
+    """``values`` (a :meth:`Config.to_dict`) with each of :data:`DATA_PATH_KEYS` made absolute (``os.path.abspath``
+    against the current folder, symlinks kept), so a run can be resumed from any folder."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for key in DATA_PATH_KEYS:
+        section, name = key.split(".")
+        value = out.get(section, {}).get(name)
+        if isinstance(value, str) and value:
+            out[section][name] = os.path.abspath(value)
+    return out
 
 
 def flatten(values: dict, prefix: str = "") -> dict[str, Any]:

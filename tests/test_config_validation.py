@@ -21,6 +21,7 @@ def test_yaml_1_1_exponents_read_as_numbers(tmp_path):
     ("data.workers=-3", "data.workers: must be >= 0"),
     ("train.lr=.nan", "train.lr: expected a finite number"),
     ("train.batch_size=0", "train.batch_size: must be >= 1"),
+    ("train.save_period=-1", "train.save_period: must be >= 0, got -1"),
     ("augment.hflip=1.5", "augment.hflip: must be a probability in [0, 1]"),
     ("model.score_thresh=2", "model.score_thresh: must be in [0, 1]"),
     ("train.scheduler=cosin", "train.scheduler: 'cosin' is not one of cosine, step, plateau, none"),

@@ -17,8 +17,8 @@ def test_demo_reports_when_its_time_limit_ended_training(tmp_path):
     lines: list[str] = []
     result = run_demo(tmp_path / "demo", images=10, minutes=1e-5, device="cpu", log=lines.append)
     assert result["stopped_by"] == "train.time_budget_s=0.0006"
-    assert "stopped early by train.time_budget_s=0.0006: 0/12 steps (1/12 epochs)" in lines  # 8 images: 1 step/epoch
-    notes = [line for line in lines if line.startswith("note: the 1e-05-minute limit ended training after 1/12 epochs")]
+    assert "stopped early by train.time_budget_s=0.0006: 0/12 steps (0/12 epochs)" in lines  # 8 images: 1 step/epoch; none trained
+    notes = [line for line in lines if line.startswith("note: the 1e-05-minute limit ended training after 0/12 epochs")]
     assert len(notes) == 1 and "--minutes" in notes[0]
     best = tmp_path / "demo" / "train" / "best.pt"  # fit's on_finish hook: best.pt's table and its report
     assert f"{best} (epoch 1) on the val set:" in lines and (best.parent / "report" / "index.html").is_file()

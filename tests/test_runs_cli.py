@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,11 @@ def test_resume_needs_only_the_checkpoint(two_runs, capsys):
     assert f"run folder {out}:" in printed and "resumed from" in printed
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
     assert not out.with_name("ssd3").exists()
+    # the closing line counts this session's part: 1 step of 4 images, not the 2 steps of the whole run (issue 23)
+    assert "2 epochs, 2 steps (1 in this session), " in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images_per_s"] * summary["seconds"] == pytest.approx(4)
+    assert re.search(r"\(best\), \S+last\.pt \(last\) \(\d+\.\d MB on disk\); metrics ", printed)
 
 
 def test_resume_refuses_model_and_data_changes(two_runs, tiny_split, capsys):
@@ -99,7 +106,9 @@ def test_outputs_that_are_inputs_are_refused_before_work(two_runs, tiny_split, t
     assert "it is one of the input files" in capsys.readouterr().err
     assert main(["export", "--weights", str(weights), "--out", str(out / "." / "best.pt")]) == 1
     assert "it is one of the input files" in capsys.readouterr().err
-    assert main(["export", "--weights", str(weights), "--format", "torchscript", "--out", str(out / "last.pt")]) == 1
+    other = tmp_path / "other.pt"  # (last.pt is best.pt here: one epoch, one file, two names)
+    other.write_bytes((out / "last.pt").read_bytes())
+    assert main(["export", "--weights", str(weights), "--format", "torchscript", "--out", str(other)]) == 1
     assert "it is a zip archive (e.g. a .pt), not a TorchScript model" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in before} == before
 
@@ -188,3 +197,57 @@ def test_eval_on_labels_of_classes_the_checkpoint_does_not_know_warns(two_runs, 
     [warning] = [line for line in (printed.out + printed.err).splitlines() if line.startswith("warning:")]
     assert f"has no boxes of a class the checkpoint {out / 'best.pt'} knows: 4 boxes of 2 classes" in warning
     assert "'cola'" in warning and "'chips'" in warning and "brand_a, brand_b" in warning and "every AP is n/a" in warning
+
+
+def test_checkpoints_store_absolute_data_paths(tiny_split, tmp_path, monkeypatch, capsys):
+    """A run trained with a relative data.train resumes from another folder, and naming the same file by its
+    absolute path is no change of setting (issue 23)."""
+    monkeypatch.chdir(tiny_split["root"])
+    out = tmp_path / "rel"
+    assert main(["train", "--config", str(SMOKE), "data.train=train.pkl", "data.val=./val.pkl", "data.image_size=64",
+                 "train.epochs=1", "train.device=cpu", f"train.out_dir={out}"]) == 0
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert (ck["config"]["data"]["train"], ck["config"]["data"]["val"]) == (str(tiny_split["train"]),
+                                                                        str(tiny_split["val"]))
+    assert f"train: {tiny_split['train']}" in (out / "config.yaml").read_text()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out / "last.pt"), "train.device=cpu",
+                 f"data.train={os.path.relpath(tiny_split['train'])}", f"data.val={tiny_split['val']}"]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+
+
+def test_old_relative_paths_match_the_same_file_named_from_elsewhere(two_runs, tiny_split, tmp_path, monkeypatch):
+    """A checkpoint written before paths were stored absolute holds ``train.pkl``: resuming it from another
+    folder with the file's full path is allowed (and that path used); another file is refused."""
+    from detect.config import ConfigError
+    from detect.engine.training.resume import resume_config
+
+    out, _ = two_runs
+    old = tmp_path / "old"
+    old.mkdir()
+    ck = torch.load(out / "last.pt", weights_only=True)
+    ck["config"]["data"]["train"] = "train.pkl"
+    torch.save(ck, old / "last.pt")
+    cfg = resume_config(old / "last.pt", None, [f"data.train={tiny_split['train']}"])
+    assert cfg.data.train == str(tiny_split["train"])
+    with pytest.raises(ConfigError, match="data.train"):
+        resume_config(old / "last.pt", None, [f"data.train={tiny_split['val']}"])
+
+
+def test_resume_of_a_checkpoint_older_than_last_is_refused(two_runs, tmp_path, capsys):
+    """``--resume best.pt`` of epoch 1 when last.pt beside it is at epoch 2 would replace last.pt: refused in
+    one line that says which is newer and what to do; the files stay as they were (issue 23)."""
+    out, _ = two_runs
+    run = tmp_path / "run"
+    run.mkdir()
+    ck = torch.load(out / "last.pt", weights_only=True)
+    torch.save({**ck, "epoch": 2, "step": ck["step"] + 1}, run / "last.pt")
+    torch.save(ck, run / "best.pt")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run / "best.pt"), "train.epochs=3", "train.device=cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run / 'last.pt'} beside it is newer, at epoch 2" in err
+    assert f"resume {run / 'last.pt'} instead, or copy best.pt into a new folder" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from detect.config import TrainConfig, config_from_dict
+from detect.engine.runtime.checkpoint import load_checkpoint
 from detect.engine.training.schedule import COSINE_FLOOR, LRSchedule
 from detect.engine.training.trainer import fit
 
@@ -19,7 +20,13 @@ def test_max_steps_ending_the_run_is_reported(tiny_split, tmp_path):
     lines: list[str] = []
     result = fit(tiny_run(tiny_split, tmp_path / "a", max_steps=1), log=lines.append)
     assert result["stopped_by"] == "train.max_steps=1"
-    assert "stopped early by train.max_steps=1: 1/4 steps (1/2 epochs)" in lines
+    assert "stopped early by train.max_steps=1: 1/4 steps (0.5/2 epochs)" in lines
+    assert result["epochs"] == 0.5
+    # the epoch stopped inside is not recorded as finished: a resumed run trains its second batch (issue 23)
+    ck = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert (ck["epoch"], ck["batch"], ck["step"]) == (0, 1, 1)
+    assert [(h["epoch"], h["step"]) for h in ck["history"]] == [(1, 1)]
+    assert [line for line in lines if line.startswith("epoch 1/2 (stopped at batch 1/2): ")]
 
 
 def test_time_budget_ending_the_run_is_reported(tiny_split, tmp_path):

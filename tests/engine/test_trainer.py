@@ -50,6 +50,28 @@ def test_resume_continues_exactly(tiny_split, tmp_path):
     assert [round(h["loss"], 6) for h in a["history"]] == [round(h["loss"], 6) for h in b["history"]]
 
 
+@pytest.mark.slow  # three fits; the recorded stop position is in the default lane (tests/engine/test_budget_stop.py)
+def test_resume_inside_an_epoch_continues_exactly(tiny_split, tmp_path):
+    """Stopped by train.max_steps inside an epoch (2 of its 3 batches), then resumed with the limit lifted: the
+    rest of that epoch is trained, and the weights, EMA and metrics rows equal an uninterrupted run's (issue 23)."""
+    straight = fit(tiny_config(tiny_split, tmp_path / "a", epochs=2, batch_size=2), log=_quiet)
+    assert fit(tiny_config(tiny_split, tmp_path / "b", epochs=2, batch_size=2, max_steps=2), log=_quiet)["epochs"] \
+        == pytest.approx(0.67)
+    lines: list[str] = []
+    resumed = fit(tiny_config(tiny_split, tmp_path / "b", epochs=2, batch_size=2,
+                              resume=str(tmp_path / "b" / "last.pt")), log=lines.append)
+    assert [line for line in lines if line.startswith("resumed from") and "in epoch 1 after batch 2/3 (step 2)" in line]
+    assert resumed["steps"] == straight["steps"] == 6 and resumed["session_steps"] == 4
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert (b["epoch"], b["batch"], b["step"]) == (2, 0, 6)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for key, value in a["ema"].items():
+        assert torch.equal(value, b["ema"][key]), key
+    assert [(h["epoch"], h["step"], round(h["loss"], 5)) for h in a["history"]] == \
+        [(h["epoch"], h["step"], round(h["loss"], 5)) for h in b["history"]]
+
+
 def test_outputs_and_metrics_csv(tiny_split, tmp_path):
     out = tmp_path / "run"
     result = fit(tiny_config(tiny_split, out), log=_quiet)

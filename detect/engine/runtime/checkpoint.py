@@ -8,8 +8,11 @@ eval, predict, export and compare; :func:`unwrap` gives the plain model inside D
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 import re
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,14 +20,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from data_tools.atomic import atomic_open
+from data_tools.atomic import atomic_open, same_file
 from data_tools.errors import UserError
+from data_tools.userfiles import UnsafeFile, open_regular
 from detect.config import Config, config_from_dict
 
 CHECKPOINT_FORMAT = "retail-detect-checkpoint"
 _MAX_CHECKPOINT_BYTES = 8 << 30
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_WRITER_FAILED = re.compile(r"unexpected pos|PytorchStreamWriter failed|inline_container")
+_LAST_GOOD_TRIES = 4  # checkpoints beside a broken one tried for the "last good checkpoint" hint (newest first)
+_LAST_GOOD_SCAN = 10_000  # folder entries looked at for it
 
 
 class CheckpointError(UserError, ValueError):
@@ -40,8 +47,26 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """
     path = Path(path)
     with atomic_open(path, "wb") as f:
-        torch.save(state, f)
+        try:
+            torch.save(state, f)
+        except RuntimeError as exc:  # torch's zip writer hides a failed write behind "unexpected pos"
+            raise _write_failure(exc) from None
     return path
+
+
+def _write_failure(exc: RuntimeError) -> BaseException:
+    """What :func:`torch.save` really hit: the ``OSError`` its ``RuntimeError`` hides (torch's zip writer turns a
+    failed write, e.g. a full disk, into ``[enforce fail at inline_container.cc] . unexpected pos N vs M``,
+    the OSError kept as its context), for :func:`~data_tools.atomic.atomic_open` to name the user's path;
+    an I/O error when the writer failed without one; else ``exc`` itself (a bug)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes, bounded
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, OSError):
+            return seen
+    if _WRITER_FAILED.search(str(exc)):
+        return OSError(errno.EIO, "the write failed (is the disk full?)")
+    return exc
 
 
 def _reason(path: Path, exc: BaseException) -> str:
@@ -51,8 +76,9 @@ def _reason(path: Path, exc: BaseException) -> str:
     if unsafe:
         return f"it holds a pickled object that is not plain data (global {unsafe.group(1)}); refused for safety"
     try:
-        head = path.read_bytes()[:4] if path.stat().st_size else b""
-    except OSError:
+        with open_regular(path, _MAX_CHECKPOINT_BYTES) as f:
+            head = f.read(4)
+    except (OSError, UnsafeFile):
         head = b""
     if not head:
         return "the file is empty"
@@ -71,16 +97,18 @@ def _reason(path: Path, exc: BaseException) -> str:
 
 
 def _load_raw(path: Path, map_location) -> dict[str, Any]:
+    """``torch.load`` of a regular file (a FIFO or device is refused before it is opened, never read)."""
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read: {exc.strerror}") from None
-    if size > _MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(f"{path}: {size / 2**30:.1f} GiB is too large for a checkpoint")
+        f = open_regular(path, _MAX_CHECKPOINT_BYTES)
+    except UnsafeFile as exc:
+        if exc.kind == "huge_file":
+            raise CheckpointError(f"{path}: {path.stat().st_size / 2**30:.1f} GiB is too large for a checkpoint") from None
+        raise CheckpointError(f"{path} {exc.reason}") from None
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with f:
+            state = torch.load(f, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError, KeyError, TypeError,
-            IndexError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+            IndexError, zipfile.BadZipFile, UnicodeDecodeError, OSError) as exc:
         raise CheckpointError(f"{path} is unusable: {_reason(path, exc)}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a retail-detect checkpoint (top level is {type(state).__name__})")
@@ -88,10 +116,29 @@ def _load_raw(path: Path, map_location) -> dict[str, Any]:
 
 
 def _last_good(path: Path) -> Path | None:
-    """The newest other ``*.pt`` beside ``path`` that loads, or None."""
-    others = sorted((p for p in path.parent.glob("*.pt") if p.resolve() != path.resolve()),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
-    for p in others:
+    """The newest other ``*.pt`` beside ``path`` that loads, or None: only regular files (a FIFO named
+    ``x.pt`` would block ``open``), at most :data:`_LAST_GOOD_TRIES` of them, each under the size limit."""
+    folder = path.parent
+    candidates: list[tuple[float, str]] = []
+    try:
+        with os.scandir(folder) as entries:
+            for i, entry in enumerate(entries):
+                if i >= _LAST_GOOD_SCAN:
+                    break
+                if not entry.name.endswith(".pt") or entry.name == path.name:
+                    continue
+                try:
+                    st = entry.stat()  # follows a symlink: its target must be a regular file too
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and 0 < st.st_size <= _MAX_CHECKPOINT_BYTES:
+                    candidates.append((st.st_mtime, entry.name))
+    except OSError:
+        return None
+    for _, name in sorted(candidates, reverse=True)[:_LAST_GOOD_TRIES]:
+        p = folder / name
+        if same_file(p, path):
+            continue
         try:
             if _load_raw(p, "cpu").get("format") == CHECKPOINT_FORMAT:
                 return p
@@ -109,7 +156,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             newest loadable checkpoint in the same folder when there is one).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return _load_raw(path, map_location)

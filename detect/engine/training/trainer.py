@@ -2,10 +2,14 @@
 early stopping, resume and DDP.
 
 Determinism and exact resume: at the start of epoch ``e`` the torch RNG, the shuffle generator and (with
-``data.workers: 0``) the augmentation RNGs are re-seeded from ``(train.seed, e)``; a checkpoint is written
-at the end of every epoch. So resuming from ``last.pt`` replays exactly what an uninterrupted run does (on
-the CPU; persistent loader workers keep their own augmentation streams). A run stopped by
-``train.max_steps`` or ``train.time_budget_s`` ends its current epoch early.
+``data.workers: 0``) the augmentation RNGs are re-seeded from ``(train.seed, e)``; ``last.pt`` is written
+at the end of every epoch and when a budget (``train.max_steps``, ``train.time_budget_s``) stops the run
+inside one, with the batch reached and the torch RNG after the last step. A resumed run re-seeds that
+epoch, replays the loader up to that batch without training on it (same order, same augmentation draws),
+restores the RNG and trains on. So resuming from ``last.pt`` after any stop trains exactly what an
+uninterrupted run does (on the CPU; persistent loader workers keep their own augmentation streams). An
+extra evaluation at a budget stop may give ``best.pt`` but feeds neither early stopping nor the plateau
+schedule, which see only the scheduled evaluations.
 
 What a caller says or writes about the finished run (``train``'s table of ``best.pt`` and its report) is its
 ``on_finish`` hook (:class:`FitEnd`), so the engine knows nothing of the report.
@@ -15,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,24 +32,24 @@ from tqdm import tqdm
 from data_tools.atomic import atomic_write_text
 from data_tools.errors import CannotRun
 from data_tools.progress import is_tty
-from detect.config import Config
+from detect.config import Config, absolute_data_paths
 from detect.data import DetectionDataset
 from detect.data.proposals import model_inputs
 from detect.engine.inference.evaluator import evaluate_coco, plot_pr_curves, write_results
-from detect.engine.runtime.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CheckpointError,
-    load_checkpoint,
-    load_state_strict,
-    require_keys,
-    save_checkpoint,
-    unwrap,
-)
+from detect.engine.runtime.checkpoint import unwrap
 from detect.engine.runtime.device import Dist, init_distributed
 from detect.engine.runtime.run_dir import RunLock, claim_run_dir
 from detect.engine.training.ema import ModelEMA
+from detect.engine.training.history import epoch_line, epochs_done, history_row, merge_rows
 from detect.engine.training.optim import build_optimizer, l1_penalty
 from detect.engine.training.prepare import build_datasets
+from detect.engine.training.run_checkpoints import (
+    checkpoint_bytes,
+    checkpoint_state,
+    restore,
+    save_policy,
+    save_run_checkpoints,
+)
 from detect.engine.training.run_writers import RunWriters
 from detect.engine.training.schedule import LRSchedule
 from detect.engine.training.train_state import TrainState
@@ -67,13 +70,19 @@ def _seed_epoch(cfg: Config, epoch: int, loader, dataset) -> None:
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
                     state: TrainState, cfg: Config, device: torch.device, ema: ModelEMA | None, d: Dist,
-                    log=print) -> dict[str, float]:
+                    log=print, skip: int = 0, rng: torch.Tensor | None = None) -> dict[str, float]:
     """One pass over ``loader`` (stopping early at ``train.max_steps`` or the time budget); updates
-    ``state.step``, ``state.nonfinite`` and ``state.train_seconds``.
+    ``state.step``, ``state.batch`` (0 when the pass finished, else the batches done), ``state.nonfinite``
+    and ``state.train_seconds``.
+
+    ``skip``: batches of this epoch trained before a stop; they are drawn again (the same order and
+    augmentation draws as the first time) but not trained on; then the torch RNG is set to ``rng`` (its state
+    after the last of them), so the pass continues exactly where it stopped.
 
     ``images`` uint8 ``[B, 3, S, S]``; targets as :class:`~detect.data.DetectionDataset` gives them.
 
-    Returns mean losses (``loss`` and each term), ``lr``, ``images``, ``seconds``, ``images_per_s``.
+    Returns mean losses (``loss`` and each term), ``lr``, ``steps``, ``images``, ``seconds``, ``images_per_s``
+    and ``finished`` (the whole pass was trained).
     """
     model.train()
     t = cfg.train
@@ -81,7 +90,16 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     sums: dict[str, torch.Tensor] = {}
     steps = images_seen = 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{t.epochs}", leave=False, disable=not (d.main and is_tty()))
+    batches = iter(loader)
+    position = 0
+    for _ in range(skip):  # replay: the sampler order and augmentation RNGs advance as they did
+        if next(batches, None) is None:
+            break
+        position += 1
+    if rng is not None:
+        torch.set_rng_state(rng)
+    bar = tqdm(batches, desc=f"epoch {state.epoch + 1}/{t.epochs}", leave=False, total=len(loader),
+               initial=position, disable=not (d.main and is_tty()))
 
     def progress() -> float | None:  # fraction of the time budget used (the schedule follows it)
         if t.time_budget_s <= 0:
@@ -89,10 +107,13 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         return (state.train_seconds + time.perf_counter() - start) / t.time_budget_s
 
     lr = schedule.step(state.step, progress())
+    finished = True
     for images, targets in bar:
         used = progress()
         if t.max_steps and state.step >= t.max_steps or (used is not None and used >= 1.0):
+            finished = False
             break
+        position += 1
         lr = schedule.step(state.step, progress())
         images = images.to(device, non_blocking=True)
         extra = model_inputs(targets, device)  # e.g. the dataset's external proposals
@@ -132,9 +153,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                 log(f"  epoch {state.epoch + 1} step {state.step}: " + " ".join(f"{k} {v}" for k, v in means.items()))
     seconds = time.perf_counter() - start
     state.train_seconds += seconds
+    state.batch = 0 if finished else position
     out = {k: (v / max(steps, 1)).item() for k, v in sums.items()}
     out.update(lr=lr, steps=steps, images=images_seen * d.world, seconds=seconds,
-               images_per_s=images_seen * d.world / max(seconds, 1e-9))
+               images_per_s=images_seen * d.world / max(seconds, 1e-9), finished=finished)
     return out
 
 
@@ -143,47 +165,6 @@ def evaluate(model: nn.Module, loader, rs, cfg: Config, device: torch.device) ->
     m = unwrap(model)
     with postprocess_settings(m, score_thresh=cfg.eval.score_thresh, max_detections=cfg.eval.max_detections):
         return evaluate_coco(m, loader, rs, device, cfg.eval.max_detections, cfg.train.amp)
-
-
-def _checkpoint_state(model, optimizer, schedule, ema, state: TrainState, cfg: Config, class_names) -> dict:
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "ema_updates": ema.updates if ema is not None else 0,
-        **state.to_dict(),
-        "rng": torch.get_rng_state(),
-        "config": cfg.to_dict(),
-        "class_names": list(class_names),
-    }
-
-
-def _resume(path: str, model, optimizer, schedule, ema, class_names: list[str]) -> TrainState:
-    """Load a training checkpoint into the model, optimizer, schedule and EMA; returns its progress."""
-    ckpt = load_checkpoint(path)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a retail-detect training checkpoint")
-    require_keys(ckpt, path, ("model", "optimizer", "schedule", "class_names", "rng",
-                              *(f.name for f in dataclasses.fields(TrainState))))
-    if list(ckpt["class_names"]) != list(class_names):
-        raise CheckpointError(f"{path}: trained on {len(ckpt['class_names'])} classes ({_names(ckpt['class_names'])}), "
-                              f"but data.train has {len(class_names)} ({_names(class_names)})")
-    load_state_strict(unwrap(model), ckpt["model"], path)
-    try:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: its optimizer state does not fit this recipe ({exc})") from None
-    schedule.load_state_dict(ckpt["schedule"])
-    if ema is not None and ckpt.get("ema") is not None:
-        ema.load_state_dict(ckpt["ema"], ckpt["ema_updates"])
-    torch.set_rng_state(ckpt["rng"])
-    return TrainState.from_checkpoint(ckpt)
-
-
-def _names(names: list[str], n: int = 6) -> str:
-    return ", ".join(map(str, names[:n])) + (", ..." if len(names) > n else "")
 
 
 def _claim_out_dir(cfg: Config, d: Dist) -> tuple[Path, RunLock | None]:
@@ -232,10 +213,13 @@ FitHook = Callable[[FitEnd, Callable[[str], None]], object]
 def fit(cfg: Config, log=print, on_finish: FitHook | None = None) -> dict:
     """Train ``cfg`` (see the module doc). Writes into a new run folder (``train.out_dir``, or ``out_dir2``,
     ... when that holds a run; the checkpoint's folder on resume): {config.yaml, last.pt, best.pt,
-    metrics.csv, curves.png, val_results.json, pr_curve.png, summary.json}.
+    [epoch_N.pt,] metrics.csv, curves.png, val_results.json, pr_curve.png, summary.json}.
 
-    Returns ``{"metrics": last val metrics, "best_map", "best_epoch", "epochs", "steps", "seconds",
-    "images_per_s", "out_dir", "last", "best"}``; ``last`` / ``best`` are None when not written.
+    Returns ``{"metrics": last val metrics, "best_map", "best_epoch", "epochs", "steps", "session_steps",
+    "seconds", "images_per_s", "out_dir", "last", "best", "checkpoint_bytes", "class_names", "stopped_by"}``:
+    ``epochs`` counts a part-trained last epoch as a fraction (``0.5``); ``session_steps``, ``seconds`` and
+    ``images_per_s`` are this process's part (a resumed run's, not the whole run's); ``last`` / ``best`` are
+    None when not written; ``checkpoint_bytes``: disk space of the run's ``*.pt`` (see :mod:`run_checkpoints`).
     ``on_finish(FitEnd, log)`` runs last on rank 0 (``train`` passes
     :func:`detect.report.train_report.best_checkpoint_report`: ``best.pt``'s table and report).
     """
@@ -260,21 +244,23 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log, on_finish: 
     optimizer = build_optimizer(model, t)
     schedule = LRSchedule(optimizer, t, len(train_loader), t.epochs)
     ema = ModelEMA(model, t.ema_decay) if t.ema else None
-    state = TrainState()
+    state, resume_rng = TrainState(), None
     if t.resume:
-        state = _resume(t.resume, model, optimizer, schedule, ema, class_names)
-        log(f"resumed from {t.resume} at epoch {state.epoch} (step {state.step})")
+        state, resume_rng = restore(t.resume, model, optimizer, schedule, ema, class_names)
+        where = (f"in epoch {state.epoch + 1} after batch {state.batch}/{len(train_loader)}" if state.batch
+                 else f"at epoch {state.epoch}")
+        log(f"resumed from {t.resume} {where} (step {state.step})")
         if state.epoch >= t.epochs:
             log(f"nothing to train: {t.resume} is already at epoch {state.epoch} of train.epochs={t.epochs} "
                 f"(raise train.epochs to continue)")
     if d.main:
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(absolute_data_paths(cfg.to_dict()), sort_keys=False))
     runner = _wrap(model, cfg, device, d)
     log(f"training {cfg.model.name} ({cfg.model.backbone}) on {len(train_ds)} images, {len(class_names)} classes, "
         f"{device}{f' x{d.world}' if d.enabled else ''}; val: {len(val_ds) if val_ds else 0} images")
     metrics: dict = {}
     best_eval = None  # (metrics, results) of the best epoch evaluated in this session
-    session_seconds = 0.0
+    session = {"seconds": 0.0, "images": 0, "steps": 0}  # what this process trained (a resumed run: its part)
     stop = budget_hit = False
     with RunWriters(out, t.tensorboard and d.main) as writers:
         while state.epoch < t.epochs and not stop:
@@ -286,50 +272,61 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log, on_finish: 
             if cfg.augment.mosaic > 0:
                 train_ds.set_mosaic(epoch < t.epochs - cfg.augment.mosaic_off_epochs)
             _seed_epoch(cfg, epoch, train_loader, train_ds)
-            row = train_one_epoch(runner, train_loader, optimizer, schedule, state, cfg, device, ema, d, log)
-            session_seconds += row["seconds"]
-            state.epoch = epoch + 1
+            start_step = _step_before(state.history, epoch + 1)  # where this epoch's row began
+            row = train_one_epoch(runner, train_loader, optimizer, schedule, state, cfg, device, ema, d, log,
+                                  skip=state.batch, rng=resume_rng if state.batch else None)
+            rng = torch.get_rng_state()  # after the last step: where a run stopped inside this epoch goes on
+            for key in session:
+                session[key] += row[key]
+            finished = row["finished"]
+            state.epoch = epoch + finished
             budget_hit = bool((t.max_steps and state.step >= t.max_steps)
                               or (t.time_budget_s > 0 and state.train_seconds >= t.time_budget_s))
-            rec = _history_row(state, row)
-            evaluated = (val_loader is not None and d.main
-                         and (state.epoch % t.eval_every == 0 or state.epoch >= t.epochs or budget_hit))
+            rec = history_row(epoch + 1, state.step, row)
+            if state.history and state.history[-1]["epoch"] == epoch + 1:  # the rest of an epoch stopped inside
+                rec = merge_rows(state.history.pop(), rec, start_step)
+            # scheduled evaluations drive early stopping and the plateau schedule; one at a budget stop does not
+            scheduled = finished and (state.epoch % t.eval_every == 0 or state.epoch >= t.epochs)
+            evaluated = val_loader is not None and d.main and (scheduled or budget_hit)
+            is_best = val_loader is None
             if evaluated:
                 metrics, results = evaluate(ema.module if ema is not None else model, val_loader, val_ds.rs, cfg,
                                             device)
                 rec.update({k: v for k, v in metrics.items() if isinstance(v, float)})
-                schedule.observe(metrics["AP"])
-                if state.record_eval(metrics["AP"], state.epoch):
-                    best_eval = (metrics, results)
+                if scheduled:
+                    schedule.observe(metrics["AP"])
+                if state.record_eval(metrics["AP"], epoch + 1, scheduled):
+                    best_eval, is_best = (metrics, results), True
                 stop = bool(t.early_stop_patience and state.bad_evals >= t.early_stop_patience)
             if d.main:
-                log(_epoch_line(state.epoch, t.epochs, row, metrics if evaluated else None))
+                log(epoch_line(epoch + 1, t.epochs, row, metrics if evaluated else None, state.batch,
+                               len(train_loader)))
             state.history.append(rec)
             if d.main:
-                ck = _checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names)
-                save_checkpoint(out / "last.pt", ck)
-                if state.best_epoch == state.epoch or val_loader is None:
-                    save_checkpoint(out / "best.pt", ck)
-                    if val_loader is not None:
-                        write_results(results, out / "val_results.json")
-                        plot_pr_curves(metrics, out / "pr_curve.png")
+                ck = checkpoint_state(model, optimizer, schedule, ema, state, cfg, class_names, rng)
+                save_run_checkpoints(out, ck, save_policy(t.save_period, state.epoch if finished else None, is_best))
+                if is_best and val_loader is not None:
+                    write_results(results, out / "val_results.json")
+                    plot_pr_curves(metrics, out / "pr_curve.png")
                 writers.epoch_end(state.history)
             stop = _agree(stop or budget_hit, d)
             if stop and t.early_stop_patience and state.bad_evals >= t.early_stop_patience:
                 log(f"early stop: no better val AP for {state.bad_evals} evaluations (best {state.best_map:.4f} "
                     f"at epoch {state.best_epoch})")
     planned = len(train_loader) * t.epochs
+    epochs = epochs_done(state.epoch, state.batch, len(train_loader))
     stopped_by = None if not budget_hit or state.step >= planned else (
         f"train.max_steps={t.max_steps}" if t.max_steps and state.step >= t.max_steps
         else f"train.time_budget_s={t.time_budget_s:g}")
     if stopped_by and d.main:
-        log(f"stopped early by {stopped_by}: {state.step}/{planned} steps ({state.epoch}/{t.epochs} epochs)")
+        log(f"stopped early by {stopped_by}: {state.step}/{planned} steps ({epochs}/{t.epochs} epochs)")
     if d.main and on_finish is not None:
         on_finish(FitEnd(out, cfg, val_ds, best_eval, state.best_epoch, device), log)
     summary = {"metrics": metrics, "best_map": state.best_map, "best_epoch": state.best_epoch,
-               "epochs": state.epoch, "steps": state.step, "seconds": session_seconds,
-               "images_per_s": sum(h.get("images", 0) for h in state.history) / max(session_seconds, 1e-9),
+               "epochs": epochs, "steps": state.step, "session_steps": session["steps"],
+               "seconds": session["seconds"], "images_per_s": session["images"] / max(session["seconds"], 1e-9),
                "out_dir": str(out), "last": _if_exists(out / "last.pt"), "best": _if_exists(out / "best.pt"),
+               "checkpoint_bytes": checkpoint_bytes(out) if d.main else 0,
                "class_names": class_names, "stopped_by": stopped_by}
     if d.main:
         atomic_write_text(out / "summary.json", json.dumps({k: v for k, v in summary.items() if k != "metrics"}
@@ -340,19 +337,9 @@ def _fit(cfg: Config, d: Dist, device: torch.device, out: Path, log, on_finish: 
     return summary
 
 
-def _history_row(state: TrainState, row: dict) -> dict:
-    """The ``metrics.csv`` row of the epoch just trained: epoch, step, lr, each loss (``loss_<term>``), speed."""
-    rec = {"epoch": state.epoch, "step": state.step, "lr": row["lr"]}
-    rec.update({("loss" if k == "loss" else f"loss_{k}"): v for k, v in row.items()
-                if k not in ("lr", "steps", "images", "seconds", "images_per_s")})
-    rec.update(images=row["images"], seconds=row["seconds"], images_per_s=row["images_per_s"])
-    return rec
-
-
-def _epoch_line(epoch: int, epochs: int, row: dict, metrics: dict | None) -> str:
-    """``epoch 3/12: loss 1.2003  val AP 0.7888  AP50 0.9974  (5.0 img/s)`` (no AP without an evaluation)."""
-    ap = f"  val AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}" if metrics is not None else ""
-    return f"epoch {epoch}/{epochs}: loss {row.get('loss', math.nan):.4f}{ap}  ({row['images_per_s']:.1f} img/s)"
+def _step_before(history: list[dict], epoch: int) -> int:
+    """The optimizer step at which ``epoch`` (1-based) began: the last step of the rows before it."""
+    return max((h["step"] for h in history if h["epoch"] < epoch), default=0)
 
 
 def _if_exists(path: Path) -> str | None:
