@@ -38,8 +38,8 @@ def test_time_budget_ending_the_run_is_reported(tiny_split, tmp_path):
 
 def test_a_complete_run_reports_no_early_stop(tiny_split, tmp_path):
     lines: list[str] = []
-    result = fit(tiny_run(tiny_split, tmp_path / "c", max_steps=4, time_budget_s=3600), log=lines.append)
-    assert result["stopped_by"] is None and result["steps"] == 4
+    result = fit(tiny_run(tiny_split, tmp_path / "c", epochs=1, max_steps=2, time_budget_s=3600), log=lines.append)
+    assert result["stopped_by"] is None and result["steps"] == 2
     assert not [line for line in lines if "stopped early" in line]
 
 
