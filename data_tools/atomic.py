@@ -252,6 +252,17 @@ def _unlink_if_unlocked(path: str) -> bool:
         os.close(fd)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a lock's owner; one owned by another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: exists, owned by someone else; anything else: cannot tell
+        return True
+    return True
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True if ``a`` and ``b`` are one file: same resolved path, or same inode (hard links)."""
     try:

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from data_tools.atomic import STALE_AFTER_S, TEMP_MARK, check_writable_dir, write_error
+from data_tools.atomic import STALE_AFTER_S, TEMP_MARK, check_writable_dir, pid_alive, write_error
 from data_tools.errors import UserError
 
 try:
@@ -46,16 +46,6 @@ _TAKEN = (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
 
 class FolderTaken(UserError):
     """The target folder was filled by someone else while this run wrote its files."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):  # exists, owned by someone else (or cannot tell)
-        return True
-    return True
 
 
 def _orphan(folder: str) -> bool:
@@ -83,7 +73,7 @@ def _orphan(folder: str) -> bool:
     if not isinstance(info, dict) or info.get("host") != socket.gethostname():
         return False  # another machine's writer: cannot tell, keep it
     pid = info.get("pid")
-    return isinstance(pid, int) and not _pid_alive(pid)
+    return isinstance(pid, int) and not pid_alive(pid)
 
 
 def remove_orphan_stages(parent: str | os.PathLike) -> list[str]:

@@ -16,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from data_tools.atomic import TEMP_RE, check_writable_dir, remove_stale_temps
+from data_tools.atomic import TEMP_RE, check_writable_dir, pid_alive, remove_stale_temps
 from data_tools.outputs import OutputRefused
 
 LOCK_NAME = ".lock"
@@ -28,16 +28,6 @@ def _holds_files(folder: Path) -> bool:
         return any(not (e.name == LOCK_NAME or TEMP_RE.match(e.name)) for e in os.scandir(folder))
     except FileNotFoundError:
         return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class RunLock:
@@ -65,7 +55,7 @@ class RunLock:
         if info.get("host") != socket.gethostname():
             return False  # another machine's process: cannot tell, assume alive
         pid = info.get("pid")
-        return not (isinstance(pid, int) and _pid_alive(pid))
+        return not (isinstance(pid, int) and pid_alive(pid))
 
     def try_acquire(self) -> bool:
         """Create the lock (taking over a stale one); False when a live process holds it."""
