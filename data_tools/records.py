@@ -281,3 +281,20 @@ def labelled_boxes(cmap: ClassMap, objects: Iterable[tuple], file: str, problems
         truncated.append(trunc)
     return (np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64), np.array(difficult, bool),
             np.array(truncated, bool))
+
+
+PRODUCT_CLASS = "product"
+"""The one class of a class-agnostic (product) detector: every facing, whatever its brand."""
+
+
+def merge_classes(rs: RecordSet, name: str = PRODUCT_CLASS) -> RecordSet:
+    """A new RecordSet with every class merged into one named ``name``: class_names ``[name]`` and every label 1.
+
+    Boxes, flags, image paths and meta are kept (copied, so ``rs`` is left as it was); the meta records the
+    classes that were merged (``merged_classes``), for messages and reports.
+    """
+    records = [Record(r.image, r.width, r.height, r.boxes.copy(), np.ones(len(r.boxes), np.int64),
+                      r.difficult.copy(), r.truncated.copy(), r.source, r.split) for r in rs.records]
+    meta = dict(rs.meta)
+    meta["merged_classes"] = list(rs.class_names)
+    return RecordSet([name], rs.image_root, records, meta)

@@ -46,6 +46,9 @@ class DataConfig:
     pin_memory: bool = True  # only used on CUDA
     proposals: str | None = None  # external region proposals JSON ({image: [[x1, y1, x2, y2], ...]} in original
     # pixels, or predict's predictions.json) for Fast R-CNN: they replace its RPN and move with augmentation
+    # product detector: every class of the training and validation labels (and of `eval`'s) merged into one,
+    # `product`; the checkpoint's only class is then `product` (naming each facing is a later step)
+    class_agnostic: bool = False
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 from data_tools.atomic import atomic_write_text
 from data_tools.errors import InvalidInput
 from data_tools.outputs import check_output
+from data_tools.records import merge_classes
 from data_tools.sources import class_mismatch, load_any, select_split, unknown_class_warning
 from data_tools.staged import StagedFolder
 from detect.data import DetectionDataset, build_loader
@@ -36,7 +37,9 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     (``<stem>_results.json``) and a PR-curve PNG (``<stem>_pr.png``). With ``report``: the evaluation page
     (:func:`detect.report.build.write_report`) in that folder, or in ``report2``, ... when it holds files (written
     in a hidden folder beside it and renamed at the end, so a failed run leaves no half-written report);
-    ``conf`` is its confidence (None: the one that minimises count errors). Returns the metrics dict.
+    ``conf`` is its confidence (None: the one that minimises count errors). A product detector (its recipe's
+    ``data.class_agnostic``) is evaluated on the labels with every class merged into ``product``, as it was trained.
+    Returns the metrics dict.
     """
     if conf is not None and not 0.0 <= conf <= 1.0:  # also refuses NaN
         raise InvalidInput(f"--conf must be in [0, 1], got {conf}")
@@ -49,7 +52,10 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     model, class_names, cfg = load_model(weights)
     model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections,
                                     agnostic=agnostic_nms)  # None keeps the recipe's model.agnostic_nms
-    rs = select_split(load_any(data, class_names, log), "eval", str(data), log)  # labels: in the checkpoint's order
+    if cfg.data.class_agnostic:  # a product detector: the labels' classes merged into one, as in training
+        rs = merge_classes(select_split(load_any(data, None, log), "eval", str(data), log))
+    else:
+        rs = select_split(load_any(data, class_names, log), "eval", str(data), log)  # in the checkpoint's order
     if list(rs.class_names) != list(class_names):
         raise InvalidInput(class_mismatch(str(data), rs.class_names, class_names, f"the checkpoint {weights}",
                                           rs.meta.get("source"), split=rs.meta.get("split")))

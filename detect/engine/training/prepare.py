@@ -8,7 +8,7 @@ import os
 import torch
 
 from data_tools.errors import InvalidInput
-from data_tools.records import RecordSet
+from data_tools.records import RecordSet, merge_classes
 from data_tools.sources import class_mismatch, load_any, select_split
 from detect.config import Config
 from detect.data import DetectionDataset, build_loader
@@ -47,7 +47,9 @@ def drop_unreadable(ds: DetectionDataset, log=print) -> DetectionDataset:
 
 
 def build_datasets(cfg: Config, d: Dist, log=print):
-    """``(train_ds, train_loader, val_ds | None, val_loader | None, class_names)`` for ``cfg``.
+    """``(train_ds, train_loader, val_ds | None, val_loader | None, class_names)`` for ``cfg``; with
+    ``data.class_agnostic`` the training and validation labels are merged into one class, ``product``
+    (:func:`~data_tools.records.merge_classes`), after the validation classes are checked against the training ones.
 
     Also sets this process's threads: ``data.workers`` (-1 = automatic) and PyTorch's intra-op threads
     come from :func:`~detect.engine.runtime.threads.plan_threads` (the cores free on this machine), logged in one line.
@@ -61,6 +63,10 @@ def build_datasets(cfg: Config, d: Dist, log=print):
                                           path=str(cfg.data.val), split=val_rs.meta.get("split")))
     if not train_rs.records:
         raise InvalidInput(f"{cfg.data.train}: the training set has no images")
+    if cfg.data.class_agnostic:  # a product detector: every class merged into one, `product`
+        say(f"data.class_agnostic: {len(train_rs.class_names)} classes merged into one, 'product'")
+        train_rs = merge_classes(train_rs)
+        val_rs = merge_classes(val_rs) if val_rs is not None else None
     pin = cfg.data.pin_memory and torch.cuda.is_available()
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if d.enabled else 1
     plan = plan_threads(cfg.data.workers, resolve_device(cfg.train.device).type, processes=local_world)
