@@ -2,7 +2,7 @@
 
 import sys
 
-from data_tools.cli import main
+from detect.verbs.retail_data import main
 
 if __name__ == "__main__":
     sys.exit(main())

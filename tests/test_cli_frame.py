@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-import data_tools.cli as data_cli
 import detect.cli as detect_cli
+import detect.verbs.retail_data as data_cli
 from data_tools.cli_frame import EXIT_BUG, package_version, parse_size
 from data_tools.errors import CannotRun, InvalidInput, UserError, is_user_error
 from data_tools.outputs import OutputRefused

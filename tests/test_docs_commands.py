@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-import data_tools.cli as data_cli
 import detect.cli as detect_cli
+import detect.verbs.retail_data as data_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").rglob("*.md"))]

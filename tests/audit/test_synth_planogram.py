@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.cli import main as data_main
 from data_tools.planogram import PlanogramError
 from data_tools.synth_planogram import generate_planogram
 from data_tools.voc import read_voc
+from detect.verbs.retail_data import main as data_main
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "planogram_example.yaml"
 

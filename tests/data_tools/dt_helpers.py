@@ -82,8 +82,8 @@ def cli_convert(root: Path, out_dir: Path, *extra: str) -> tuple[int, object, di
     Checks: the inputs under ``root`` are byte-identical afterwards, the report is written, and no
     temporary file is left in ``out_dir``. Returns ``(exit code, RecordSet or None, report dict)``.
     """
-    from data_tools.cli import main
     from data_tools.store import load_dataset
+    from detect.verbs.retail_data import main
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out, report = out_dir / "ds.pkl", out_dir / "report.json"

@@ -13,10 +13,10 @@ import pytest
 from dt_helpers import temp_leftovers
 
 import data_tools.atomic as atomic
-import data_tools.cli as cli
 import data_tools.store as store
+import detect.verbs.retail_data as cli
 from data_tools.atomic import WriteError, atomic_write_bytes, check_writable_dir, remove_stale_temps
-from data_tools.cli import main
+from detect.verbs.retail_data import main
 
 
 @pytest.fixture

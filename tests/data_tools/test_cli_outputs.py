@@ -11,9 +11,9 @@ import types
 import pytest
 from dt_helpers import add_pair, make_image, tree_hashes, voc_xml
 
-import data_tools.cli as cli
-from data_tools.cli import main
+import detect.verbs.retail_data as cli
 from data_tools.store import load_dataset
+from detect.verbs.retail_data import main
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from dt_helpers import make_image
 
-from data_tools.cli import main
 from data_tools.coco import CocoFormatError, read_coco
+from detect.verbs.retail_data import main
 
 
 def _write(tmp_path, doc, images=("a.jpg", "b.jpg")):

@@ -11,9 +11,9 @@ import pytest
 from dt_helpers import make_image, temp_leftovers, tree_hashes
 from pycocotools.coco import COCO
 
-from data_tools.cli import main
 from data_tools.coco import CocoFormatError, read_coco, to_coco, write_coco
 from data_tools.convert import convert
+from detect.verbs.retail_data import main
 
 
 def test_export_loads_in_pycocotools_with_the_same_counts(dataset, tmp_path):

@@ -8,8 +8,8 @@ import types
 
 from dt_helpers import add_pair, cli_convert, temp_leftovers, tree_hashes
 
-from data_tools.cli import main
 from data_tools.store import load_dataset
+from detect.verbs.retail_data import main
 
 
 def test_convert_prints_summary_and_writes_report(dataset, tmp_path, capsys):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from dt_helpers import cli_convert, make_image, problems_of, run_cli
 
-from data_tools.cli import main
 from data_tools.formats.common import ReadOptions
 from data_tools.formats.csv_boxes import CsvError, parse_columns, read_csv_boxes
+from detect.verbs.retail_data import main
 
 
 def _csv(root, text: str, name: str = "boxes.csv"):

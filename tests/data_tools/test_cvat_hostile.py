@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from dt_helpers import cli_convert, make_image, problems_of, run_cli
 
-from data_tools.cli import main
 from data_tools.formats.common import ReadOptions
 from data_tools.formats.cvat import CvatError, read_cvat
+from detect.verbs.retail_data import main
 
 
 def _cvat(root, body: str, labels=("cola", "chips"), name="annotations.xml"):

@@ -10,9 +10,9 @@ import pytest
 from dt_helpers import temp_leftovers
 
 import data_tools.store as store
-from data_tools.cli import main
 from data_tools.records import Record, RecordSet
 from data_tools.store import DatasetFileError, load_dataset, save_dataset
+from detect.verbs.retail_data import main
 
 
 def _rs() -> RecordSet:

@@ -12,10 +12,10 @@ import pytest
 from dt_helpers import add_pair, make_image, tree_hashes, voc_xml
 
 import data_tools.sources as sources
-from data_tools.cli import main
 from data_tools.records import Record, RecordSet
 from data_tools.sources import cache_dir, class_mismatch, is_dataset_path, load_any, select_split
 from data_tools.store import DatasetFileError, load_dataset, save_dataset
+from detect.verbs.retail_data import main
 
 
 @pytest.fixture

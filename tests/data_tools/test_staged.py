@@ -14,11 +14,11 @@ import pytest
 from dt_helpers import make_image
 
 from data_tools.atomic import WriteError
-from data_tools.cli import main
 from data_tools.formats import export as export_mod
 from data_tools.records import Record, RecordSet
 from data_tools.staged import OWNER_NAME, StagedFolder, remove_orphan_stages
 from data_tools.store import save_dataset
+from detect.verbs.retail_data import main
 
 
 @pytest.fixture

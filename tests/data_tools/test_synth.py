@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from data_tools.cli import main
 from data_tools.store import load_dataset
 from data_tools.synth import generate, make_tiny_dataset
+from detect.verbs.retail_data import main
 
 
 def _by_image(rs):

@@ -6,10 +6,10 @@ import hashlib
 
 import numpy as np
 
-from data_tools.cli import main
 from data_tools.store import load_dataset
 from data_tools.synth import make_tiny_dataset
 from data_tools.synth_dense import GROUP, dense_brand_styles, make_dense_dataset
+from detect.verbs.retail_data import main
 
 # the default generator's boxes and labels before the dense option existed (3 images, 5 classes, seed 0, 320x240)
 DEFAULT_BOXES, DEFAULT_DIGEST = 26, "4e422c3f187730f413f15acbf6cd39c2100f3e1b7827ae3719d3cde0bc08c7fe"

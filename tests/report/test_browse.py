@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools.cli import main as data_main
 from data_tools.records import Record, RecordSet
 from data_tools.store import save_dataset
 from data_tools.synth import make_tiny_dataset
 from detect.report.browse import browse, find_problems
+from detect.verbs.retail_data import main as data_main
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "yolo.yaml"
 
@@ -88,9 +88,9 @@ def test_cli(planted, tmp_path, capsys):
     assert (tmp_path / "page" / "index.html").is_file()
     assert data_main(["browse", str(pkl), "-o", str(tmp_path / "x"), "--classes", "zzz"]) == 1
     assert "unknown class zzz" in capsys.readouterr().err
-    proc = subprocess.run([sys.executable, "-m", "data_tools.cli", "browse", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "detect.verbs.retail_data", "browse", "--help"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2], timeout=60)
-    assert proc.returncode == 0 and "--augment" in proc.stdout  # `python -m data_tools.cli` runs the CLI
+    assert proc.returncode == 0 and "--augment" in proc.stdout  # `python -m detect.verbs.retail_data` runs the CLI
 
 
 def test_unreadable_image_is_listed_and_the_rest_drawn(planted, tmp_path):

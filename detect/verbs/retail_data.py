@@ -22,7 +22,6 @@ from pathlib import Path
 
 from data_tools.atomic import atomic_write_text, same_file
 from data_tools.cli_frame import add_frame_flags, exit_codes_help, run_cli, verb_parser
-from data_tools.cli_synth import SYNTH_MAX_CLASSES, SYNTH_MAX_IMAGES, SYNTH_SIDE, cmd_synth
 from data_tools.coco import image_root_of, write_coco
 from data_tools.convert import blocking, convert, write_report
 from data_tools.errors import UserError
@@ -37,6 +36,7 @@ from data_tools.stats import compute_stats, format_stats, plot_stats
 from data_tools.store import save_dataset
 from data_tools.summary_text import summary_lines
 from data_tools.written import record_written
+from detect.verbs.retail_data_synth import SYNTH_MAX_CLASSES, SYNTH_MAX_IMAGES, SYNTH_SIDE, cmd_synth
 
 FORMAT_HELP = "; ".join(f"{f.name}: {f.tools}" for f in FORMATS.values())
 MAX_FOLDS = 100
@@ -330,5 +330,5 @@ def cmd_browse(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m data_tools.cli
+if __name__ == "__main__":  # python -m detect.verbs.retail_data
     raise SystemExit(main())
