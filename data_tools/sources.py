@@ -40,7 +40,7 @@ from data_tools.formats import detect_format
 from data_tools.records import FORMAT_VERSION, Problem, RecordSet
 from data_tools.store import DatasetFileError, load_dataset, save_dataset
 from data_tools.summary_text import summary_lines
-from data_tools.userfiles import UnsafeFile, open_regular
+from data_tools.userfiles import UnsafeFile, hash_into
 
 CACHE_ENV = "RETAIL_DETECT_CACHE"
 LABEL_SUFFIXES = (".xml", ".json", ".txt", ".yaml", ".yml", ".csv", ".tsv")
@@ -69,9 +69,7 @@ def _stderr(line: str) -> None:
 
 def _hash_file(h, path: str) -> None:
     try:
-        with open_regular(path, MAX_HASHED_BYTES) as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        hash_into(h, path, MAX_HASHED_BYTES)
     except (UnsafeFile, OSError) as e:  # the reader reports it; the key only needs to change with it
         h.update(f"unreadable:{getattr(e, 'kind', type(e).__name__)}".encode())
 

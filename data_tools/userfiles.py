@@ -120,6 +120,14 @@ def open_regular(path: str | os.PathLike, max_bytes: int, root: str | os.PathLik
         raise
 
 
+def hash_into(h, path: str | os.PathLike, max_bytes: int, root: str | os.PathLike | None = None) -> None:
+    """Feed the bytes of a regular file of at most ``max_bytes`` (see :func:`open_regular`) into the ``hashlib``
+    object ``h``, 1 MiB at a time; raises :class:`UnsafeFile` or ``OSError`` like :func:`open_regular`."""
+    with open_regular(path, max_bytes, root) as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            h.update(piece)
+
+
 def read_limited(path: str | os.PathLike, max_bytes: int, root: str | os.PathLike | None = None,
                  cache: dict | None = None) -> bytes:
     """The bytes of a regular file of at most ``max_bytes`` (see :func:`open_regular`)."""

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from data_tools.atomic import atomic_write_text
-from data_tools.userfiles import UnsafeFile, open_regular
+from data_tools.userfiles import UnsafeFile, hash_into, open_regular
 
 MAX_SIDECAR_BYTES = 64 * 1024
 MAX_HASHED_BYTES = 1 << 40  # the export itself: no practical cap, it is streamed
@@ -32,9 +32,7 @@ def sidecar(path: str | os.PathLike) -> Path:
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a regular file, read in 1 MiB pieces (raises :class:`UnsafeFile` for anything else)."""
     h = hashlib.sha256()
-    with open_regular(path, MAX_HASHED_BYTES) as f:
-        for piece in iter(lambda: f.read(1 << 20), b""):
-            h.update(piece)
+    hash_into(h, path, MAX_HASHED_BYTES)
     return h.hexdigest()
 
 

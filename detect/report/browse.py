@@ -39,7 +39,7 @@ from data_tools.outputs import check_output_folder
 from data_tools.progress import progress
 from data_tools.records import Record, RecordSet
 from data_tools.staged import StagedFolder
-from data_tools.userfiles import UnsafeFile, open_regular
+from data_tools.userfiles import UnsafeFile, hash_into
 from detect.models.box_ops import iou_matrix
 from detect.report.draw import draw_boxes, write_jpeg
 from detect.report.html import esc, page, table
@@ -75,14 +75,12 @@ class Entry:
 def _file_hash(path: str) -> str | None:
     """SHA-1 of an image file; None when it is not a readable regular file (a FIFO swapped in after the
     conversion must not block: its drawing then lists it as unreadable)."""
+    h = hashlib.sha1(usedforsecurity=False)
     try:
-        with open_regular(path, MAX_IMAGE_BYTES) as f:
-            h = hashlib.sha1(usedforsecurity=False)
-            for piece in iter(lambda: f.read(1 << 20), b""):
-                h.update(piece)
-            return h.hexdigest()
+        hash_into(h, path, MAX_IMAGE_BYTES)
     except (UnsafeFile, OSError):
         return None
+    return h.hexdigest()
 
 
 def many_threshold(rs: RecordSet) -> int:
