@@ -24,7 +24,7 @@ def test_max_steps_ending_the_run_is_reported(tiny_split, tmp_path):
     assert result["epochs"] == 0.5
     # the epoch stopped inside is not recorded as finished: a resumed run trains its second batch (issue 23)
     ck = load_checkpoint(tmp_path / "a" / "last.pt")
-    assert (ck["epoch"], ck["batch"], ck["step"]) == (0, 1, 1)
+    assert (ck["epoch"], ck["batch"], ck["step"], ck["kind"]) == (0, 1, 1, "detector")
     assert [(h["epoch"], h["step"]) for h in ck["history"]] == [(1, 1)]
     assert [line for line in lines if line.startswith("epoch 1/2 (stopped at batch 1/2): ")]
 

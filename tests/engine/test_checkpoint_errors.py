@@ -166,3 +166,17 @@ def test_last_good_hint_reads_only_a_few_regular_files(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(tmp_path / "pipe.pt")
     assert "is a FIFO (named pipe), not a regular file" in _one_line(err.value)
+
+
+def test_checkpoints_name_their_kind_and_a_detector_verb_refuses_an_embedder(tmp_path):
+    from detect.engine.runtime.checkpoint import load_model
+    from detect.engine.training.run_checkpoints import restore
+
+    path = save_checkpoint(tmp_path / "emb.pt", {"format": CHECKPOINT_FORMAT, "kind": "embedder",
+                                                  "model": {"w": torch.zeros(2)}, "config": {}, "class_names": ["a"]})
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    assert "an embedder checkpoint, not a detector" in _one_line(err.value)
+    assert "gallery build --embedder" in str(err.value)
+    with pytest.raises(CheckpointError, match="kind 'embedder'"):
+        restore(str(path), None, None, None, None, ["a"])

@@ -26,6 +26,7 @@ from data_tools.userfiles import UnsafeFile, open_regular
 from detect.config import Config, config_from_dict
 
 CHECKPOINT_FORMAT = "retail-detect-checkpoint"
+DETECTOR_KIND = "detector"  # a checkpoint's ``kind``: ``detector`` (absent in files of earlier versions) or ``embedder``
 _MAX_CHECKPOINT_BYTES = 8 << 30
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -226,6 +227,11 @@ def load_model(
     from detect.models.build import build_model  # models import nothing from the engine: no cycle
 
     ckpt = load_checkpoint(weights)
+    kind = ckpt.get("kind", DETECTOR_KIND)
+    if kind != DETECTOR_KIND:
+        raise CheckpointError(f"{weights}: an {kind} checkpoint, not a detector; it names crops for a gallery "
+                              f"(`retail-detect gallery build --embedder {weights} ...`)" if kind == "embedder"
+                              else f"{weights}: a checkpoint of kind {kind!r}, not a detector")
     require_keys(ckpt, weights)
     cfg = config_from_dict(ckpt["config"])
     class_names = [str(c) for c in ckpt["class_names"]]

@@ -24,6 +24,7 @@ from data_tools.atomic import TEMP_MARK, atomic_open, write_error
 from detect.config import Config, absolute_data_paths
 from detect.engine.runtime.checkpoint import (
     CHECKPOINT_FORMAT,
+    DETECTOR_KIND,
     CheckpointError,
     load_checkpoint,
     load_state_strict,
@@ -44,6 +45,7 @@ def checkpoint_state(model, optimizer, schedule, ema, state: TrainState, cfg: Co
     run stopped inside an epoch continues from). Data paths are stored absolute (:func:`absolute_data_paths`)."""
     return {
         "format": CHECKPOINT_FORMAT,
+        "kind": DETECTOR_KIND,
         "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
@@ -62,6 +64,9 @@ def restore(path: str, model, optimizer, schedule, ema, class_names: list[str]) 
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a retail-detect training checkpoint")
+    if ckpt.get("kind", DETECTOR_KIND) != DETECTOR_KIND:
+        raise CheckpointError(f"{path}: a checkpoint of kind {ckpt.get('kind')!r}; `train --resume` continues a "
+                              "detector's run")
     require_keys(ckpt, path, ("model", "optimizer", "schedule", "class_names", "rng", *TrainState.required_keys()))
     if list(ckpt["class_names"]) != list(class_names):
         raise CheckpointError(f"{path}: trained on {len(ckpt['class_names'])} classes ({_names(ckpt['class_names'])}), "
