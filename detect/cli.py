@@ -319,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upper bound on training minutes (the demo trains 12 epochs; 0 = no limit)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_demo)
+
+    from detect.verbs.gallery_cli import add_gallery_parser
+
+    add_gallery_parser(sub)
     return parser
 
 
