@@ -80,7 +80,7 @@ def _embed_into(gallery: Gallery, embedder, picks: list[Pick], log: Log,
             added += sum(len(v) for v in pending.values())
             pending.clear()
 
-    bar = progress_bar(len(picks), "embedding", unit="crop", min_items=1)
+    bar = progress_bar(len(picks), "embedding", unit="crops", min_items=1)
     try:
         for i, pick in enumerate(picks):
             if i and pick.sku != picks[i - 1].sku and sum(map(len, pending.values())) + len(batch) >= FLUSH_REFS:

@@ -32,6 +32,7 @@ import numpy as np
 
 from data_tools.atomic import atomic_write_bytes, atomic_write_text, flush_to_disk
 from data_tools.errors import UserError
+from data_tools.staged import OWNER_NAME
 from data_tools.userfiles import UnsafeFile, read_limited
 from detect.engine.inference.gallery_search import VectorIndex, calibrate_threshold
 
@@ -114,9 +115,10 @@ class Gallery:
 
     @classmethod
     def create(cls, folder: str | Path, embedder: dict) -> Gallery:
-        """A new empty gallery in ``folder`` (new or empty) for the embedder ``embedder`` (its identity)."""
+        """A new empty gallery in ``folder`` (new or empty; a :class:`~data_tools.staged.StagedFolder`'s stage
+        counts as empty) for the embedder ``embedder`` (its identity)."""
         folder = Path(folder)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        if folder.exists() and (not folder.is_dir() or any(p.name != OWNER_NAME for p in folder.iterdir())):
             what = "a file" if not folder.is_dir() else "a folder that is not empty"
             raise GalleryError(f"{folder}: is {what}; a new gallery needs a new or empty folder")
         manifest = {"format": GALLERY_FORMAT, "version": GALLERY_VERSION, "embedder": dict(embedder),
