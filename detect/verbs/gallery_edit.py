@@ -82,9 +82,9 @@ def add_photos(folder: str, sku: str, photos: Sequence[str], embedder: str | Non
                detector: str | None = None, labels: str | None = None, replace: bool = False,
                conf: float = 0.25, log: Log = print) -> dict:
     """Enrol ``photos`` as references of ``sku`` in gallery ``folder`` (module doc); returns a summary."""
+    t0 = time.perf_counter()  # the printed time includes loading the embedder (and the detector)
     from detect.engine.inference.crop_embedder import crop_boxes
 
-    t0 = time.perf_counter()
     if detector and labels:
         raise InvalidInput("give --detector or --labels, not both")
     gallery = Gallery.open(folder)
@@ -107,7 +107,7 @@ def add_photos(folder: str, sku: str, photos: Sequence[str], embedder: str | Non
         else:
             for j, c in enumerate(crop_boxes(images[p], boxes[p])):
                 crops.append(c)
-                sources.append(f"{p}#box{j}")
+                sources.append(f"{p}#detected" if detector else f"{p}#box{j}")
     model = gallery_embedder(gallery, embedder)
     vectors = model.embed(crops)
     gallery.add({sku: [NewReference(c, v, s) for c, v, s in zip(crops, vectors, sources)]}, replace=replace)
