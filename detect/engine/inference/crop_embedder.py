@@ -16,7 +16,13 @@ import numpy as np
 import torch
 
 from detect.data.augment import letterbox
-from detect.engine.runtime.checkpoint import CheckpointError, _ema_state, _strip_prefixes, load_checkpoint, load_state_strict
+from detect.engine.runtime.checkpoint import (
+    CheckpointError,
+    _ema_state,
+    _strip_prefixes,
+    load_checkpoint,
+    load_state_strict,
+)
 from detect.engine.runtime.device import resolve_device
 from detect.models.embedder import Embedder, EmbedderSettings, build_embedder
 
