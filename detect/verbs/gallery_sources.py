@@ -21,7 +21,6 @@ import numpy as np
 
 from data_tools.errors import InvalidInput
 from data_tools.images import read_image
-from data_tools.locate import IMAGE_EXTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,25 +35,18 @@ class Pick:
 
 
 def class_folders(root: str | os.PathLike) -> dict[str, list[Pick]]:
-    """``{sku: [Pick, ...]}`` of a folder of class folders (module doc), photos in name order.
+    """``{sku: [Pick, ...]}`` of a folder of class folders, photos in name order; the class of a photo is the
+    innermost folder holding it, named as :func:`detect.data.crops.class_folder_photos` names it (the same
+    names ``retail-detect embedder train`` gives its classes)."""
+    from detect.data.crops import class_folder_photos
 
-    A SKU is named after its folder; when two folders share a name, after their paths relative to ``root``.
-    Raises InvalidInput when ``root`` holds no folder of photos.
-    """
     root = Path(root)
-    found: dict[str, list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        photos = sorted(f for f in filenames if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTS)
-        if photos and Path(dirpath) != root:
-            found[os.path.relpath(dirpath, root)] = photos
-    if not found:
+    photos, names = class_folder_photos(root)
+    if not photos:
         raise InvalidInput(f"{root}: neither labels (VOC, YOLO, COCO, ...) nor class folders of photos found")
-    leaf = [Path(rel).name for rel in found]
     out: dict[str, list[Pick]] = {}
-    for rel, photos in found.items():
-        sku = Path(rel).name if leaf.count(Path(rel).name) == 1 else Path(rel).as_posix()
-        out[sku] = [Pick(sku, str(root / rel / f), None, (Path(rel) / f).as_posix()) for f in photos]
+    for photo, sku in zip(photos, names):
+        out.setdefault(sku, []).append(Pick(sku, photo, None, Path(photo).relative_to(root).as_posix()))
     return out
 
 
@@ -76,17 +68,12 @@ def dataset_boxes(path: str | os.PathLike, log: Callable[[str], None] | None = N
 
 
 def load_candidates(path: str | os.PathLike, log: Callable[[str], None] | None = None) -> tuple[dict[str, list[Pick]], str]:
-    """The candidates of ``path`` and what it was read as (``labels`` or ``class folders``)."""
-    from data_tools.formats import FormatError
-    from data_tools.sources import is_dataset_path
+    """The candidates of ``path`` and what it was read as (``labels`` or ``class folders``: a folder of photos
+    with no label file below it, :func:`detect.data.crops.is_class_folders`)."""
+    from detect.data.crops import is_class_folders
 
-    if os.path.isdir(path) and not is_dataset_path(path):
-        from data_tools.formats import detect_format
-
-        try:
-            detect_format(os.fspath(path))
-        except FormatError:
-            return class_folders(path), "class folders"
+    if is_class_folders(path):
+        return class_folders(path), "class folders"
     return dataset_boxes(path, log), "labels"
 
 
