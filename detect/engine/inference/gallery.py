@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from data_tools.atomic import atomic_write_bytes, atomic_write_text, flush_to_disk
 from data_tools.errors import UserError
+from data_tools.staged import OWNER_NAME
 from data_tools.userfiles import UnsafeFile, read_limited
 from detect.engine.inference.gallery_search import VectorIndex, calibrate_threshold
 
@@ -45,6 +47,8 @@ MANIFEST = "manifest.json"
 REF_SIDE = 256  # longer side of a stored reference crop
 _MAX_MANIFEST_BYTES = 256 << 20
 _MAX_VECTOR_BYTES = 8 << 30
+_CROP_NAME = re.compile(r"^refs/r\d{6,}\.jpg$")
+_VECTORS_NAME = re.compile(r"^vectors\.\d{6,}\.npy$")
 
 
 class GalleryError(UserError, ValueError):
@@ -111,9 +115,10 @@ class Gallery:
 
     @classmethod
     def create(cls, folder: str | Path, embedder: dict) -> Gallery:
-        """A new empty gallery in ``folder`` (new or empty) for the embedder ``embedder`` (its identity)."""
+        """A new empty gallery in ``folder`` (new or empty; a :class:`~data_tools.staged.StagedFolder`'s stage
+        counts as empty) for the embedder ``embedder`` (its identity)."""
         folder = Path(folder)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        if folder.exists() and (not folder.is_dir() or any(p.name != OWNER_NAME for p in folder.iterdir())):
             what = "a file" if not folder.is_dir() else "a folder that is not empty"
             raise GalleryError(f"{folder}: is {what}; a new gallery needs a new or empty folder")
         manifest = {"format": GALLERY_FORMAT, "version": GALLERY_VERSION, "embedder": dict(embedder),
@@ -145,12 +150,14 @@ class Gallery:
         if manifest.get("checksum") != _checksum(manifest):
             raise GalleryError(f"{path}: changed outside retail-detect (checksum mismatch); the gallery is refused")
         try:
-            rows = sum(len(s["refs"]) for s in manifest["skus"])
+            rows = _check_entries(manifest)
             dim = int(manifest["embedder"]["dim"])
             info = manifest["vectors"]
+            if not isinstance(info.get("file"), str) or not _VECTORS_NAME.match(info["file"]):
+                raise ValueError(f"vectors file name {info.get('file')!r}")
             vpath = folder / info["file"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GalleryError(f"{path}: malformed manifest ({exc!r})") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise GalleryError(f"{path}: malformed manifest ({exc})") from None
         try:
             data = read_limited(vpath, _MAX_VECTOR_BYTES)
         except (UnsafeFile, OSError) as exc:
@@ -169,9 +176,10 @@ class Gallery:
     def check_embedder(self, identity: dict) -> None:
         """Refuse vectors from an embedder other than the gallery's, with the command that rebuilds it."""
         mine = self.embedder
-        if mine.get("sha256") != identity.get("sha256") or int(mine.get("dim", -1)) != int(identity.get("dim", -2)):
-            raise GalleryError(f"{self.folder}: built by embedder {mine.get('name')} ({str(mine.get('sha256'))[:12]}), not "
-                               f"by {identity.get('name')} ({str(identity.get('sha256'))[:12]}); rebuild it for that "
+        same = all(mine.get(k) == identity.get(k) for k in ("sha256", "dim", "image_size"))
+        if not same:  # the same weights at another input size give other vectors
+            raise GalleryError(f"{self.folder}: built by embedder {_embedder_text(mine)}, not by "
+                               f"{_embedder_text(identity)}; rebuild it for that "
                                f"embedder: {rebuild_hint(self.folder).replace('EMBEDDER', str(identity.get('name')))}")
 
     def load_crop(self, ref: Reference) -> np.ndarray:
@@ -210,20 +218,25 @@ class Gallery:
             skus = [{"name": s["name"], "refs": [r for r in s["refs"]]} for s in self.manifest["skus"] if s["name"] not in entries]
             next_id = int(self.manifest["next_id"])
             new_rows, written = [], []
-            for sku, refs in entries.items():
-                listed = []
-                for r in refs:
-                    rid = f"r{next_id:06d}"
-                    next_id += 1
-                    crop = f"refs/{rid}.jpg"
-                    _write_crop(self.folder / crop, r.crop)
-                    written.append(crop)
-                    listed.append({"id": rid, "source": r.source, "crop": crop})
-                    new_rows.append(np.asarray(r.vector, np.float32))
-                skus.append({"name": sku, "refs": listed})
+            try:
+                for sku, refs in entries.items():
+                    listed = []
+                    for r in refs:
+                        rid = f"r{next_id:06d}"
+                        next_id += 1
+                        crop = f"refs/{rid}.jpg"
+                        _write_crop(self.folder / crop, r.crop)
+                        written.append(crop)
+                        listed.append({"id": rid, "source": str(r.source), "crop": crop})
+                        new_rows.append(np.asarray(r.vector, np.float32))
+                    skus.append({"name": sku, "refs": listed})
+            except BaseException:
+                for crop in written:  # nothing names them yet
+                    with contextlib.suppress(OSError):
+                        (self.folder / crop).unlink()
+                raise
             vectors = np.concatenate([self.vectors[keep], np.stack(new_rows)]) if new_rows else self.vectors[keep]
-            self.manifest["next_id"] = next_id
-            self._commit(skus, vectors, written)
+            self._commit(skus, vectors, written, next_id)
 
     def remove(self, sku: str) -> int:
         """Remove a SKU and its references; returns how many references went. Unknown SKU: one line."""
@@ -257,7 +270,7 @@ class Gallery:
         finally:
             os.close(fd)
 
-    def _commit(self, skus: list[dict], vectors: np.ndarray, written: list[str]) -> None:
+    def _commit(self, skus: list[dict], vectors: np.ndarray, written: list[str], next_id: int | None = None) -> None:
         """Write ``vectors`` under a new name, calibrate, replace the manifest (the commit), then tidy up."""
         old = self.manifest.get("vectors")
         old_crops = {r.crop for r in getattr(self, "refs", [])}
@@ -273,14 +286,16 @@ class Gallery:
             index = VectorIndex(vectors, [s["name"] for s in skus for _ in s["refs"]])
             threshold, calibration = calibrate_threshold(index)
             manifest = {**self.manifest, "skus": skus, "generation": generation, "threshold": threshold,
+                        "next_id": int(self.manifest["next_id"] if next_id is None else next_id),
                         "calibration": calibration,
                         "vectors": {"file": name, "rows": int(len(vectors)), "sha256": hashlib.sha256(data).hexdigest()}}
             manifest["checksum"] = _checksum(manifest)
             atomic_write_text(self.folder / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
         except BaseException:
-            for leftover in [name, *written]:  # the old manifest still names only the old files
-                with contextlib.suppress(OSError):
-                    (self.folder / leftover).unlink()
+            if not _names_vectors(self.folder, name):  # the old manifest still names only the old files
+                for leftover in [name, *written]:
+                    with contextlib.suppress(OSError):
+                        (self.folder / leftover).unlink()
             raise
         self.__init__(self.folder, manifest, np.ascontiguousarray(vectors, np.float32))
         if old:
@@ -289,6 +304,38 @@ class Gallery:
         for crop in old_crops - {r.crop for r in self.refs}:
             with contextlib.suppress(OSError):
                 (self.folder / crop).unlink()
+
+
+def _check_entries(manifest: dict) -> int:
+    """Check the SKU list's shape (unique names and ids, crop files named ``refs/rNNNNNN.jpg`` so that nothing
+    outside ``refs/`` is ever read or removed); returns the number of references. Raises ValueError/TypeError."""
+    names, ids, rows = set(), set(), 0
+    for s in manifest["skus"]:
+        if not isinstance(s["name"], str) or s["name"] in names:
+            raise ValueError(f"SKU name {s['name']!r} repeated or not a string")
+        names.add(s["name"])
+        for r in s["refs"]:
+            if not isinstance(r["crop"], str) or not _CROP_NAME.match(r["crop"]) or r["id"] in ids:
+                raise ValueError(f"reference {r.get('id')!r} of {s['name']!r}: bad id or crop file {r.get('crop')!r}")
+            if r["crop"] != f"refs/{r['id']}.jpg" or not isinstance(r["source"], str):
+                raise ValueError(f"reference {r['id']!r} of {s['name']!r}: crop file or source mismatch")
+            ids.add(r["id"])
+            rows += 1
+    int(manifest["next_id"])
+    return rows
+
+
+def _names_vectors(folder: Path, name: str) -> bool:
+    """True when ``folder``'s manifest on disk names the vectors file ``name`` (the commit happened after all)."""
+    try:
+        return json.loads((folder / MANIFEST).read_text("utf-8")).get("vectors", {}).get("file") == name
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _embedder_text(identity: dict) -> str:
+    """``imagenet (a7245ec4e563, 128 px)`` for messages."""
+    return f"{identity.get('name')} ({str(identity.get('sha256'))[:12]}, {identity.get('image_size')} px)"
 
 
 def _write_crop(path: Path, crop: np.ndarray) -> None:

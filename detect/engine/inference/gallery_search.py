@@ -80,7 +80,8 @@ def calibrate_threshold(index: VectorIndex, seed: int = 0) -> tuple[float | None
     Each sampled reference is a query with itself left out: its best similarity to another reference of its own
     SKU is a *genuine* score, to a reference of any other SKU an *impostor* score (what a product that was
     never enrolled would reach). The threshold is the equal-error point of the two: as many genuine scores
-    fall below it as impostor scores reach it. Returns ``(threshold or None, {"genuine", "impostor",
+    fall below it as impostor scores reach it (halfway to the next lower score, so the weakest accepted score
+    is not on the edge). Returns ``(threshold or None, {"genuine", "impostor",
     "error_rate"})``; None when there is no genuine pair (every SKU has one reference) or one SKU only.
     """
     n = len(index)
@@ -114,4 +115,8 @@ def calibrate_threshold(index: VectorIndex, seed: int = 0) -> tuple[float | None
     far = 1.0 - np.searchsorted(m, candidates, side="left") / len(m)  # impostors at or above it: accepted
     best = int(np.argmin(np.abs(frr - far) + 1e-9 * candidates))
     info["error_rate"] = round(float((frr[best] + far[best]) / 2), 4)
-    return round(float(candidates[best]), 6), info
+    # No score lies between the next lower candidate and this one: their midpoint makes the same decisions on the
+    # references and leaves a margin on both sides (the candidate itself would sit on its weakest genuine score).
+    # Not rounded: a rounded threshold could step over the score it was chosen at.
+    low = float(candidates[best - 1]) if best > 0 else float(candidates[best]) - 1e-3
+    return (low + float(candidates[best])) / 2, info
