@@ -77,7 +77,7 @@ def tiny_checkpoint(path: Path, class_names: list[str], product: bool) -> Path:
     from detect.models.build import build_model
 
     torch.manual_seed(0)
-    cfg = config_from_dict({"model": {"name": "ssd", "backbone_weights": "none"},
+    cfg = config_from_dict({"model": {"name": "ssd", "backbone_weights": "none", "max_detections": 8},
                             "data": {"image_size": DET_SIZE, "class_agnostic": product}})
     model = build_model(cfg.model, len(class_names))
     return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "class_names": class_names})
@@ -129,19 +129,20 @@ def test_open_loads_the_gallerys_own_embedder_and_refuses_a_changed_one(gallery,
 def test_predict_gallery_names_boxes_in_json_csv_labels_and_counts(shelves, gallery, product_pt, tmp_path, capsys):
     out = tmp_path / "pred"
     assert main(["predict", "--weights", str(product_pt), str(shelves["images"]), "-o", str(out), "--conf", "0.0",
-                 "--gallery", str(gallery), "--csv", "--device", "cpu", "--save-labels", "voc"]) == 0
+                 "--gallery", str(gallery), "--csv", "--device", "cpu", "--save-labels", "voc",
+                 "--unknown-below", "-1"]) == 0  # random boxes: named, never unknown
     printed = capsys.readouterr().out
     doc = json.loads((out / "predictions.json").read_text())
     skus = {"brand_a", "brand_b", "brand_c"}
     dets = [d for e in doc["images"] for d in e["detections"]]
     assert dets and doc["class_names"] == [*sorted(skus), UNKNOWN] and doc["detector_class_names"] == ["product"]
     for d in dets:
-        assert d["sku"] == d["class_name"] and d["sku"] in skus | {UNKNOWN}
+        assert d["sku"] == d["class_name"] and d["sku"] in skus
         assert -1.0 <= d["sku_similarity"] <= 1.0 + 1e-6
         assert 1 <= len(d["sku_alternatives"]) <= 3 and {a["sku"] for a in d["sku_alternatives"]} <= skus
     summary = doc["summary"]
     assert summary["detector_counts"] == {"product": len(dets)} and sum(summary["class_counts"].values()) == len(dets)
-    assert summary["gallery"]["skus"] == 3
+    assert summary["gallery"]["skus"] == 3 and summary["gallery"]["unknown_below"] == -1
     assert f"product {len(dets)}; by SKU (3 in the gallery):" in printed
     with (out / "predictions.csv").open() as f:
         rows = list(csv.DictReader(f))
