@@ -33,7 +33,8 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
                      batch_size: int = 32, proposals: str | Path | None = None, max_dets: int | None = None,
                      log=print, report: str | Path | None = None, conf: float | None = None,
                      agnostic_nms: bool | None = None, gallery: str | Path | None = None,
-                     embedder: str | Path | None = None, gallery_score: str = "product") -> dict:
+                     embedder: str | Path | None = None, gallery_score: str = "product",
+                     gallery_min_score: float | None = None) -> dict:
     """Evaluate checkpoint ``weights`` on dataset ``data`` (the training letterbox size and eval settings).
 
     Writes, when ``out_json`` is given: the metrics JSON there, the COCO results beside it
@@ -46,7 +47,8 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     With ``gallery`` (and its ``embedder``, None = the one it names) the two-stage pipeline is evaluated instead: the
     detector's boxes (its recipe's ``model.score_thresh`` and up, NMS class-agnostic unless ``agnostic_nms=False``)
     are named by the gallery and scored against the dataset's own classes, matched to the SKUs by name
-    (:mod:`detect.verbs.evaluate_gallery`; ``gallery_score``: ``product`` or ``detector``).
+    (:mod:`detect.verbs.evaluate_gallery`; ``gallery_score``: ``product`` or ``detector``; ``gallery_min_score``: the
+    lowest detector score named, None = the recipe's ``model.score_thresh``).
     Returns the metrics dict.
     """
     if conf is not None and not 0.0 <= conf <= 1.0:  # also refuses NaN
@@ -92,7 +94,7 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
         results = predict_dataset(model, loader, dev, cfg.train.amp, progress=None)
         if recognizer is not None:
             results = name_results(results, ds.rs, recognizer, sku_label, ds.image_path, gallery_score,
-                                   cfg.model.score_thresh, log)
+                                   cfg.model.score_thresh if gallery_min_score is None else gallery_min_score, log)
         seconds = time.perf_counter() - t0
         limit = max_dets or cfg.eval.max_detections
         metrics = coco_evaluate(ds.rs, results, limit)
