@@ -74,7 +74,8 @@ def _eval(args: argparse.Namespace) -> int:
     metrics = evaluate_weights(
         args.weights, args.data, out_json=None if printed else args.json, device=args.device,
         batch_size=args.batch, proposals=args.proposals, report=args.report, conf=args.conf,
-        agnostic_nms=args.agnostic_nms, log=_to_stderr if printed else print,
+        agnostic_nms=args.agnostic_nms, log=_to_stderr if printed else print, gallery=args.gallery,
+        embedder=args.embedder,
     )
     if printed:
         print(json.dumps({k: v for k, v in metrics.items() if k != "pr_curve"}, indent=1))
@@ -92,9 +93,13 @@ def _predict(args: argparse.Namespace) -> int:
         args.weights, args.sources, args.out, conf=args.conf, device=args.device, csv=args.csv,
         draw=not args.no_draw, tile=args.tile, rows=not args.no_rows, batch_size=args.batch,
         proposals=args.proposals, exist_ok=args.exist_ok, save_labels=args.save_labels,
-        link_photos=args.link, agnostic_nms=args.agnostic_nms,
+        link_photos=args.link, agnostic_nms=args.agnostic_nms, gallery=args.gallery, embedder=args.embedder,
+        unknown_below=args.unknown_below,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary.get("class_counts", {}).items())
+    if "detector_counts" in summary:  # named by a gallery: the detector's classes, then the SKUs apart
+        counts = (", ".join(f"{k} {v}" for k, v in summary["detector_counts"].items()) or "none") + (
+            f"; by SKU ({summary['gallery']['skus']} in the gallery): {counts or 'none'}")
     for key in ("json", "csv", "out_dir"):
         if summary.get(key):
             summary[key] = _short(summary[key])
@@ -175,7 +180,7 @@ def _audit(args: argparse.Namespace) -> int:
     result = run_audit(
         args.weights, args.sources, args.out, planogram=args.planogram, conf=args.conf, device=args.device,
         tile=args.tile, truth=args.truth, min_gap=args.min_gap, brand_sep=args.brand_sep, draw=not args.no_draw,
-        batch_size=args.batch,
+        batch_size=args.batch, gallery=args.gallery, embedder=args.embedder, unknown_below=args.unknown_below,
     )
     print("\n".join(format_summary(result)))
     return 1 if result["summary"]["photos"] == 0 else 0
@@ -194,6 +199,17 @@ def _agnostic_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=None,
                    help="one NMS over all classes (one box per product on dense shelves); default: as trained "
                         "(model.agnostic_nms)")
+
+
+def _gallery_flags(p: argparse.ArgumentParser, unknown: bool = True) -> None:
+    p.add_argument("--gallery", default=None, metavar="GALLERY",
+                   help="name every box by this SKU gallery (`retail-detect gallery build`): class names become SKUs")
+    p.add_argument("--embedder", default=None, help="with --gallery: its embedder (imagenet or a checkpoint; "
+                   "default: the one the gallery names)")
+    if unknown:
+        p.add_argument("--unknown-below", type=float, default=None, metavar="SIM",
+                       help="with --gallery: a box less similar than this to every SKU is `unknown` (default: the "
+                            "gallery's calibrated threshold)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write an HTML report (DIR/index.html, metrics.json, per_class.csv); DIR2, ... when DIR holds files")
     p.add_argument("--conf", type=float, default=None,
                    help="confidence of the report's counts and galleries (default: the one that miscounts least)")
+    _gallery_flags(p, unknown=False)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="detect products in images, folders or globs")
@@ -266,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-labels", choices=["voc", "coco", "yolo", "cvat", "labelstudio"], default=None,
                    help="also write the detections as labels of this format in OUT/labels/ (with copies of the "
                         "photos beside them) to correct in labelImg, CVAT or Label Studio")
+    _gallery_flags(p)
     p.add_argument("--link", action="store_true",
                    help="with --save-labels: hard-link the photos instead of copying them (no extra disk space, "
                         "but a photo edited in place there changes the original too)")
@@ -286,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", choices=["auto", "on", "off"], default="auto", help="tiled inference for large photos")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--no-draw", action="store_true", help="do not write the drawn photos")
+    _gallery_flags(p)
     p.set_defaults(func=_audit)
 
     p = sub.add_parser("bench", help="speed of our detectors against torchvision peers, same backbone")

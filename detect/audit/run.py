@@ -29,6 +29,7 @@ from detect.engine.inference.predictor import Predictor
 from detect.engine.inference.sources import expand_sources
 from detect.engine.inference.tiling import TileOptions
 from detect.verbs import predict_output as po
+from detect.verbs.sku_stage import open_stage
 
 
 def _usable(folder: Path) -> bool:
@@ -73,6 +74,9 @@ def run_audit(
     workers: int = 2,
     image_size: int | None = None,
     log: Callable[[str], None] = print,
+    gallery: str | Path | None = None,
+    embedder: str | Path | None = None,
+    unknown_below: float | None = None,
 ) -> dict:
     """Audit every photo of ``sources`` (``log``: where warnings such as a skipped photo go).
 
@@ -88,6 +92,8 @@ def run_audit(
         row_gap: shelf-row split (see :func:`detect.verbs.shelf_rows.assign_rows`).
         brand_sep: brand = class name up to this separator, unless the plan's ``brands`` maps it.
         draw: write the drawn photos.
+        gallery, embedder, unknown_below: name every box by this SKU gallery (:mod:`detect.verbs.sku_stage`): the
+            audit is then by SKU (plan classes are gallery SKUs; ``unknown`` below the threshold).
 
     Returns:
         ``summary`` (:func:`detect.audit.report.summarize`), ``accuracy`` (or None), ``skipped``, ``tiled``,
@@ -105,10 +111,12 @@ def run_audit(
     check_output_folder(out, [s.path for s in src.files], src.dirs)
     check_writable_dir(out, create=False)  # a read-only or full disk: one line naming it, before the model loads
     protected = {s.path.resolve() for s in src.files}
+    stage = open_stage(gallery, embedder, unknown_below, device)
     predictor = Predictor.from_weights(weights, device=device, conf=conf, image_size=image_size,
-                                       tile=TileOptions(mode=tile), batch_size=batch_size)
+                                       tile=TileOptions(mode=tile), batch_size=batch_size,
+                                       agnostic_nms=True if stage is not None else None)
     check_proposals_arg(predictor.model, predictor.config.model.name, weights, None)
-    names = predictor.class_names
+    names = predictor.class_names if stage is None else stage.names
     if plan is not None:
         plan.check_classes(names)
 
@@ -116,12 +124,12 @@ def run_audit(
     errors: list[dict] = []
     without_plan: list[str] = []
     tiled = drawn = 0
-    for p in predictor.iter_predictions(src, keep_images=draw, workers=workers):
+    for p in predictor.iter_predictions(src, keep_images=draw or stage is not None, workers=workers):
         if p.error is not None:
             log(f"warning: skipped {p.error}")
             errors.append(p.error.to_dict())
             continue
-        r = p.result
+        r = p.result if stage is None else stage.apply(p.image, p.result, predictor.class_names)
         bay = plan.bay_for(p.source.path) if plan is not None else None
         if plan is not None and bay is None:
             without_plan.append(str(p.source.path))
@@ -151,6 +159,9 @@ def run_audit(
         "skipped": len(errors), "tiled": tiled, "drawn": drawn, "without_plan": without_plan,
         "out_dir": str(out), "html_name": HTML_NAME,
     }
+    if stage is not None:
+        result["gallery"] = stage.describe()
+        result["detector_counts"] = dict(sorted(stage.detector_totals.items()))
     check_writable_dir(out)
     result["csv"] = str(report.write_csv(out, photos))
     result["html"] = str(write_html(out, result, photos, errors))

@@ -22,15 +22,19 @@ from detect.engine.inference.evaluator import (
     predict_dataset,
     write_results,
 )
+from detect.engine.inference.recognize import Recognizer
 from detect.engine.runtime.checkpoint import load_model
 from detect.engine.runtime.device import resolve_device
 from detect.engine.training.prepare import drop_unreadable
+from detect.verbs.evaluate_gallery import gallery_classes, name_results
 
 
 def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path | None = None, device: str = "auto",
                      batch_size: int = 32, proposals: str | Path | None = None, max_dets: int | None = None,
                      log=print, report: str | Path | None = None, conf: float | None = None,
-                     agnostic_nms: bool | None = None) -> dict:
+                     agnostic_nms: bool | None = None, gallery: str | Path | None = None,
+                     embedder: str | Path | None = None, gallery_score: str = "product",
+                     gallery_min_score: float | None = None) -> dict:
     """Evaluate checkpoint ``weights`` on dataset ``data`` (the training letterbox size and eval settings).
 
     Writes, when ``out_json`` is given: the metrics JSON there, the COCO results beside it
@@ -39,6 +43,12 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     in a hidden folder beside it and renamed at the end, so a failed run leaves no half-written report);
     ``conf`` is its confidence (None: the one that minimises count errors). A product detector (its recipe's
     ``data.class_agnostic``) is evaluated on the labels with every class merged into ``product``, as it was trained.
+
+    With ``gallery`` (and its ``embedder``, None = the one it names) the two-stage pipeline is evaluated instead: the
+    detector's boxes (its recipe's ``model.score_thresh`` and up, NMS class-agnostic unless ``agnostic_nms=False``)
+    are named by the gallery and scored against the dataset's own classes, matched to the SKUs by name
+    (:mod:`detect.verbs.evaluate_gallery`; ``gallery_score``: ``product`` or ``detector``; ``gallery_min_score``: the
+    lowest detector score named, None = the recipe's ``model.score_thresh``).
     Returns the metrics dict.
     """
     if conf is not None and not 0.0 <= conf <= 1.0:  # also refuses NaN
@@ -48,11 +58,20 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
         out = check_output(out_json, "metrics", inputs, flag="--json")
         check_output(out.with_name(out.stem + "_results.json"), "results", inputs, flag="--json (results)")
         check_output(out.with_name(out.stem + "_pr.png"), "plot", inputs, flag="--json (PR plot)")
+    if gallery is None and embedder is not None:
+        raise InvalidInput("--embedder applies to --gallery (the boxes named by a SKU gallery); give --gallery GALLERY")
     dev = resolve_device(device)
+    recognizer = Recognizer.open(gallery, embedder, device=device) if gallery is not None else None
+    if recognizer is not None and agnostic_nms is None:
+        agnostic_nms = True  # the detector's classes are replaced by SKUs: one box per product
     model, class_names, cfg = load_model(weights)
     model.post = model.post.replace(score_thresh=cfg.eval.score_thresh, max_detections=max_dets or cfg.eval.max_detections,
                                     agnostic=agnostic_nms)  # None keeps the recipe's model.agnostic_nms
-    if cfg.data.class_agnostic:  # a product detector: the labels' classes merged into one, as in training
+    if recognizer is not None:  # the dataset's own classes; the gallery's SKUs are matched to them by name
+        rs, sku_label = gallery_classes(select_split(load_any(data, None, log), "eval", str(data), log),
+                                        recognizer.skus, log)
+        class_names = rs.class_names
+    elif cfg.data.class_agnostic:  # a product detector: the labels' classes merged into one, as in training
         rs = merge_classes(select_split(load_any(data, None, log), "eval", str(data), log))
     else:
         rs = select_split(load_any(data, class_names, log), "eval", str(data), log)  # in the checkpoint's order
@@ -73,10 +92,14 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
         model = model.to(dev)
         t0 = time.perf_counter()
         results = predict_dataset(model, loader, dev, cfg.train.amp, progress=None)
+        if recognizer is not None:
+            results = name_results(results, ds.rs, recognizer, sku_label, ds.image_path, gallery_score,
+                                   cfg.model.score_thresh if gallery_min_score is None else gallery_min_score, log)
         seconds = time.perf_counter() - t0
         limit = max_dets or cfg.eval.max_detections
         metrics = coco_evaluate(ds.rs, results, limit)
-        log(f"{weights} on {data} ({len(ds)} images, {len(results)} detections)")
+        named = f" named by {gallery} ({len(recognizer.skus)} SKUs)" if recognizer is not None else ""
+        log(f"{weights}{named} on {data} ({len(ds)} images, {len(results)} detections)")
         log(format_metrics(metrics, limit))
         if out_json is not None:
             out = Path(out_json)
@@ -90,6 +113,8 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
                      "model": f"{cfg.model.name} ({cfg.model.backbone})", "dataset": str(data),
                      "image_size": cfg.data.image_size, "device": str(dev), "eval_seconds": round(seconds, 2),
                      "ms_per_image": round(1000 * seconds / max(len(ds), 1), 1)}
+            if recognizer is not None:
+                facts["gallery"] = f"{gallery} ({len(recognizer.skus)} SKUs, embedder {recognizer.embedder.name})"
             from detect.report.build import write_report
 
             r = write_report(results, ds.rs, stage.path, metrics, facts, conf, max_dets=limit, log=log)

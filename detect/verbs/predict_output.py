@@ -61,6 +61,9 @@ def image_entry(
     Args:
         result: ``boxes`` ``[K, 4]`` xyxy original pixels, ``scores`` ``[K]``, ``labels`` ``[K]`` in 1..C.
         rows: int64 ``[K]`` shelf row per detection, or None (``row`` is then null).
+            With a gallery (:mod:`detect.verbs.sku_stage`) ``result`` also holds ``sku_similarity`` ``[K]`` and
+            ``sku_alternatives``: each detection then gets ``sku``, ``sku_similarity`` and ``sku_alternatives``
+            (``[{"sku", "similarity"}, ...]``).
         row_summary, counts: per-row and per-class counts (see :mod:`detect.verbs.shelf_rows`).
     """
     boxes = np.round(_np(result.get("boxes"), np.float64, (-1, 4)), 2).tolist()
@@ -72,6 +75,11 @@ def image_entry(
         {"box": b, "score": s, "class_name": n, "label": k, "row": r}
         for b, s, n, k, r in zip(boxes, scores, names, labels, row_list)
     ]
+    if "sku_similarity" in result:  # named by a gallery (detect.verbs.sku_stage): class_name is the SKU
+        sims = np.round(_np(result["sku_similarity"], np.float64), 4).tolist()
+        for d, sim, alts in zip(dets, sims, result["sku_alternatives"]):
+            d.update({"sku": d["class_name"], "sku_similarity": sim,
+                      "sku_alternatives": [{"sku": a, "similarity": round(float(v), 4)} for a, v in alts]})
     return {
         "path": str(path),
         "width": int(width),
@@ -96,14 +104,19 @@ def write_json(out_dir: str | Path, images: list[dict], errors: list[dict], meta
 
 
 def write_csv(out_dir: str | Path, images: list[dict]) -> Path:
-    """Write ``DIR/predictions.csv`` atomically: one row per detection of the :func:`image_entry` dicts."""
+    """Write ``DIR/predictions.csv`` atomically: one row per detection of the :func:`image_entry` dicts (with
+    ``sku``, ``sku_similarity`` and ``sku_alternatives`` (``sku:similarity;...``) columns when a gallery named them)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image", "x1", "y1", "x2", "y2", "score", "class_name", "row"])
+    named = any("sku" in d for e in images for d in e["detections"])
+    w.writerow(["image", "x1", "y1", "x2", "y2", "score", "class_name", "row"]
+               + (["sku", "sku_similarity", "sku_alternatives"] if named else []))
     for entry in images:
         for d in entry["detections"]:
             row = "" if d["row"] is None else d["row"]
-            w.writerow([entry["path"], *d["box"], d["score"], d["class_name"], row])
+            sku = [d.get("sku", ""), d.get("sku_similarity", ""),
+                   ";".join(f"{a['sku']}:{a['similarity']}" for a in d.get("sku_alternatives", []))] if named else []
+            w.writerow([entry["path"], *d["box"], d["score"], d["class_name"], row, *sku])
     return atomic_write_text(Path(out_dir) / CSV_NAME, buf.getvalue())
 
 

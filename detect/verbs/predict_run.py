@@ -29,6 +29,7 @@ from detect.verbs.predict_labels import FORMATS as LABEL_FORMATS
 from detect.verbs.predict_labels import check_labels_folder
 from detect.verbs.predict_labels import save_labels as write_labels
 from detect.verbs.shelf_rows import class_counts, group_rows
+from detect.verbs.sku_stage import open_stage
 
 
 def run_predict(
@@ -55,6 +56,9 @@ def run_predict(
     save_labels: str | None = None,
     link_photos: bool = False,
     agnostic_nms: bool | None = None,
+    gallery: str | Path | None = None,
+    embedder: str | Path | None = None,
+    unknown_below: float | None = None,
 ) -> dict:
     """Predict every image of ``sources`` and write the outputs into ``out_dir``.
 
@@ -84,11 +88,17 @@ def run_predict(
             (``voc``, ``coco``, ``yolo``, ``cvat``, ``labelstudio``; :mod:`detect.verbs.predict_labels`).
         link_photos: hard-link the photos into ``labels/images/`` instead of copying them (a photo edited there
             in place then changes the original too).
+        gallery: a SKU gallery folder: every box is named by it (:mod:`detect.verbs.sku_stage`): class names become
+            its SKUs (``unknown`` below the threshold) everywhere downstream; NMS is class-agnostic unless
+            ``agnostic_nms=False``.
+        embedder: the gallery's embedder (``imagenet`` or a checkpoint); None = the one the gallery names.
+        unknown_below: similarity under which a box is ``unknown``; None = the gallery's calibrated threshold.
 
     Returns:
         Summary: ``images`` (predicted), ``errors``, ``detections``, ``class_counts``, ``tiled_images``,
         ``drawn``, ``seconds``, ``images_per_s``, ``device``, ``out_dir``, ``json``, ``csv``, ``labels``
-        (what :func:`~detect.verbs.predict_labels.save_labels` returned, or None).
+        (what :func:`~detect.verbs.predict_labels.save_labels` returned, or None); with a gallery also
+        ``detector_counts`` (the detector's own classes; ``class_counts`` then counts SKUs) and ``gallery``.
 
     Raises:
         OutputRefused: ``out_dir`` clashes with the inputs (nothing is written).
@@ -105,6 +115,9 @@ def run_predict(
     src = expand_sources(sources)
     check_output_folder(out_dir, [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
+    stage = open_stage(gallery, embedder, unknown_below, device)
+    if stage is not None and agnostic_nms is None:
+        agnostic_nms = True  # the detector's classes are replaced by SKUs: one box per product
     predictor = Predictor.from_weights(
         weights, device=device, conf=conf, image_size=image_size, use_ema=use_ema, tile=opts,
         batch_size=batch_size, agnostic_nms=agnostic_nms,
@@ -118,7 +131,7 @@ def run_predict(
         out = check_output_folder(folder, [s.path for s in src.files], src.dirs)
         if save_labels is not None:
             check_labels_folder(out)
-        names = predictor.class_names
+        names = predictor.class_names if stage is None else stage.names
         rels: list[str] = []  # mirror name of each entry (for --save-labels)
 
         entries: list[dict] = []
@@ -127,13 +140,17 @@ def run_predict(
         tiled = drawn = 0
         pending: list[tuple[str, Future]] = []
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            predictions = predictor.iter_predictions(src, keep_images=draw, workers=workers)
+            predictions = predictor.iter_predictions(src, keep_images=draw or stage is not None, workers=workers)
             for p in progress(predictions, len(src.files) + len(src.problems), "predict"):
                 if p.error is not None:
                     log(f"warning: skipped {p.error}")
                     errors.append(p.error.to_dict())
                     continue
                 r = p.result
+                if stage is not None:
+                    r = stage.apply(p.image, r, predictor.class_names)
+                    if not draw:
+                        p.image = None
                 row_ids, row_summary = (
                     group_rows(r["boxes"], r["labels"], names, row_gap) if rows else (None, None)
                 )
@@ -170,6 +187,9 @@ def run_predict(
             "csv": str(csv_path) if csv_path else None,
             "labels": labels,
         }
+        if stage is not None:
+            summary["detector_counts"] = dict(sorted(stage.detector_totals.items()))
+            summary["gallery"] = stage.describe()
         meta = {
             "weights": str(weights),
             "class_names": names,
@@ -179,6 +199,8 @@ def run_predict(
             "tile": {"mode": opts.mode, "size": opts.tile_side(predictor.image_size), "overlap": opts.overlap},
             "summary": summary,
         }
+        if stage is not None:
+            meta["detector_class_names"] = predictor.class_names
         summary["json"] = str(po.write_json(out, entries, errors, meta))
         return summary
 
