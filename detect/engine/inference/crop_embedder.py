@@ -98,7 +98,7 @@ class CropEmbedder:
         model = build_embedder(settings, pretrained=False)
         state = _ema_state(ckpt.get("ema")) if use_ema else None
         load_state_strict(model, _strip_prefixes(state if state is not None else ckpt["model"]), spec)
-        return cls(model, str(spec), device, batch_size, [str(c) for c in ckpt.get("class_names", [])])
+        return cls(model, str(Path(spec).resolve()), device, batch_size, [str(c) for c in ckpt.get("class_names", [])])
 
     def identity(self) -> dict:
         """What a gallery stores to recognise this embedder: ``{"name", "sha256", "kind", "dim", "image_size"}``."""
