@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("embedder", help="the product embedder that names each detected facing")
-    esub = p.add_subparsers(dest="embedder_verb", required=True)
+    esub = p.add_subparsers(dest="embedder_verb", required=True, metavar="{train}")
     e = esub.add_parser("train", help="train the embedder on product crops (metric learning)")
     e.add_argument("data", nargs="?", default=None,
                    help="class folders (one product per photo, the class = the innermost folder) or any labelled "

@@ -34,6 +34,9 @@ class EmbedderModelConfig:
     image_size: int = option(128, at_least(32))  # the letterboxed crop's side
     gem_p: float = option(3.0, within(1, 8))
     dropout: float = option(0.0, within(0, 1, "[)"))
+    # pca: the projection starts as the PCA of the train crops' ImageNet features and each proxy as its class's
+    # mean vector (training starts near the ImageNet baseline); random: PyTorch's default initialisation
+    init: str = option("pca", choices=("pca", "random"))
 
 
 @dataclass
@@ -75,6 +78,7 @@ class EmbedderTrainConfig:
     gamma: float = option(0.1, within(0, 1, "(]"))
     plateau_patience: int = 3  # unused (no plateau schedule here); LRSchedule reads it
     grad_clip: float = option(10.0, at_least(0))
+    freeze_bn: bool = True  # keep the backbone's BatchNorm statistics (ImageNet's): small P x K batches
     ema: bool = False
     ema_decay: float = option(0.999, within(0, 1, "()"))
     eval_every: int = option(1, at_least(1))

@@ -28,7 +28,7 @@ from torch import nn
 from data_tools.atomic import atomic_write_text
 from data_tools.errors import CannotRun, InvalidInput
 from detect.config_embedder import EmbedderConfig
-from detect.data.crop_augment import ClassBalancedBatches, CropAugmenter, box_crops
+from detect.data.crop_augment import ClassBalancedBatches, CropAugmenter, box_crops, letterboxed_batch
 from detect.data.crops import CropSet, keep_classes, load_crops, split_per_class
 from detect.engine.inference.crop_embedder import EMBEDDER_KIND
 from detect.engine.inference.embedder_eval import crop_top1
@@ -98,6 +98,38 @@ def build_optimizer(model: Embedder, loss: ProxyLoss, cfg: EmbedderConfig) -> to
     if t.optimizer == "adam":
         return torch.optim.Adam(groups, lr=t.lr, betas=tuple(t.betas))
     return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas))
+
+
+@torch.no_grad()
+def warm_start(model: Embedder, loss: ProxyLoss, crops: list, labels: np.ndarray, device,
+               batch_size: int = 64) -> None:
+    """Start near the ImageNet baseline: ``model.project`` (``Linear(1280, dim)``) becomes the PCA of the pooled
+    features of ``crops`` (weight = the top ``dim`` principal directions ``[dim, 1280]``, bias = minus the projected
+    mean) and each proxy the mean vector of its class's crops (int64 ``labels [N]``)."""
+    model.eval()
+    feats = torch.cat([model.features(letterboxed_batch(crops[i:i + batch_size], model.settings.image_size)
+                                      .to(device)).float().cpu() for i in range(0, len(crops), batch_size)])
+    mean = feats.mean(0)
+    _, _, v = torch.linalg.svd(feats - mean, full_matrices=False)  # v: [min(N, 1280), 1280]
+    dim = model.project.out_features
+    weight = torch.zeros(dim, feats.shape[1])
+    weight[:min(dim, len(v))] = v[:dim]
+    model.project.weight.copy_(weight.to(device))
+    model.project.bias.copy_((-(weight @ mean)).to(device))
+    vectors = torch.nn.functional.normalize((feats - mean) @ weight.T, dim=1)
+    for k in range(loss.proxies.shape[0]):
+        members = vectors[torch.from_numpy(labels == k)]
+        if len(members):
+            loss.proxies[k] = torch.nn.functional.normalize(members.mean(0), dim=0).to(loss.proxies.device)
+
+
+def _train_mode(model: Embedder, freeze_bn: bool) -> None:
+    """``model.train()``, the backbone's BatchNorm layers left in eval mode with ``freeze_bn``."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
 
 
 def _settings(cfg: EmbedderConfig) -> EmbedderSettings:
@@ -176,6 +208,8 @@ def _fit(cfg: EmbedderConfig, out: Path, log) -> dict:
     ema = ModelEMA(model, t.ema_decay, ramp=200.0) if t.ema else None
     augment = CropAugmenter(cfg.augment, cfg.model.image_size, t.seed)
     state, resume_rng = TrainState(), None
+    if cfg.model.init == "pca" and not t.resume:
+        warm_start(model, loss, refs, train.labels, device)
     if t.resume:
         state = _restore(t.resume, model, loss, optimizer, schedule, ema, names)
         resume_rng = torch.get_rng_state()
@@ -249,7 +283,7 @@ def _train_epoch(model, loss, optimizer, schedule, ema, augment: CropAugmenter, 
     augment.set_seed(seed)
     torch.manual_seed(seed)
     skip = state.batch
-    model.train()
+    _train_mode(model, t.freeze_bn)
     total = torch.zeros(())
     steps = seen = position = 0
     start = time.perf_counter()
