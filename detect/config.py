@@ -338,19 +338,26 @@ def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def read_recipe(path: str | Path | None) -> dict:
+    """The sections of a recipe YAML (``{}`` when ``path`` is None); one :class:`ConfigError` line for a missing
+    file, invalid YAML or a top level that is not a mapping."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of sections")
+    return values
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a recipe YAML (or the defaults when ``path`` is None) and apply overrides."""
-    values: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML: {exc}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections")
+    values = read_recipe(path)
     try:
         return config_from_dict(values, overrides)
     except ConfigError as exc:

@@ -9,11 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from detect.config import ConfigError, _build, _check, _merge, _plain, parse_overrides
+from detect.config import ConfigError, _build, _check, _merge, _plain, parse_overrides, read_recipe
 from detect.models.embedder_loss import LOSSES
 from detect.models.options import PROBABILITY, above, at_least, option, within
 
@@ -113,17 +110,7 @@ def embedder_config_from_dict(values: dict, overrides: list[str] | None = None) 
 
 def load_embedder_config(path: str | Path | None, overrides: list[str] | None = None) -> EmbedderConfig:
     """Read an embedder recipe YAML (the defaults when ``path`` is None) and apply overrides."""
-    values: Any = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML: {' '.join(str(exc).split())}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections")
+    values = read_recipe(path)
     try:
         return embedder_config_from_dict(values, overrides)
     except ConfigError as exc:

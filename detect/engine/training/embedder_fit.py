@@ -44,7 +44,8 @@ from detect.engine.runtime.threads import apply_plan, plan_threads
 from detect.engine.training.ema import ModelEMA
 from detect.engine.training.history import history_row
 from detect.engine.training.optim import param_groups
-from detect.engine.training.run_checkpoints import save_policy, save_run_checkpoints
+from detect.engine.training.resume import refuse_older_than_last
+from detect.engine.training.run_checkpoints import restore_training, save_policy, save_run_checkpoints
 from detect.engine.training.run_writers import RunWriters
 from detect.engine.training.schedule import LRSchedule
 from detect.engine.training.train_state import TrainState
@@ -157,15 +158,8 @@ def _restore(path: str, model, loss, optimizer, schedule, ema, class_names: list
                               f"{len(class_names)} (same data and --classes as the run, please)")
     load_state_strict(model, ckpt["model"], path)
     load_state_strict(loss, ckpt["loss"], path)
-    try:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: its optimizer state does not fit this recipe ({exc})") from None
-    schedule.load_state_dict(ckpt["schedule"])
-    if ema is not None and ckpt.get("ema") is not None:
-        ema.load_state_dict(ckpt["ema"], ckpt["ema_updates"])
-    torch.set_rng_state(ckpt["rng"])
-    return TrainState.from_checkpoint(ckpt)
+    refuse_older_than_last(path, ckpt)
+    return restore_training(ckpt, path, optimizer, schedule, ema)
 
 
 def _evaluate(model: Embedder, train: CropSet, val: CropSet, refs: list, queries: list, device) -> dict:

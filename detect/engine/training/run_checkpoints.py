@@ -73,6 +73,12 @@ def restore(path: str, model, optimizer, schedule, ema, class_names: list[str]) 
                               f"but data.train has {len(class_names)} ({_names(class_names)})")
     refuse_older_than_last(path, ckpt)
     load_state_strict(unwrap(model), ckpt["model"], path)
+    return restore_training(ckpt, path, optimizer, schedule, ema), ckpt["rng"]
+
+
+def restore_training(ckpt: dict, path: str, optimizer, schedule, ema) -> TrainState:
+    """Put a loaded training checkpoint's optimizer, schedule, EMA and torch RNG back (the model's weights are the
+    caller's); returns its progress. Shared by the detector's and the embedder's resume."""
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError) as exc:
@@ -81,7 +87,7 @@ def restore(path: str, model, optimizer, schedule, ema, class_names: list[str]) 
     if ema is not None and ckpt.get("ema") is not None:
         ema.load_state_dict(ckpt["ema"], ckpt["ema_updates"])
     torch.set_rng_state(ckpt["rng"])
-    return TrainState.from_checkpoint(ckpt), ckpt["rng"]
+    return TrainState.from_checkpoint(ckpt)
 
 
 def _names(names: list[str], n: int = 6) -> str:
