@@ -22,7 +22,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     a.set_title("training loss")
     if a.lines:
         a.legend(fontsize=7)
-    for key in ("AP", "AP50"):
+    for key in ("AP", "AP50", "top1"):  # top1: the embedder's nearest-neighbour accuracy
         pts = [(h["epoch"], h[key]) for h in history if key in h]
         if pts:
             b.plot(*zip(*pts), marker="o", label=f"val {key}")
