@@ -155,6 +155,7 @@ def bench_embedder(embedder, refs: Crops, queries: Crops, classes: tuple[list, l
 def run_gallery_bench(data: str, embedders: Sequence[str | object], queries: str | None = None,
                       query_fraction: float = 0.3, new_classes: str | None = None, new_fraction: float = 0.5,
                       unknown_fraction: float = 0.0, shots: Sequence[int] = (1, 5, 10), old_shots: int | None = None,
+                      queries_per_class: int | None = None,
                       seed: int = 0, image_size: int | None = None, batch: int = 64,
                       search_sizes: Sequence[int] = (1000, 100_000), json_out: str | None = None,
                       log: Callable[[str], None] = _stderr) -> dict:
@@ -167,6 +168,7 @@ def run_gallery_bench(data: str, embedders: Sequence[str | object], queries: str
         queries: the query crops (another split); None: ``query_fraction`` of ``data``'s photos.
         new_classes, new_fraction, unknown_fraction, seed: the class split (:func:`choose_classes`).
         shots: the K of the new classes' enrolment; ``old_shots``: the old classes' (None: all).
+        queries_per_class: at most this many query crops per class (seeded; None: all).
         image_size: the imagenet embedder's input side (default 128); ``batch``: crops per forward pass.
         search_sizes: gallery sizes (random unit vectors) of the search timing; empty: none.
     """
@@ -182,6 +184,10 @@ def run_gallery_bench(data: str, embedders: Sequence[str | object], queries: str
     classes = choose_classes(sorted(set(refs.names), key=list(dict.fromkeys(refs.names)).index), new_classes,
                              new_fraction, unknown_fraction, seed, data)
     old, new, unknown = classes
+    if queries_per_class is not None:
+        qs = qs.take(sorted(i for idx in pick(qs, sorted(set(qs.names)), queries_per_class, seed + 1).values()
+                            for i in idx))
+        log(f"queries: at most {queries_per_class} per class: {len(qs)} crops")
     log(f"classes: {len(old)} old, {len(new)} new ({', '.join(new[:4])}{', ...' if len(new) > 4 else ''})"
         + (f", {len(unknown)} never enrolled" if unknown else ""))
     loaded = []
@@ -199,7 +205,8 @@ def run_gallery_bench(data: str, embedders: Sequence[str | object], queries: str
             shutil.rmtree(work, ignore_errors=True)
     speed = search_speed(list(search_sizes), loaded[0].identity()["dim"] if loaded else 128, seed, log)
     result = result_json(started, {"data": data, "queries": queries, "query_fraction": None if queries else query_fraction,
-                                   "seed": seed, "shots": list(shots), "old_shots": old_shots, "old_classes": old,
+                                   "seed": seed, "shots": list(shots), "old_shots": old_shots,
+                                   "queries_per_class": queries_per_class, "old_classes": old,
                                    "new_classes": new, "unknown_classes": unknown,
                                    "reference_crops": len(refs), "query_crops": len(qs)}, runs, speed)
     if json_out is not None:
