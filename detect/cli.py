@@ -140,7 +140,8 @@ def _gallery_bench(args: argparse.Namespace) -> int:
         args.data, [e.strip() for e in args.embedder.split(",") if e.strip()], queries=args.queries,
         query_fraction=args.query_fraction, new_classes=args.new_classes, new_fraction=args.new_fraction,
         unknown_fraction=args.unknown_fraction, shots=parse_shots(args.shots),
-        old_shots=None if args.old_shots == "all" else parse_shots(args.old_shots)[0], seed=args.seed,
+        old_shots=args.old_shots if args.old_shots == "same" else None if args.old_shots == "all"
+        else parse_shots(args.old_shots)[0], seed=args.seed,
         queries_per_class=args.queries_per_class,
         image_size=args.size, batch=args.batch, search_sizes=parse_shots(args.search_sizes) if args.search_sizes else [],
         json_out=None if printed else args.json,
@@ -337,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-fraction", type=float, default=0.5)
     p.add_argument("--unknown-fraction", type=float, default=0.0, help="share of the classes never enrolled (open set)")
     p.add_argument("--shots", default="1,5,10", help="K: reference crops per new class (default 1,5,10)")
-    p.add_argument("--old-shots", default="all", help="reference crops per old class (default all)")
+    p.add_argument("--old-shots", default="all", help="reference crops per old class: all (default), N, or same "
+                   "(K at each K: every SKU as many references)")
     p.add_argument("--queries-per-class", type=int, default=None, help="at most this many query crops per class "
                    "(drawn with --seed; default all)")
     p.add_argument("--seed", type=int, default=0)

@@ -88,6 +88,16 @@ def test_enrolment_changes_nothing_already_enrolled(tiny, tmp_path):
     assert s["old_top1_after"] <= s["old_top1_before"] <= s["old_top1_after"] + lost + 1e-9
 
 
+def test_old_shots_same_gives_every_sku_as_many_references(tiny, capsys):
+    data, _ = tiny
+    assert main(["gallery-bench", str(data), "--size", "64", "--shots", "1,2", "--old-shots", "same",
+                 "--search-sizes", "", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["meta"]["old_shots"] == "same"
+    for s in res["runs"][0]["shots"]:
+        assert s["old_refs"] == s["k"] * len(res["meta"]["old_classes"]) and s["unchanged"]["ok"]
+
+
 def test_random_embedder_scores_near_chance(tmp_path):
     rs = make_tiny_dataset(tmp_path, images=40, classes=20, seed=1, size=(320, 240))
     save_dataset(rs, tmp_path / "d.pkl")

@@ -108,28 +108,42 @@ def _unchanged(before: Gallery, after: Gallery, old_answers: list, new_answers: 
 
 
 def bench_embedder(embedder, refs: Crops, queries: Crops, classes: tuple[list, list, list], shots: list[int],
-                   old_shots: int | None, seed: int, work: Path, log: Callable[[str], None]) -> dict:
-    """Every measurement of one embedder (see the module doc); ``work``: a scratch folder for its galleries."""
+                   old_shots: int | str | None, seed: int, work: Path, log: Callable[[str], None]) -> dict:
+    """Every measurement of one embedder (see the module doc); ``work``: a scratch folder for its galleries.
+    ``old_shots``: the old classes' reference crops each (None: all; ``"same"``: K at each K)."""
     old, new, unknown = classes
     q_idx = queries.of([*old, *new, *unknown])
     q = queries.take(q_idx)
     log(f"[{embedder.name}] embedding {len(q)} query crops")
     q_vec, embed_speed = embed_timed(embedder, q.crops)
     is_old, is_new = np.isin(q.names, old), np.isin(q.names, new)
-    chosen_old = pick(refs, old, old_shots, seed)
-    log(f"[{embedder.name}] enrolling {len(old)} old classes ({sum(map(len, chosen_old.values()))} references)")
-    base, old_seconds = _enrol(work / "old", embedder, refs, chosen_old)
-    old_before, old_answers = top1(base, q_vec[is_old], q.names[is_old])
+    bases: dict = {}
+
+    def base_for(k_old: int | None) -> tuple[Gallery, float | None, list, float]:
+        """The gallery of the old classes from ``k_old`` crops each (None: all): ``(gallery, old top-1, the old
+        queries' answers, enrolment seconds)``, made once per ``k_old``."""
+        if k_old not in bases:
+            chosen_old = pick(refs, old, k_old, seed)
+            log(f"[{embedder.name}] enrolling {len(old)} old classes ({sum(map(len, chosen_old.values()))} references)")
+            base, seconds = _enrol(work / f"old{k_old}", embedder, refs, chosen_old)
+            before, answers = top1(base, q_vec[is_old], q.names[is_old])
+            log(f"[{embedder.name}] old classes top-1 {before:.3f} on {int(is_old.sum())} crops; "
+                f"threshold {base.threshold}")
+            bases[k_old] = (base, before, answers, seconds)
+        return bases[k_old]
+
+    same = old_shots == "same"
+    base, old_before, old_answers, old_seconds = base_for(shots[0] if same else old_shots)
     run = {"embedder": embedder.name, "identity": embedder.identity(), "trained_on": len(embedder.class_names),
            "embed": embed_speed, "old": {"classes": len(old), "refs": len(base.refs), "queries": int(is_old.sum()),
                                          "top1": old_before, "enrol_seconds": round(old_seconds, 3),
                                          "chance": 1 / len(old)},
            "open_set_before": open_set(base, q_vec[is_old | is_new], q.names[is_old | is_new], new), "shots": []}
-    log(f"[{embedder.name}] old classes top-1 {old_before:.3f} on {int(is_old.sum())} crops; "
-        f"threshold {base.threshold}")
     for k in shots:
+        k_old = k if same else old_shots
+        base, old_before, old_answers, _ = base_for(k_old)
         folder = work / f"k{k}"
-        shutil.copytree(work / "old", folder)
+        shutil.copytree(base.folder, folder)
         chosen = pick(refs, new, k, seed)
         gallery, seconds = _enrol(folder, embedder, refs, chosen)
         new_top1, _ = top1(gallery, q_vec[is_new], q.names[is_new])
@@ -137,7 +151,7 @@ def bench_embedder(embedder, refs: Crops, queries: Crops, classes: tuple[list, l
         n_refs = sum(map(len, chosen.values()))
         row = {"k": k, "new_classes": len(new), "new_refs": n_refs,
                "new_short": sum(len(v) < k for v in chosen.values()), "new_queries": int(is_new.sum()),
-               "new_top1": new_top1, "old_top1_before": old_before, "old_top1_after": old_after,
+               "old_refs": len(base.refs), "new_top1": new_top1, "old_top1_before": old_before, "old_top1_after": old_after,
                "unchanged": _unchanged(base, gallery, old_answers, after_answers, new, q_vec[is_old]),
                "gallery_skus": len(gallery.skus), "gallery_refs": len(gallery.refs),
                "chance": 1 / len(gallery.skus), "enrol_seconds": round(seconds, 3),
@@ -154,7 +168,8 @@ def bench_embedder(embedder, refs: Crops, queries: Crops, classes: tuple[list, l
 
 def run_gallery_bench(data: str, embedders: Sequence[str | object], queries: str | None = None,
                       query_fraction: float = 0.3, new_classes: str | None = None, new_fraction: float = 0.5,
-                      unknown_fraction: float = 0.0, shots: Sequence[int] = (1, 5, 10), old_shots: int | None = None,
+                      unknown_fraction: float = 0.0, shots: Sequence[int] = (1, 5, 10),
+                      old_shots: int | str | None = None,
                       queries_per_class: int | None = None,
                       seed: int = 0, image_size: int | None = None, batch: int = 64,
                       search_sizes: Sequence[int] = (1000, 100_000), json_out: str | None = None,
@@ -167,7 +182,8 @@ def run_gallery_bench(data: str, embedders: Sequence[str | object], queries: str
             ``class_names``, for tests).
         queries: the query crops (another split); None: ``query_fraction`` of ``data``'s photos.
         new_classes, new_fraction, unknown_fraction, seed: the class split (:func:`choose_classes`).
-        shots: the K of the new classes' enrolment; ``old_shots``: the old classes' (None: all).
+        shots: the K of the new classes' enrolment; ``old_shots``: the old classes' (None: all; ``"same"``: K
+            at each K, every SKU with as many references).
         queries_per_class: at most this many query crops per class (seeded; None: all).
         image_size: the imagenet embedder's input side (default 128); ``batch``: crops per forward pass.
         search_sizes: gallery sizes (random unit vectors) of the search timing; empty: none.
