@@ -29,7 +29,8 @@ The kinds an output may be (:func:`check_output`'s ``kind``), recognised by thei
 - ``cvat`` / ``labelstudio`` / ``csv``: an ``export`` file of that format (CVAT's task name
   ``retail-detect export``, Label Studio tasks ``exported_by`` ``retail-detect``, our CSV header);
 - ``metrics`` / ``results``: ``eval --json``'s metrics (``{"AP": ...``) and COCO results (a list of
-  ``{"image_id": ...}``); ``bench``: ``bench --json``'s results (``{"meta": {... "torchvision": ...``);
+  ``{"image_id": ...}``); ``bench``: ``bench --json``'s results (``{"meta": {... "torchvision": ...``); ``gallery-bench``: ``gallery-bench
+  --json``'s (``{"meta": {"benchmark": "gallery-bench"``);
 - ``onnx``: an ONNX model PyTorch exported; ``torchscript``: a zip holding TorchScript ``code/`` (read
   from the zip's directory, never unpickled); ``export-meta``: the JSON written beside an export.
 """
@@ -81,6 +82,7 @@ KINDS: dict[str, tuple[Callable[[bytes, Path], bool], str]] = {
     "results": (lambda h, p: h.lstrip(_BOM_SPACE).startswith(b"[") and (b'"image_id"' in h[:64] or h.strip() == b"[]"),
                 "a COCO results JSON written by eval"),
     "bench": (lambda h, p: _json_obj(h) and b'"meta"' in h[:16] and b'"torchvision"' in h, "a bench JSON"),
+    "gallery-bench": (lambda h, p: _json_obj(h) and b'"benchmark": "gallery-bench"' in h[:64], "a gallery-bench JSON"),
     "onnx": (lambda h, p: h.startswith(b"\x08") and b"\x12\x07pytorch" in h[:32], "an ONNX model exported by PyTorch"),
     "torchscript": (_torchscript, "a TorchScript model"),
     "export-meta": (lambda h, p: _json_obj(h) and (b'"format": "onnx"' in h[:64] or b'"format": "torchscript"' in h[:64]),

@@ -64,3 +64,14 @@ def test_cli_dense_defaults_and_refusals(tmp_path, capsys):
     capsys.readouterr()
     assert main(["synth", "--dense", "--planogram", "configs/planogram_example.yaml", "-o", str(tmp_path / "p")]) == 1
     assert "--dense and --planogram" in capsys.readouterr().err
+
+
+def test_two_hundred_and_more_dense_brands_are_distinct_looks():
+    """Groups repeat their (shape, hue family) every CYCLE groups: past the first 60 brands the accent, pattern
+    order and aspect move, so 240 brands are 240 looks even without their letter; the first 60 are as before."""
+    brands = dense_brand_styles(240)
+    looks = {(b.shape, b.aspect, b.height, b.body, b.label, b.accent, b.pattern) for b in brands}
+    assert len(looks) == 240 and len({b.name for b in brands}) == 240
+    assert (brands[0].aspect, brands[0].pattern, brands[0].accent) == (0.3, "hstripes", (140, 105, 14))
+    for g in range(0, 240, GROUP):  # still look-alike groups of three
+        assert len({(b.shape, b.aspect, b.height) for b in brands[g:g + GROUP]}) == 1
