@@ -14,7 +14,7 @@ from data_tools.store import save_dataset
 from data_tools.synth import make_tiny_dataset
 from detect.cli import main
 from detect.config import ConfigError
-from detect.config_embedder import CropAugmentConfig, load_embedder_config
+from detect.config.embedder import CropAugmentConfig, load_embedder_config
 from detect.data.crop_augment import ClassBalancedBatches, CropAugmenter
 from detect.data.crops import is_class_folders, load_crops, read_class_list
 from detect.engine.inference.crop_embedder import CropEmbedder
@@ -207,7 +207,7 @@ def test_training_beats_the_imagenet_baseline_on_look_alike_brands(tmp_path, mon
 
     monkeypatch.chdir(tmp_path)
     save_dataset(make_dense_dataset(tmp_path / "d", images=16, classes=12, seed=0), tmp_path / "d.pkl")
-    from detect.config_embedder import embedder_config_from_dict
+    from detect.config.embedder import embedder_config_from_dict
     from detect.engine.training.embedder_fit import fit_embedder
 
     cfg = embedder_config_from_dict({}, ["data.train=d.pkl", "model.image_size=64", "train.epochs=4",

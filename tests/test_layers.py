@@ -29,7 +29,7 @@ PACKAGES = ("data_tools", "detect")
 FLOORS: list[tuple[int, tuple[str, ...]]] = [
     (0, ("data_tools",)),
     (1, ("detect.models",)),
-    (2, ("detect.config", "detect.config_embedder")),
+    (2, ("detect.config",)),
     (3, ("detect.data",)),
     (4, ("detect.engine.runtime", "detect.tables", "detect", "detect.engine")),
     (5, ("detect.engine.inference",)),

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from detect.config_embedder import CropAugmentConfig
+from detect.config.embedder import CropAugmentConfig
 from detect.data.augment import PAD_VALUE, letterbox
 from detect.data.crops import CropSet
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from detect.config_embedder import EmbedderConfig, embedder_config_from_dict, load_embedder_config
+from detect.config.embedder import EmbedderConfig, embedder_config_from_dict, load_embedder_config
 from detect.data.crops import read_class_list
 from detect.engine.runtime.checkpoint import CheckpointError, load_checkpoint
 from detect.engine.training.embedder_fit import fit_embedder

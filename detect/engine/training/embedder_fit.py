@@ -27,7 +27,7 @@ from torch import nn
 
 from data_tools.atomic import atomic_write_text
 from data_tools.errors import CannotRun, InvalidInput
-from detect.config_embedder import EmbedderConfig
+from detect.config.embedder import EmbedderConfig
 from detect.data.crop_augment import ClassBalancedBatches, CropAugmenter, box_crops, letterboxed_batch
 from detect.data.crops import CropSet, keep_classes, load_crops, split_per_class
 from detect.engine.inference.crop_embedder import EMBEDDER_KIND
