@@ -140,6 +140,7 @@ def test_two_epochs_write_checkpoints_crop_embedder_loads_then_resume(shelves, t
     assert main(["embedder", "train", str(shelves), "-o", "runs/e", "train.epochs=2", *TINY]) == 0
     out = capsys.readouterr().out
     assert "epoch 2/2" in out and "imagenet baseline" in out and "checkpoint runs/e/best.pt" in out
+    assert "val top-1 (and so best.pt) will say little" in out  # a handful of val crops: the run says so
     run = tmp_path / "runs" / "e"
     assert {"last.pt", "best.pt", "metrics.csv", "summary.json", "config.yaml"} <= {p.name for p in run.iterdir()}
     emb = CropEmbedder.load(run / "best.pt", device="cpu")

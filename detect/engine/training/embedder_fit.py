@@ -219,6 +219,10 @@ def _fit(cfg: EmbedderConfig, out: Path, log) -> dict:
         baseline = _evaluate(base, train, val, refs, queries, device)["top1"]
         log(f"imagenet baseline: val top-1 {baseline:.4f}")
         del base
+        if len(val) < 50 or baseline >= 0.98:
+            log(f"warning: {len(val)} val crops{' that the ImageNet baseline already names' if baseline >= 0.98 else ''}"
+                f": val top-1 (and so best.pt) will say little; check the embedder with `retail-detect gallery-bench` "
+                "on photos of another session, or give --val")
     budget_hit = False
     metrics: dict = {}
     with RunWriters(out) as writers:
