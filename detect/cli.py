@@ -1,4 +1,4 @@
-"""`retail-detect`: train, eval, predict, bench, tune, compare, export, demo.
+"""`retail-detect`: train, eval, predict, audit, bench, tune, compare, export, demo, gallery, embedder, gallery-bench.
 
 Each verb parses its arguments here and calls one plain function of the package; imports are lazy so
 `retail-detect --help` is instant.
@@ -50,20 +50,6 @@ def _train(args: argparse.Namespace) -> int:
     print(f"run folder {result['out_dir']}: " + (f"checkpoints {', '.join(written)}{size}; metrics "
                                                 f"{result['out_dir']}/metrics.csv"
                                                 if written else "no epoch trained, no checkpoint written"))
-    return 0
-
-
-def _embedder_train(args: argparse.Namespace) -> int:
-    from detect.verbs.embedder_train import embedder_recipe, run_embedder_train
-
-    data, overrides = args.data, list(args.overrides)
-    if data is not None and "=" in data and not Path(data).exists():  # no DATA (with --resume): an override
-        data, overrides = None, [data, *overrides]
-    if data is None and not args.resume:
-        raise InvalidInput("embedder train needs DATA: a folder of class folders or a labelled dataset "
-                           "(or --resume runs/embedder/last.pt)")
-    cfg = embedder_recipe(data, args.val, args.out, args.classes, args.config, args.resume, args.exist_ok, overrides)
-    run_embedder_train(cfg)
     return 0
 
 
@@ -134,26 +120,6 @@ def _bench(args: argparse.Namespace) -> int:
 
         _to_stderr(format_table(result))
         print(json.dumps(result, indent=2))
-    return 0
-
-
-def _gallery_bench(args: argparse.Namespace) -> int:
-    from detect.tools.gallery_bench import format_tables, parse_shots, run_gallery_bench
-
-    printed = args.json == "-"  # --json alone: the results JSON is stdout, the tables go to stderr
-    result = run_gallery_bench(
-        args.data, [e.strip() for e in args.embedder.split(",") if e.strip()], queries=args.queries,
-        query_fraction=args.query_fraction, new_classes=args.new_classes, new_fraction=args.new_fraction,
-        unknown_fraction=args.unknown_fraction, shots=parse_shots(args.shots),
-        old_shots=args.old_shots if args.old_shots == "same" else None if args.old_shots == "all"
-        else parse_shots(args.old_shots)[0], seed=args.seed,
-        queries_per_class=args.queries_per_class,
-        image_size=args.size, batch=args.batch, search_sizes=parse_shots(args.search_sizes) if args.search_sizes else [],
-        json_out=None if printed else args.json,
-    )
-    (_to_stderr if printed else print)(format_tables(result))
-    if printed:
-        print(json.dumps(result, indent=1))
     return 0
 
 
@@ -249,22 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=0.01")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("embedder", help="the product embedder that names each detected facing")
-    esub = p.add_subparsers(dest="embedder_verb", required=True, metavar="{train}")
-    e = esub.add_parser("train", help="train the embedder on product crops (metric learning)")
-    e.add_argument("data", nargs="?", default=None,
-                   help="class folders (one product per photo, the class = the innermost folder) or any labelled "
-                        "dataset (.pkl, VOC, COCO, YOLO, ...: each box a crop)")
-    e.add_argument("--val", default=None, help="val crops, the same kinds (default: data.val_fraction held out)")
-    e.add_argument("-o", "--out", default=None, help="run folder (default runs/embedder; runs/embedder2, ... when taken)")
-    e.add_argument("--classes", action="append", default=None, metavar="NAMES|FILE",
-                   help="train on these classes only: comma-separated names or a file of one name a line")
-    e.add_argument("--config", default=None, help="recipe YAML (default: the built-in one, as configs/embedder.yaml)")
-    e.add_argument("--resume", default=None, help="continue a run from its last.pt")
-    e.add_argument("--exist-ok", action="store_true", help="write into --out even if it holds a run")
-    e.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.epochs=4")
-    e.set_defaults(func=_embedder_train)
-
     p = sub.add_parser("eval", help="COCO mAP of a checkpoint on a dataset (.pkl or labels)")
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True,
@@ -342,35 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "goes to stderr)")
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser("gallery-bench", help="leave-classes-out benchmark of a SKU gallery: top-1 of products enrolled "
-                       "from K crops, old SKUs kept, open set, speed")
-    p.add_argument("data", help="reference crops: a folder of class folders (one product per photo) or a dataset "
-                   "(.pkl or labels; each box a crop)")
-    p.add_argument("--queries", default=None, help="query crops from other photos, same kinds as DATA (e.g. the val "
-                   "split); default: --query-fraction of DATA's photos")
-    p.add_argument("--query-fraction", type=float, default=0.3, help="share of each class's photos that give the "
-                   "queries when --queries is not given (default 0.3)")
-    p.add_argument("--embedder", default="imagenet", help="comma-separated: imagenet (untrained baseline) and/or "
-                   "embedder checkpoints (refused if trained on a new or unknown class)")
-    p.add_argument("--new-classes", default=None, help="classes enrolled from K crops: a comma list or a file (one a "
-                   "line); default: --new-fraction of the classes, drawn with --seed")
-    p.add_argument("--new-fraction", type=float, default=0.5)
-    p.add_argument("--unknown-fraction", type=float, default=0.0, help="share of the classes never enrolled (open set)")
-    p.add_argument("--shots", default="1,5,10", help="K: reference crops per new class (default 1,5,10)")
-    p.add_argument("--old-shots", default="all", help="reference crops per old class: all (default), N, or same "
-                   "(K at each K: every SKU as many references)")
-    p.add_argument("--queries-per-class", type=int, default=None, help="at most this many query crops per class "
-                   "(drawn with --seed; default all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=None, help="imagenet embedder input side (default 128)")
-    p.add_argument("--batch", type=int, default=64, help="crops per forward pass")
-    p.add_argument("--search-sizes", default="1000,100000", help="gallery sizes of the search timing, random unit "
-                   "vectors ('' for none)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="the results as JSON: --json FILE writes them there (only over an earlier gallery-bench "
-                        "JSON); --json alone prints them (the tables go to stderr)")
-    p.set_defaults(func=_gallery_bench)
-
     p = sub.add_parser("tune", help="grid search of recipe keys, ranked by val AP (optionally k-fold)")
     p.add_argument("--config", required=True)
     p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="e.g. train.lr=0.1,0.01,0.001")
@@ -418,9 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_demo)
 
+    from detect.tools.gallery_bench_cli import add_gallery_bench_parser
+    from detect.verbs.embedder_cli import add_embedder_parser
     from detect.verbs.gallery_cli import add_gallery_parser
 
     add_gallery_parser(sub)
+    add_embedder_parser(sub)
+    add_gallery_bench_parser(sub)
     return parser
 
 
