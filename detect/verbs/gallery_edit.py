@@ -19,6 +19,7 @@ import numpy as np
 from data_tools.errors import InvalidInput
 from data_tools.images import read_image
 from detect.engine.inference.gallery import Gallery, GalleryError, NewReference
+from detect.engine.inference.recognize import own_embedder_spec
 from detect.verbs.gallery_build import load_embedder
 
 Log = Callable[[str], None]
@@ -27,16 +28,8 @@ Log = Callable[[str], None]
 def gallery_embedder(gallery: Gallery, spec: str | None):
     """The embedder to add with: ``spec`` when given, else the gallery's own (its checkpoint when that path
     still exists, ``imagenet`` at the gallery's input size); refused unless it is the gallery's."""
-    from detect.engine.inference.crop_embedder import IMAGENET
-
-    own = gallery.embedder
-    if spec is None:
-        name = str(own.get("name"))
-        if name != IMAGENET and not Path(name).is_file():
-            raise GalleryError(f"{gallery.folder}: built by embedder {name}, which is no longer there; pass "
-                               "--embedder with that checkpoint")
-        spec = name
-    embedder = load_embedder(spec, own.get("image_size") if spec == IMAGENET else None)
+    spec, size = own_embedder_spec(gallery, spec)
+    embedder = load_embedder(spec, size)
     gallery.check_embedder(embedder.identity())
     return embedder
 

@@ -15,14 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detect.data.augment import letterbox
-from detect.engine.runtime.checkpoint import (
-    CheckpointError,
-    _ema_state,
-    _strip_prefixes,
-    load_checkpoint,
-    load_state_strict,
-)
+from detect.data.crop_augment import letterboxed_batch
+from detect.engine.inference.embedder_eval import embed_crops
+from detect.engine.runtime.checkpoint import CheckpointError, load_checkpoint, load_weights
 from detect.engine.runtime.device import resolve_device
 from detect.models.embedder import Embedder, EmbedderSettings, build_embedder
 
@@ -96,8 +91,7 @@ class CropEmbedder:
             raise CheckpointError(f"{spec}: an embedder checkpoint without its settings or weights")
         settings = EmbedderSettings.from_dict(ckpt["embedder"])
         model = build_embedder(settings, pretrained=False)
-        state = _ema_state(ckpt.get("ema")) if use_ema else None
-        load_state_strict(model, _strip_prefixes(state if state is not None else ckpt["model"]), spec)
+        load_weights(model, ckpt, spec, use_ema)
         return cls(model, str(Path(spec).resolve()), device, batch_size, [str(c) for c in ckpt.get("class_names", [])])
 
     def identity(self) -> dict:
@@ -107,20 +101,11 @@ class CropEmbedder:
 
     def prepare(self, crops: Sequence[np.ndarray]) -> torch.Tensor:
         """Crops (``[h, w, 3]`` uint8 RGB, any sizes) -> letterboxed uint8 ``[N, 3, S, S]``."""
-        s = self.settings.image_size
-        if not crops:
-            return torch.zeros((0, 3, s, s), dtype=torch.uint8)
-        boxed = np.stack([letterbox(np.ascontiguousarray(c), s).image for c in crops])
-        return torch.from_numpy(boxed).permute(0, 3, 1, 2).contiguous()
+        return letterboxed_batch(list(crops), self.settings.image_size)
 
-    @torch.inference_mode()
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Crops (``[h, w, 3]`` uint8 RGB) -> float32 ``[N, dim]`` unit vectors, batched."""
-        out = [np.zeros((0, self.settings.dim), np.float32)]
-        for i in range(0, len(crops), self.batch_size):
-            batch = self.prepare(crops[i:i + self.batch_size]).to(self.device)
-            out.append(self.model(batch).float().cpu().numpy())
-        return np.concatenate(out)
+        return embed_crops(self.model, list(crops), self.device, self.batch_size).numpy().astype(np.float32, copy=False)
 
     def embed_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """The vectors of ``boxes`` (``[N, 4]`` xyxy pixels) in ``image`` (``[H, W, 3]`` uint8): ``[N, dim]``."""

@@ -75,22 +75,13 @@ class Recognizer:
         """
         gallery = Gallery.open(gallery_folder)
         ident = gallery.embedder
-        size = int(ident.get("image_size") or 0) or None
+        spec, size = own_embedder_spec(gallery, embedder)
+        emb = CropEmbedder.load(spec, device=device, batch_size=batch_size, image_size=size)
         if embedder is not None:
-            emb = CropEmbedder.load(embedder, device=device, batch_size=batch_size,
-                                    image_size=size if str(embedder) == IMAGENET else None)
             return cls(emb, gallery, unknown_below)
-        name = str(ident.get("name", ""))
-        if name == IMAGENET:
-            emb = CropEmbedder.load(IMAGENET, device=device, batch_size=batch_size, image_size=size)
-        else:
-            if not name or not Path(name).is_file():
-                raise GalleryError(f"{gallery_folder}: built by embedder {name or '(unnamed)'}, which no longer exists "
-                                   "there; pass --embedder with that embedder checkpoint")
-            emb = CropEmbedder.load(name, device=device, batch_size=batch_size)
         if emb.identity().get("sha256") != ident.get("sha256"):
-            raise GalleryError(f"{gallery_folder}: built by embedder {name} ({str(ident.get('sha256'))[:12]}), but "
-                               f"{name} now holds other weights ({emb.sha256[:12]}); pass --embedder with the "
+            raise GalleryError(f"{gallery_folder}: built by embedder {spec} ({str(ident.get('sha256'))[:12]}), but "
+                               f"{spec} now holds other weights ({emb.sha256[:12]}); pass --embedder with the "
                                "checkpoint that built the gallery")
         return cls(emb, gallery, unknown_below)
 
@@ -118,6 +109,24 @@ class Recognizer:
     def name(self, image: np.ndarray, boxes: np.ndarray) -> list[Naming]:
         """Name the ``boxes`` (float ``[N, 4]`` xyxy pixels) of ``image`` (``[H, W, 3]`` uint8 RGB)."""
         return self.name_crops(crop_boxes(image, np.asarray(boxes, np.float64).reshape(-1, 4)))
+
+
+def own_embedder_spec(gallery: Gallery, spec: str | Path | None = None) -> tuple[str, int | None]:
+    """Which embedder names crops with (or adds to) ``gallery``: ``spec`` when given, else the one its identity
+    names (``imagenet``, or its checkpoint path, which must still exist); and the input size to build ``imagenet``
+    at (the gallery's; None for a checkpoint, which carries its own).
+
+    Raises:
+        GalleryError: the checkpoint the gallery names no longer exists (one line asking for ``--embedder``).
+    """
+    ident = gallery.embedder
+    if spec is None:
+        spec = str(ident.get("name", ""))
+        if spec != IMAGENET and (not spec or not Path(spec).is_file()):
+            raise GalleryError(f"{gallery.folder}: built by embedder {spec or '(unnamed)'}, which no longer exists "
+                               "there; pass --embedder with that embedder checkpoint")
+    size = int(ident.get("image_size") or 0) or None
+    return str(spec), size if str(spec) == IMAGENET else None
 
 
 def similarity_01(similarity: float | np.ndarray) -> float | np.ndarray:

@@ -239,6 +239,12 @@ def load_model(
     if score_thresh is not None:
         cfg.model.score_thresh = float(score_thresh)
     model = build_model(cfg.model, len(class_names), cfg.data.image_size)
-    state = _ema_state(ckpt.get("ema")) if use_ema else None
-    load_state_strict(model, _strip_prefixes(state if state is not None else ckpt["model"]), weights)
+    load_weights(model, ckpt, weights, use_ema)
     return model.eval(), class_names, cfg
+
+
+def load_weights(model: nn.Module, ckpt: dict[str, Any], path: str | Path, use_ema: bool = True) -> None:
+    """Load a checkpoint's weights into ``model``: its EMA weights when ``use_ema`` and it has them, else
+    ``model``; DDP / ``torch.compile`` prefixes stripped; strict (one-line summary of what does not fit)."""
+    state = _ema_state(ckpt.get("ema")) if use_ema else None
+    load_state_strict(model, _strip_prefixes(state if state is not None else ckpt["model"]), path)
