@@ -61,7 +61,7 @@ def _eval(args: argparse.Namespace) -> int:
         args.weights, args.data, out_json=None if printed else args.json, device=args.device,
         batch_size=args.batch, proposals=args.proposals, report=args.report, conf=args.conf,
         agnostic_nms=args.agnostic_nms, log=_to_stderr if printed else print, gallery=args.gallery,
-        embedder=args.embedder,
+        embedder=args.embedder, tile=args.tile, tile_size=args.tile_size, tile_overlap=args.overlap,
     )
     if printed:
         print(json.dumps({k: v for k, v in metrics.items() if k != "pr_curve"}, indent=1))
@@ -77,7 +77,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     summary = run_predict(
         args.weights, args.sources, args.out, conf=args.conf, device=args.device, csv=args.csv,
-        draw=not args.no_draw, tile=args.tile, rows=not args.no_rows, batch_size=args.batch,
+        draw=not args.no_draw, tile=args.tile, tile_size=args.tile_size, tile_overlap=args.overlap,
+        rows=not args.no_rows, batch_size=args.batch,
         proposals=args.proposals, exist_ok=args.exist_ok, save_labels=args.save_labels,
         link_photos=args.link, agnostic_nms=args.agnostic_nms, gallery=args.gallery, embedder=args.embedder,
         unknown_below=args.unknown_below,
@@ -165,7 +166,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     result = run_audit(
         args.weights, args.sources, args.out, planogram=args.planogram, conf=args.conf, device=args.device,
-        tile=args.tile, truth=args.truth, min_gap=args.min_gap, brand_sep=args.brand_sep, draw=not args.no_draw,
+        tile=args.tile, tile_size=args.tile_size, tile_overlap=args.overlap, truth=args.truth, min_gap=args.min_gap, brand_sep=args.brand_sep, draw=not args.no_draw,
         batch_size=args.batch, gallery=args.gallery, embedder=args.embedder, unknown_below=args.unknown_below,
     )
     print("\n".join(format_summary(result)))
@@ -185,6 +186,16 @@ def _agnostic_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=None,
                    help="one NMS over all classes (one box per product on dense shelves); default: as trained "
                         "(model.agnostic_nms)")
+
+
+def _tile_flags(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--tile", choices=["auto", "on", "off"], default=default,
+                   help=f"tiled inference for large photos (default {default}; auto: tiled when the objects found in "
+                        "the whole photo are small at the model's input size)")
+    p.add_argument("--tile-size", type=int, default=None, metavar="PX",
+                   help="tile side in photo pixels (default: 2 x the model input size)")
+    p.add_argument("--overlap", type=float, default=0.2, metavar="FRAC",
+                   help="fraction of the tile side neighbouring tiles share, in [0, 1) (default 0.2)")
 
 
 def _gallery_flags(p: argparse.ArgumentParser, unknown: bool = True) -> None:
@@ -227,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--proposals", default=None, help="Fast R-CNN: external proposals JSON (skips the RPN)")
     _agnostic_flag(p)
+    _tile_flags(p, "off")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write an HTML report (DIR/index.html, metrics.json, per_class.csv); DIR2, ... when DIR holds files")
     p.add_argument("--conf", type=float, default=None,
@@ -245,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="also write predictions.csv")
     p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
     p.add_argument("--no-rows", action="store_true", help="do not group detections into shelf rows")
-    p.add_argument("--tile", choices=["auto", "on", "off"], default="auto", help="tiled inference for large photos")
+    _tile_flags(p)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--proposals", default=None,
                    help="Fast R-CNN: external proposals JSON {image: [[x1, y1, x2, y2], ...]} (skips the RPN)")
@@ -271,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-gap", type=float, default=0.4, help="gap: wider than this x the row's median product width")
     p.add_argument("--brand-sep", default="_", help="brand = class name up to this separator (unless the plan maps it)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--tile", choices=["auto", "on", "off"], default="auto", help="tiled inference for large photos")
+    _tile_flags(p)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--no-draw", action="store_true", help="do not write the drawn photos")
     _gallery_flags(p)

@@ -77,6 +77,8 @@ def run_audit(
     gallery: str | Path | None = None,
     embedder: str | Path | None = None,
     unknown_below: float | None = None,
+    tile_size: int | None = None,
+    tile_overlap: float = 0.2,
 ) -> dict:
     """Audit every photo of ``sources`` (``log``: where warnings such as a skipped photo go).
 
@@ -87,6 +89,7 @@ def run_audit(
         planogram: plan file (:mod:`data_tools.planogram`); None = rows, gaps and share of shelf only.
         conf: detection score threshold.
         tile: ``auto`` | ``on`` | ``off``: tiled inference for photos much larger than the model input.
+        tile_size, tile_overlap: tile side in photo pixels (None = 2 x the model input) and overlap fraction.
         truth: ``truth.json`` of ``retail-data synth --planogram``: also measure the audit's accuracy.
         min_gap: a gap is wider than this x the row's median product width.
         row_gap: shelf-row split (see :func:`detect.verbs.shelf_rows.assign_rows`).
@@ -103,6 +106,7 @@ def run_audit(
         PlanogramError: bad plan or truth file (one line per problem); OutputRefused: unusable ``out_dir``.
     """
     t0 = time.perf_counter()
+    tile_opts = TileOptions(mode=tile, size=tile_size, overlap=tile_overlap)  # bad values refused before any work
     plan = load_planogram(planogram) if planogram is not None else None
     truth_doc = load_truth(truth) if truth is not None else None
     opts = AuditOptions(min_gap=min_gap, row_gap=row_gap, brand_sep=brand_sep)
@@ -113,7 +117,7 @@ def run_audit(
     protected = {s.path.resolve() for s in src.files}
     stage = open_stage(gallery, embedder, unknown_below, device)
     predictor = Predictor.from_weights(weights, device=device, conf=conf, image_size=image_size,
-                                       tile=TileOptions(mode=tile), batch_size=batch_size,
+                                       tile=tile_opts, batch_size=batch_size,
                                        agnostic_nms=True if stage is not None else None)
     check_proposals_arg(predictor.model, predictor.config.model.name, weights, None)
     names = predictor.class_names if stage is None else stage.names
@@ -133,7 +137,8 @@ def run_audit(
         bay = plan.bay_for(p.source.path) if plan is not None else None
         if plan is not None and bay is None:
             without_plan.append(str(p.source.path))
-        entry = {"path": str(p.source.path), "width": r["width"], "height": r["height"], "tiles": r["tiles"]}
+        entry = {"path": str(p.source.path), "width": r["width"], "height": r["height"], "tiles": r["tiles"],
+                 "tile_reason": r["tile_reason"]}
         entry.update(audit_photo(r["boxes"], r["labels"], r["scores"], names, r["width"], r["height"], bay,
                                  plan.brands if plan is not None else None, opts))
         tiled += r["tiles"] > 0
@@ -152,7 +157,8 @@ def run_audit(
     result = {
         "weights": str(weights), "planogram": str(planogram) if planogram is not None else None,
         "truth": str(truth) if truth is not None else None, "class_names": names, "conf": conf,
-        "options": {"min_gap": min_gap, "row_gap": row_gap, "brand_sep": brand_sep, "tile": tile,
+        "options": {"min_gap": min_gap, "row_gap": row_gap, "brand_sep": brand_sep,
+                    "tile": tile_opts.describe(predictor.image_size),
                     "image_size": predictor.image_size},
         "summary": report.summarize(photos),
         "accuracy": score_audit(photos, truth_doc) if truth_doc is not None else None,

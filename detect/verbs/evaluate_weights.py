@@ -20,9 +20,12 @@ from detect.engine.inference.evaluator import (
     format_metrics,
     plot_pr_curves,
     predict_dataset,
+    predict_dataset_tiled,
     write_results,
 )
+from detect.engine.inference.predictor import Predictor
 from detect.engine.inference.recognize import Recognizer
+from detect.engine.inference.tiling import TileOptions
 from detect.engine.runtime.checkpoint import load_model
 from detect.engine.runtime.device import resolve_device
 from detect.engine.training.prepare import drop_unreadable
@@ -34,7 +37,8 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
                      log=print, report: str | Path | None = None, conf: float | None = None,
                      agnostic_nms: bool | None = None, gallery: str | Path | None = None,
                      embedder: str | Path | None = None, gallery_score: str = "product",
-                     gallery_min_score: float | None = None) -> dict:
+                     gallery_min_score: float | None = None, tile: str = "off", tile_size: int | None = None,
+                     tile_overlap: float = 0.2) -> dict:
     """Evaluate checkpoint ``weights`` on dataset ``data`` (the training letterbox size and eval settings).
 
     Writes, when ``out_json`` is given: the metrics JSON there, the COCO results beside it
@@ -49,8 +53,14 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     are named by the gallery and scored against the dataset's own classes, matched to the SKUs by name
     (:mod:`detect.verbs.evaluate_gallery`; ``gallery_score``: ``product`` or ``detector``; ``gallery_min_score``: the
     lowest detector score named, None = the recipe's ``model.score_thresh``).
+
+    ``tile`` (``off`` by default: the model as trained, on the letterboxed photos), ``tile_size``, ``tile_overlap``:
+    with ``auto`` or ``on`` the photos are decoded whole and predicted as ``predict`` does, large ones tiled
+    (:mod:`detect.engine.inference.tiling`); a photo with external ``proposals`` is never tiled, so they keep
+    the letterboxed path.
     Returns the metrics dict.
     """
+    tile_opts = TileOptions(mode=tile, size=tile_size, overlap=tile_overlap)  # bad values refused before any work
     if conf is not None and not 0.0 <= conf <= 1.0:  # also refuses NaN
         raise InvalidInput(f"--conf must be in [0, 1], got {conf}")
     if out_json is not None:  # refused before any work when it would replace an input or another kind of file
@@ -91,12 +101,20 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
     with staged as stage:
         model = model.to(dev)
         t0 = time.perf_counter()
-        results = predict_dataset(model, loader, dev, cfg.train.amp, progress=None)
+        limit = max_dets or cfg.eval.max_detections
+        if tile_opts.mode != "off" and props is None:  # whole photos, tiled as predict tiles them
+            predictor = Predictor(model, class_names, cfg.data.image_size, device=str(dev), conf=cfg.eval.score_thresh,
+                                  tile=tile_opts, batch_size=batch_size, amp=cfg.train.amp,
+                                  nms_thresh=cfg.model.nms_thresh, max_detections=limit)
+            results, tiled = predict_dataset_tiled(predictor, ds, progress=None)
+            log(f"--tile {tile_opts.mode}: {tiled} of {len(ds)} photos tiled ({tile_opts.tile_side(cfg.data.image_size)} "
+                f"px tiles, overlap {tile_opts.overlap:g})")
+        else:
+            results = predict_dataset(model, loader, dev, cfg.train.amp, progress=None)
         if recognizer is not None:
             results = name_results(results, ds.rs, recognizer, sku_label, ds.image_path, gallery_score,
                                    cfg.model.score_thresh if gallery_min_score is None else gallery_min_score, log)
         seconds = time.perf_counter() - t0
-        limit = max_dets or cfg.eval.max_detections
         metrics = coco_evaluate(ds.rs, results, limit)
         named = f" named by {gallery} ({len(recognizer.skus)} SKUs)" if recognizer is not None else ""
         log(f"{weights}{named} on {data} ({len(ds)} images, {len(results)} detections)")

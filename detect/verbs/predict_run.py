@@ -75,7 +75,8 @@ def run_predict(
         rows: group detections into shelf rows (``row`` per detection, per-row counts).
         batch_size: images (or tiles) per forward pass.
         image_size: model input side; None = the training size.
-        tile_size, tile_overlap: tile side in original pixels (None = 2 x image_size) and overlap fraction.
+        tile_size, tile_overlap: tile side in original pixels (None = 2 x image_size) and overlap fraction
+            (``--tile-size``, ``--overlap``; bad values raise InvalidInput naming the flag).
         use_ema: prefer the checkpoint's EMA weights.
         row_gap: row-split gap as a fraction of the median box height.
         workers: threads decoding images and drawing.
@@ -159,6 +160,7 @@ def run_predict(
                 entry = po.image_entry(
                     str(p.source.path), r["width"], r["height"], r, names, row_ids, row_summary, counts
                 )
+                entry.update(tiles=r["tiles"], tile_reason=r["tile_reason"])  # tiled or not, and why
                 tiled += r["tiles"] > 0
                 if draw:
                     target = po.drawn_path(out, p.source.rel)

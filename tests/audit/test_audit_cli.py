@@ -46,7 +46,9 @@ def _audit(s: dict, out: Path, *extra: str, more: tuple[Path, ...] = ()) -> list
 
 def test_audit_with_plan_and_truth_writes_every_output(setup, tmp_path, capsys):
     out = tmp_path / "audit"
-    assert main(_audit(setup, out, "--planogram", str(setup["plan"]), "--truth", str(setup["truth"]), more=(setup["big"],))) == 0
+    # --tile on with 256 px tiles: only the 512 x 384 photo is larger than one tile (auto finds its products large)
+    assert main(_audit(setup, out, "--planogram", str(setup["plan"]), "--truth", str(setup["truth"]), "--tile", "on",
+                       "--tile-size", "256", "--overlap", "0.3", more=(setup["big"],))) == 0
     printed = capsys.readouterr().out
     assert "audited 4 photos (0 skipped, 1 tiled)" in printed and "gap recall" in printed
     doc = json.loads((out / "audit.json").read_text())
@@ -56,6 +58,8 @@ def test_audit_with_plan_and_truth_writes_every_output(setup, tmp_path, capsys):
         assert p["bay"] == "left" and p["planned"] == 12 and 0.0 <= p["compliance"] <= 1.0
         assert (out / p["drawn"]).is_file()
     assert [p["tiles"] > 0 for p in doc["photos"]] == [False, False, False, True]
+    assert doc["options"]["tile"] == {"mode": "on", "size": 256, "overlap": 0.3}
+    assert doc["photos"][0]["tile_reason"] == "fits one tile" and doc["photos"][3]["tiles"] == 6  # 3 x 2 windows
     with open(out / "audit.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows and set(rows[0]) >= {"image", "row", "sku", "planned", "present", "missing", "misplaced", "width_px"}

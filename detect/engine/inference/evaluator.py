@@ -67,6 +67,39 @@ def predict_dataset(model: nn.Module, loader, device: torch.device, amp: bool = 
     return results
 
 
+def predict_dataset_tiled(predictor, ds, chunk: int = 4, progress: bool | None = False) -> tuple[list[dict], int]:
+    """Predict every image of dataset ``ds`` at full resolution through ``predictor`` (its tiling), as COCO results.
+
+    The photos are decoded whole (not at the dataset's letterbox size), ``chunk`` at a time, so
+    :class:`~detect.engine.inference.predictor.Predictor` can tile the large ones as ``predict`` does. A photo
+    decoded at another size than its record says has its boxes scaled to the record's pixels.
+
+    Returns:
+        ``(results, tiled)``: COCO results as :func:`predict_dataset`'s (``image_id`` = index + 1) and the
+        number of photos that were tiled.
+    """
+    from data_tools.images import read_image
+
+    results, tiled = [], 0
+    records = ds.rs.records
+    bar = progress_bar(len(records), "eval", "img", enabled=progress)
+    for start in range(0, len(records), chunk):
+        idx = range(start, min(start + chunk, len(records)))
+        images = [read_image(ds.image_path(i)) for i in idx]
+        for i, img, r in zip(idx, images, predictor.predict_images(images)):
+            rec = records[i]
+            fx, fy = rec.width / img.shape[1], rec.height / img.shape[0]
+            tiled += r["tiles"] > 0
+            boxes = (r["boxes"] * torch.tensor([fx, fy, fx, fy])).numpy()
+            for b, sc, c in zip(boxes, r["scores"].tolist(), r["labels"].tolist()):
+                results.append({"image_id": i + 1, "category_id": int(c),
+                                "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                                "score": float(sc)})
+        bar.update(len(idx))
+    bar.close()
+    return results, tiled
+
+
 def _mean_valid(x: np.ndarray) -> float:
     """Mean over the entries pycocotools filled in; -1.0 (its "not applicable") when there are none, e.g.
     APl on a set without large objects."""

@@ -32,7 +32,7 @@ from detect.config import Config
 from detect.data.augment import boxes_to_original, letterbox
 from detect.data.proposals import letterboxed_inputs
 from detect.engine.inference.sources import Source, Sources, expand_sources, load_source
-from detect.engine.inference.tiling import TileOptions, merge_crops, plan_crops, should_tile
+from detect.engine.inference.tiling import TileOptions, auto_decision, merge_crops, plan_crops, tile_windows
 from detect.engine.runtime.checkpoint import load_model
 from detect.engine.runtime.device import resolve_device
 
@@ -169,51 +169,79 @@ class Predictor:
                 ``{"proposals": float32 [P, 4] xyxy}`` used instead of its RPN; an image with extras is
                 never tiled. None = none for any image.
 
+        Tiling (``self.tile``): ``on`` tiles every image larger than one tile; ``auto`` predicts such an image
+        whole first and tiles it when :func:`~detect.engine.inference.tiling.auto_decision` says so, the first
+        pass becoming the merge's whole-image view (one more batch of tiles, nothing predicted twice).
+
         Returns:
             One dict per image: ``boxes`` float32 ``[K, 4]`` xyxy in original pixels, ``scores``
             float32 ``[K]``, ``labels`` int64 ``[K]`` in ``1..C`` (CPU tensors, sorted by score),
-            ``width``, ``height`` (int), ``tiles`` (number of tiles, 0 = not tiled).
+            ``width``, ``height`` (int), ``tiles`` (number of tiles, 0 = not tiled), ``tile_reason`` (why
+            the image was or was not tiled, in words).
         """
         extras = [{}] * len(images) if extras is None else list(extras)
         if len(extras) != len(images):
             raise ValueError(f"got extra inputs for {len(extras)} images but {len(images)} images")
+        opts, s = self.tile, self.image_size
         crops: list[np.ndarray] = []
         crop_extras: list[Extras] = []
-        plans = []  # per image: (first crop, number of crops, windows or None)
+        plans: list[dict] = []  # per image: first crop, number of crops, windows (None: not tiled), reason
         for img, extra in zip(images, extras):
             if not (isinstance(img, np.ndarray) and img.shape[2:] == (3,) and img.dtype == np.uint8):
                 raise ValueError(f"expected an H x W x 3 uint8 RGB array, got {getattr(img, 'shape', img)}")
             h, w = img.shape[:2]
-            if not extra and should_tile(h, w, self.image_size, self.tile):
-                c, windows = plan_crops(img, self.image_size, self.tile)
-                plans.append((len(crops), len(c), windows))
+            plan = {"start": len(crops), "n": 1, "windows": None, "reason": f"--tile {opts.mode}"}
+            if extra:
+                plan["reason"] = "extra model inputs (proposals): never tiled"
+            elif max(h, w) <= opts.tile_side(s) and opts.mode != "off":
+                plan["reason"] = "fits one tile"
+            elif opts.mode == "on":
+                c, windows = plan_crops(img, s, opts)
+                plan.update(n=len(c), windows=windows)
                 crops += c
                 crop_extras += [{}] * len(c)
-            else:
-                plans.append((len(crops), 1, None))
-                crops.append(img)
-                crop_extras.append(extra)
+                plans.append(plan)
+                continue
+            elif opts.mode == "auto":
+                plan["ask"] = True  # the whole image now, its tiles after the decision
+            plans.append(plan)
+            crops.append(img)
+            crop_extras.append(extra)
         raw = self._predict_crops(crops, crop_extras)
+        # auto: decide from the whole-image pass; the chosen images' tiles go in one more round of batches
+        more: list[np.ndarray] = []
+        for img, plan in zip(images, plans):
+            if plan.pop("ask", False):
+                first = raw[plan["start"]]
+                tile, plan["reason"] = auto_decision(first["boxes"], first["scores"], img.shape[:2], s, opts)
+                if tile:
+                    windows = tile_windows(img.shape[0], img.shape[1], opts.tile_side(s), opts.overlap)
+                    plan.update(windows=windows, extra_start=len(more))
+                    more += [img[y1:y2, x1:x2] for x1, y1, x2, y2 in windows.tolist()]
+        raw_more = self._predict_crops(more, [{}] * len(more)) if more else []
         results = []
-        for img, (start, n, windows) in zip(images, plans):
+        for img, plan in zip(images, plans):
+            start, n, windows = plan["start"], plan["n"], plan["windows"]
             if windows is None:
                 r = raw[start]
                 order = r["scores"].argsort(descending=True)
                 r = {k: v[order] for k, v in r.items()}
+                tiles = 0
             else:
-                r = merge_crops(
-                    raw[start : start + n],
-                    windows,
-                    img.shape[:2],
-                    self.image_size,
-                    self.tile,
-                    self.nms_thresh,
-                    self.max_detections,
-                    self.agnostic,
-                )
+                if "extra_start" in plan:  # auto: the whole-image pass (when kept) + the tiles of this round
+                    parts = raw_more[plan["extra_start"] : plan["extra_start"] + len(windows)]
+                    if opts.full_image:
+                        h, w = img.shape[:2]
+                        parts = [raw[start], *parts]
+                        windows = np.concatenate([np.array([[0, 0, w, h]], dtype=np.int64), windows])
+                else:
+                    parts = raw[start : start + n]
+                tiles = len(windows) - int(opts.full_image)
+                r = merge_crops(parts, windows, img.shape[:2], s, opts, self.nms_thresh, self.max_detections,
+                                self.agnostic)
             r = {k: v.cpu() for k, v in r.items()}
-            tiles = 0 if windows is None else n - int(self.tile.full_image)
-            results.append({**r, "width": int(img.shape[1]), "height": int(img.shape[0]), "tiles": tiles})
+            results.append({**r, "width": int(img.shape[1]), "height": int(img.shape[0]), "tiles": tiles,
+                            "tile_reason": plan["reason"]})
         return results
 
     # --------------------------------------------------------------- files

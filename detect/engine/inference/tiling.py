@@ -16,6 +16,12 @@ By default the whole letterboxed image is predicted too (``full_image``), so obj
 the overlap are still found whole; only its large boxes (``full_min`` x tile side and up) are used,
 as the tiles see small objects whole and at a higher resolution. Plan with :func:`plan_crops`, predict the crops, merge with
 :func:`merge_crops`; :func:`predict_tiled` does all three for one image.
+
+``auto`` mode decides per photo (:func:`auto_decision`): a photo that fits one tile is never tiled; otherwise
+the whole letterboxed photo is predicted first, and the photo is tiled only when the objects found there
+(scoring ``auto_conf`` and up) are small in the model input (median side ``sqrt(w h)`` under ``auto_min_px``
+model-input pixels), or when nothing was found in a large photo. The first pass is then the merge's
+whole-image view, so it is not wasted.
 """
 
 from __future__ import annotations
@@ -34,8 +40,13 @@ from data_tools.errors import InvalidInput
 TILE_MODES = ("auto", "on", "off")
 
 
+MIN_TILE_PX = 32  # a smaller tile side is a typo: thousands of tiles of a 12 MP photo
+
+
 @dataclass
 class TileOptions:
+    """How large photos are tiled (module doc); bad values raise :class:`~data_tools.errors.InvalidInput`."""
+
     mode: str = "auto"  # auto | on | off
     size: int | None = None  # tile side in original pixels; None = round(image_size * scale)
     scale: float = 2.0  # k: a tile covers k x k model inputs' worth of original pixels
@@ -45,16 +56,27 @@ class TileOptions:
     full_min: float = 0.25  # ... keeping only its boxes whose longer side >= full_min * tile side
     cut_ios: float = 0.6  # a cut box covered this much by a larger same-class box is merged into it
     border_px: float = 2.0  # a box side this close to a tile border (in model-input pixels) is "cut"
+    auto_min_px: float = 32.0  # auto: tile when the objects' median side at S is under this (model-input px)
+    auto_conf: float = 0.25  # auto: ... among the whole-image detections scoring this and up
 
     def __post_init__(self) -> None:
         if self.mode not in TILE_MODES:
-            raise InvalidInput(f"tile mode must be one of {', '.join(TILE_MODES)}, got {self.mode!r}")
-        if not 0.0 <= self.overlap < 1.0:
-            raise InvalidInput(f"tile overlap must be in [0, 1), got {self.overlap}")
-        if self.size is not None and self.size < 1:
-            raise InvalidInput(f"tile size must be >= 1 pixel, got {self.size}")
-        if self.scale <= 0:
+            raise InvalidInput(f"--tile must be one of {', '.join(TILE_MODES)}, got {self.mode!r}")
+        if not 0.0 <= self.overlap < 1.0:  # also refuses NaN
+            raise InvalidInput(f"--overlap must be in [0, 1), got {self.overlap}")
+        if self.size is not None and (isinstance(self.size, bool) or int(self.size) != self.size
+                                      or self.size < MIN_TILE_PX):
+            raise InvalidInput(f"--tile-size must be a whole number of pixels >= {MIN_TILE_PX}, got {self.size}")
+        if not self.scale > 0:
             raise InvalidInput(f"tile scale must be > 0, got {self.scale}")
+        if not self.auto_min_px >= 0:
+            raise InvalidInput(f"tile auto_min_px must be >= 0, got {self.auto_min_px}")
+        if not 0.0 <= self.auto_conf <= 1.0:
+            raise InvalidInput(f"tile auto_conf must be in [0, 1], got {self.auto_conf}")
+
+    def describe(self, image_size: int) -> dict:
+        """``{"mode", "size", "overlap"}`` as the run's metadata records them (``size``: the tile side in pixels)."""
+        return {"mode": self.mode, "size": self.tile_side(image_size), "overlap": self.overlap}
 
     def tile_side(self, image_size: int) -> int:
         """Tile side ``T`` in original pixels for model input size ``S``."""
@@ -67,6 +89,36 @@ def should_tile(height: int, width: int, image_size: int, opts: TileOptions) -> 
     if opts.mode == "off" or max(height, width) <= tile:
         return False
     return opts.mode == "on" or max(height, width) >= opts.auto_ratio * tile
+
+
+def auto_decision(
+    boxes: Tensor, scores: Tensor, image_hw: tuple[int, int], image_size: int, opts: TileOptions
+) -> tuple[bool, str]:
+    """``auto`` mode: tile this photo? From the detections of the whole letterboxed photo.
+
+    Args:
+        boxes: ``[K, 4]`` xyxy original pixels, the whole-image pass's detections; scores: ``[K]`` (only
+            those scoring ``opts.auto_conf`` and up count, so an eval's 0.001 threshold does not decide).
+        image_hw: ``(H, W)`` of the photo; image_size: model input side ``S``.
+
+    Returns:
+        ``(tile, reason)``: tile when the median object side ``sqrt(w h)`` at ``S`` (model-input pixels) is
+        under ``opts.auto_min_px``, or when nothing was found and the photo is large (:func:`should_tile`'s
+        size rule); ``reason`` says which, in words.
+    """
+    h, w = image_hw
+    if max(h, w) <= opts.tile_side(image_size):
+        return False, "fits one tile"
+    boxes = boxes[scores >= opts.auto_conf]
+    if boxes.shape[0] == 0:
+        large = max(h, w) >= opts.auto_ratio * opts.tile_side(image_size)
+        return large, "nothing found at S in a large photo" if large else "nothing found at S"
+    to_input = image_size / max(h, w)  # letterbox: tensor px per original px
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).float()
+    side = float((wh.prod(dim=1).sqrt() * to_input).median())
+    if side < opts.auto_min_px:
+        return True, f"small objects: median side {side:.0f} px at S < {opts.auto_min_px:g}"
+    return False, f"large objects: median side {side:.0f} px at S >= {opts.auto_min_px:g}"
 
 
 def _starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -149,11 +201,16 @@ def merge_crops(
     keep = ~full | (side >= opts.full_min * opts.tile_side(image_size))
     boxes, scores, labels, cut, full = boxes[keep], scores[keep], labels[keep], cut[keep], full[keep]
 
+    groups = torch.zeros_like(labels) if agnostic else labels
+    # Pieces of one object cut by different borders (e.g. the 4 views of an object on a 4-way corner) first
+    # grow into their union: NMS would keep one piece and drop the others' extent.
+    boxes, scores, alive = _absorb_cut(boxes, scores, groups, cut, opts.cut_ios, cut_absorbers=True)
+    boxes, scores, labels, groups, cut, full = (t[alive] for t in (boxes, scores, labels, groups, cut, full))
     # NMS rank, whatever the scores: whole tile views > whole-image views > views cut by a tile border.
     prio = torch.where(full, 1.0, torch.where(cut, 0.0, 2.0))
-    keep = batched_nms(boxes, scores + prio, torch.zeros_like(labels) if agnostic else labels, nms_thresh)
-    boxes, scores, labels, cut = boxes[keep], scores[keep], labels[keep], cut[keep]
-    boxes, scores, alive = _absorb_cut(boxes, scores, labels, cut, opts.cut_ios)
+    keep = batched_nms(boxes, scores + prio, groups, nms_thresh)
+    boxes, scores, labels, groups, cut = boxes[keep], scores[keep], labels[keep], groups[keep], cut[keep]
+    boxes, scores, alive = _absorb_cut(boxes, scores, groups, cut, opts.cut_ios)
     boxes, scores, labels = boxes[alive], scores[alive], labels[alive]
     order = scores.argsort(descending=True)[:max_detections]
     return {"boxes": boxes[order], "scores": scores[order], "labels": labels[order]}
@@ -170,18 +227,27 @@ def _cut_mask(boxes: Tensor, win: Tensor, image_hw: tuple[int, int], rel_tol: fl
 
 
 def _absorb_cut(
-    boxes: Tensor, scores: Tensor, labels: Tensor, cut: Tensor, ios: float, max_rounds: int = 64
+    boxes: Tensor, scores: Tensor, labels: Tensor, cut: Tensor, ios: float, cut_absorbers: bool = False,
+    max_rounds: int = 64,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Drop cut boxes mostly covered by a larger same-class box; grow cut absorbers to the union.
+    """Drop cut boxes mostly covered by a larger same-label box; grow cut absorbers to the union.
 
-    Chains (a piece absorbed by a piece absorbed by a larger one) resolve from the largest down,
-    one round per link, so no piece's extent is lost.
+    Args:
+        boxes: ``[N, 4]`` xyxy image pixels; scores: ``[N]``; labels: ``[N]`` (the merge groups);
+            cut: bool ``[N]``, the box is a view cut by an interior tile border.
+        ios: a cut box covered this much (intersection / own area) by a larger one is absorbed.
+        cut_absorbers: only cut boxes absorb (pieces of one object grow into their union).
+
+    "Larger" is a strict order: area, then the earlier box, so two equal pieces (an object centred on a
+    seam) merge too. Chains (a piece absorbed by a piece absorbed by a larger one) resolve from the largest
+    down, one round per link, so no piece's extent is lost.
 
     Returns:
         ``(boxes [N, 4], scores [N], alive bool [N])``.
     """
     alive = torch.ones_like(scores, dtype=torch.bool)
     boxes, scores = boxes.clone(), scores.clone()
+    index = torch.arange(len(scores), device=scores.device)
     for _ in range(max_rounds):
         ci = (cut & alive).nonzero().squeeze(1)  # [M] live cut boxes
         if ci.numel() == 0:
@@ -191,12 +257,15 @@ def _absorb_cut(
         rb = torch.minimum(boxes[ci, None, 2:], boxes[None, :, 2:])
         inter = (rb - lt).clamp(min=0).prod(dim=2)  # [M, N]
         cover = inter / area[ci, None].clamp(min=1e-6)
-        ok = (cover >= ios) & (labels[ci, None] == labels[None, :]) & (area[None, :] > area[ci, None])
-        ok &= alive[None, :]
+        larger = (area[None, :] > area[ci, None]) | ((area[None, :] == area[ci, None]) & (index[None, :] < ci[:, None]))
+        ok = (cover >= ios) & (labels[ci, None] == labels[None, :]) & larger & alive[None, :]  # [M, N]
+        if cut_absorbers:
+            ok &= cut[None, :]
         has = ok.any(dim=1)  # [M]: this cut box is covered by a larger one
         if not bool(has.any()):
             break
-        absorber = torch.where(ok, area[None, :], torch.full_like(cover, -1.0)).argmax(dim=1)  # [M] largest
+        # [M] the largest absorber (argmax takes the first of equals: the earlier box, as ``larger`` orders them)
+        absorber = torch.where(ok, area[None, :], torch.full_like(cover, -1.0)).argmax(dim=1)
         covered = torch.zeros_like(alive)
         covered[ci[has]] = True
         apply = has & ~covered[absorber]  # absorbers not themselves covered go first
