@@ -1,6 +1,5 @@
 """Tiling end to end with fake detectors: products on the seams counted once, the auto rule, the tile flags."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -72,3 +71,58 @@ def test_products_on_seams_counted_once(full_image, short):
     got = sorted(r["boxes"].tolist())
     want = sorted([float(v) + d for v, d in zip(b, (short, short, -short, -short))] for b in products)
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), atol=0.01, rtol=0)
+
+
+# ----------------------------------------------------------------------------- auto
+
+
+def _dets(*boxes, score=0.9):
+    b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    return b, torch.full((len(b),), score)
+
+
+def test_auto_rule_off_for_large_objects_on_for_small():
+    opts, s = TileOptions(), 224  # tiles 448 px; S / long side = 224 / 4000 for a 12 MP photo
+    big, ok = _dets((0, 0, 1200, 1500), (1300, 0, 2600, 1500))  # ~1340 px objects: ~75 px at S
+    assert auto_decision(big, ok, (3000, 4000), s, opts)[0] is False
+    small, ok = _dets(*[(100 * i, 0, 100 * i + 90, 180) for i in range(30)])  # ~127 px: 7 px at S
+    tile, reason = auto_decision(small, ok, (3000, 4000), s, opts)
+    assert tile and reason.startswith("small objects: median side 7 px")
+    assert auto_decision(small, ok, (3000, 4000), s, TileOptions(auto_min_px=5))[0] is False
+    none = torch.zeros((0, 4)), torch.zeros(0)
+    assert auto_decision(*none, (3000, 4000), s, opts) == (True, "nothing found at S in a large photo")
+    assert auto_decision(*none, (600, 800), s, opts)[0] is False  # < auto_ratio x tile: not worth it
+    assert auto_decision(small, ok, (400, 440), s, opts) == (False, "fits one tile")
+    faint = _dets(*[(100 * i, 0, 100 * i + 90, 180) for i in range(30)], score=0.1)
+    faint_big = (torch.cat([faint[0], big]), torch.cat([faint[1], torch.full((2,), 0.9)]))
+    assert auto_decision(*faint_big, (3000, 4000), s, opts)[0] is False  # scores under auto_conf do not vote
+
+
+class CountingBlobs(torch.nn.Module):
+    """Eval contract on the tensor: every bright blob is a class-1 box; counts the crops it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.crops = 0
+
+    def forward(self, images):
+        self.crops += images.shape[0]
+        out = blob_detector([im.permute(1, 2, 0).numpy() for im in images])
+        return [{k: v for k, v in r.items()} for r in out]
+
+
+def test_predictor_auto_tiles_small_products_only_and_reuses_the_whole_pass():
+    model = CountingBlobs()
+    p = Predictor(model, ["p"], 128, conf=0.5, tile=TileOptions(mode="auto", size=400, overlap=0.25))
+    large = _image(1500, 2000, [(100, 100, 900, 1400), (1000, 100, 1900, 1400)])  # ~60 px at S = 128
+    small = _image(1500, 2000, [(40 + 160 * i, 300 + 300 * j, 120 + 160 * i, 420 + 300 * j)
+                                for i in range(12) for j in range(4)])  # 98 px: 6 px at S
+    r_large, r_small = p.predict_images([large, small])
+    n_tiles = len(tile_windows(1500, 2000, 400, 0.25))
+    assert r_large["tiles"] == 0 and r_large["tile_reason"].startswith("large objects")
+    assert len(r_large["boxes"]) == 2
+    assert r_small["tiles"] == n_tiles and r_small["tile_reason"].startswith("small objects")
+    assert len(r_small["boxes"]) == 48  # every product once
+    assert model.crops == 2 + n_tiles  # each whole photo once: the small one's first pass is its whole view
+    p.tile = TileOptions(mode="on", size=400, overlap=0.25)
+    assert p.predict_images([large])[0]["tiles"] == n_tiles  # on: as before, whatever the objects
