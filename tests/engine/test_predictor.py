@@ -87,7 +87,7 @@ def test_batched_and_tiled_image_found_at_right_place():
     model = BlobModel()
     rect = (1234, 777, 1294, 857)
     p = Predictor(
-        model, NAMES, S, conf=0.25, tile=TileOptions(mode="auto", size=512), batch_size=16
+        model, NAMES, S, conf=0.25, tile=TileOptions(mode="on", size=512), batch_size=16
     )
     big, small = _rgb(1500, 2000, rect), _rgb(48, 64, (8, 8, 24, 40))
     res = p.predict_images([big, small])

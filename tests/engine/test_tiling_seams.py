@@ -1,10 +1,14 @@
 """Tiling end to end with fake detectors: products on the seams counted once, the auto rule, the tile flags."""
 
+import re
+
+import numpy as np
 import pytest
 import torch
 
 from detect.engine.inference.predictor import Predictor
-from detect.engine.inference.tiling import TileOptions, auto_decision, predict_tiled, tile_windows
+from detect.engine.inference.tiling import TileOptions, predict_tiled, tile_windows
+from detect.engine.inference.tiling_auto import plan_auto
 from tests.engine.test_tiling import _image, blob_detector
 
 H, W, T, OV = 1500, 2000, 400, 0.25
@@ -78,24 +82,39 @@ def test_products_on_seams_counted_once(full_image, short):
 
 def _dets(*boxes, score=0.9):
     b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    return b, torch.full((len(b),), score)
+    return {"boxes": b, "scores": torch.full((len(b),), score), "labels": torch.ones(len(b), dtype=torch.int64)}
+
+
+def _never(crops):
+    raise AssertionError("no probe expected")
 
 
 def test_auto_rule_off_for_large_objects_on_for_small():
-    opts, s = TileOptions(), 224  # tiles 448 px; S / long side = 224 / 4000 for a 12 MP photo
-    big, ok = _dets((0, 0, 1200, 1500), (1300, 0, 2600, 1500))  # ~1340 px objects: ~75 px at S
-    assert auto_decision(big, ok, (3000, 4000), s, opts)[0] is False
-    small, ok = _dets(*[(100 * i, 0, 100 * i + 90, 180) for i in range(30)])  # ~127 px: 7 px at S
-    tile, reason = auto_decision(small, ok, (3000, 4000), s, opts)
-    assert tile and reason.startswith("small objects: median side 7 px")
-    assert auto_decision(small, ok, (3000, 4000), s, TileOptions(auto_min_px=5))[0] is False
-    none = torch.zeros((0, 4)), torch.zeros(0)
-    assert auto_decision(*none, (3000, 4000), s, opts) == (True, "nothing found at S in a large photo")
-    assert auto_decision(*none, (600, 800), s, opts)[0] is False  # < auto_ratio x tile: not worth it
-    assert auto_decision(small, ok, (400, 440), s, opts) == (False, "fits one tile")
-    faint = _dets(*[(100 * i, 0, 100 * i + 90, 180) for i in range(30)], score=0.1)
-    faint_big = (torch.cat([faint[0], big]), torch.cat([faint[1], torch.full((2,), 0.9)]))
-    assert auto_decision(*faint_big, (3000, 4000), s, opts)[0] is False  # scores under auto_conf do not vote
+    opts, s, photo = TileOptions(), 224, np.zeros((3000, 4000, 3), np.uint8)
+    big = _dets(*[(1300 * i, 0, 1300 * i + 1200, 1500) for i in range(3)])  # ~1340 px objects: 75 px at S
+    assert plan_auto([photo], [big], _never, s, opts) == [(None, "large objects: median 75 px at S (>= 24)")]
+    # 127 px objects: 7 px at S, not resolved; the 4x centre crop (1000 x 750) sees them at 28 px
+    small = _dets(*[(100 * i, 0, 100 * i + 90, 180) for i in range(30)])
+    probes = []
+
+    def probe(crops):
+        probes.append([c.shape[:2] for c in crops])
+        return [_dets(*[(100 * i, 0, 100 * i + 90, 180) for i in range(8)]) if c.shape[0] == 750 else _dets()
+                for c in crops]
+
+    [(own, reason)] = plan_auto([photo], [small], probe, s, opts)
+    assert probes == [[(1500, 2000)], [(750, 1000)]]  # 2x found nothing resolved, 4x did
+    assert own.size == round(127.3 * s / 32) and own.overlap == opts.overlap  # the median shown at 32 px
+    assert reason.startswith("small objects 7 px at S (median 127 px, 4x centre crop): 891 px tiles")
+    # the user's --tile-size wins; a zoom under 1.5 is not worth tiling
+    assert plan_auto([photo], [small], probe, s, TileOptions(size=640))[0][0].size == 640
+    assert plan_auto([photo], [small], probe, s, TileOptions(size=3000))[0][0] is None
+    # nothing resolved anywhere: the whole photo's boxes size the tiles; nothing at all: not tiled
+    assert plan_auto([photo], [small], lambda c: [_dets() for _ in c], s, opts)[0][1].endswith("show them at 32 px")
+    assert plan_auto([photo], [_dets()], lambda c: [_dets() for _ in c], s, opts)[0] == (
+        None, "no objects found at S nor in the zoomed centre crops")
+    faint = _dets(*[(100 * i, 0, 100 * i + 90, 180) for i in range(30)], score=0.1)  # under auto_conf: no vote
+    assert plan_auto([photo], [faint], lambda c: [_dets() for _ in c], s, opts)[0][0] is None
 
 
 class CountingBlobs(torch.nn.Module):
@@ -107,22 +126,23 @@ class CountingBlobs(torch.nn.Module):
 
     def forward(self, images):
         self.crops += images.shape[0]
-        out = blob_detector([im.permute(1, 2, 0).numpy() for im in images])
-        return [{k: v for k, v in r.items()} for r in out]
+        return blob_detector([im.permute(1, 2, 0).numpy() for im in images])
 
 
 def test_predictor_auto_tiles_small_products_only_and_reuses_the_whole_pass():
     model = CountingBlobs()
-    p = Predictor(model, ["p"], 128, conf=0.5, tile=TileOptions(mode="auto", size=400, overlap=0.25))
-    large = _image(1500, 2000, [(100, 100, 900, 1400), (1000, 100, 1900, 1400)])  # ~60 px at S = 128
+    p = Predictor(model, ["p"], 128, conf=0.5, tile=TileOptions(mode="auto", overlap=0.25))
+    large = _image(1500, 2000, [(100, 100, 900, 1400), (1000, 100, 1900, 1400), (100, 1420, 1900, 1490)])
     small = _image(1500, 2000, [(40 + 160 * i, 300 + 300 * j, 120 + 160 * i, 420 + 300 * j)
                                 for i in range(12) for j in range(4)])  # 98 px: 6 px at S
     r_large, r_small = p.predict_images([large, small])
-    n_tiles = len(tile_windows(1500, 2000, 400, 0.25))
     assert r_large["tiles"] == 0 and r_large["tile_reason"].startswith("large objects")
-    assert len(r_large["boxes"]) == 2
-    assert r_small["tiles"] == n_tiles and r_small["tile_reason"].startswith("small objects")
+    assert len(r_large["boxes"]) == 3
+    side = int(re.search(r"(\d+) px tiles", r_small["tile_reason"]).group(1))
+    assert abs(side - 98 * 128 / 32) < 40  # the 4x centre crop measures them: tiles show them at ~32 px
+    n_tiles = len(tile_windows(1500, 2000, side, 0.25))
+    assert r_small["tiles"] == n_tiles and r_small["tile_reason"].startswith("small objects 6 px at S")
     assert len(r_small["boxes"]) == 48  # every product once
-    assert model.crops == 2 + n_tiles  # each whole photo once: the small one's first pass is its whole view
+    assert model.crops == 2 + 2 + n_tiles  # each whole photo once (the small one's is its whole view), 2 probes
     p.tile = TileOptions(mode="on", size=400, overlap=0.25)
-    assert p.predict_images([large])[0]["tiles"] == n_tiles  # on: as before, whatever the objects
+    assert p.predict_images([large])[0]["tiles"] == len(tile_windows(1500, 2000, 400, 0.25))  # on: as before

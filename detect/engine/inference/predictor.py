@@ -32,7 +32,8 @@ from detect.config import Config
 from detect.data.augment import boxes_to_original, letterbox
 from detect.data.proposals import letterboxed_inputs
 from detect.engine.inference.sources import Source, Sources, expand_sources, load_source
-from detect.engine.inference.tiling import TileOptions, auto_decision, merge_crops, plan_crops, tile_windows
+from detect.engine.inference.tiling import TileOptions, merge_crops, plan_crops, tile_windows
+from detect.engine.inference.tiling_auto import plan_auto
 from detect.engine.runtime.checkpoint import load_model
 from detect.engine.runtime.device import resolve_device
 
@@ -170,8 +171,8 @@ class Predictor:
                 never tiled. None = none for any image.
 
         Tiling (``self.tile``): ``on`` tiles every image larger than one tile; ``auto`` predicts such an image
-        whole first and tiles it when :func:`~detect.engine.inference.tiling.auto_decision` says so, the first
-        pass becoming the merge's whole-image view (one more batch of tiles, nothing predicted twice).
+        whole first and tiles it, with the tile side, when :func:`~detect.engine.inference.tiling_auto.plan_auto`
+        says so, the first pass becoming the merge's whole-image view (probes and tiles in later batches).
 
         Returns:
             One dict per image: ``boxes`` float32 ``[K, 4]`` xyxy in original pixels, ``scores``
@@ -210,14 +211,16 @@ class Predictor:
         raw = self._predict_crops(crops, crop_extras)
         # auto: decide from the whole-image pass; the chosen images' tiles go in one more round of batches
         more: list[np.ndarray] = []
-        for img, plan in zip(images, plans):
-            if plan.pop("ask", False):
-                first = raw[plan["start"]]
-                tile, plan["reason"] = auto_decision(first["boxes"], first["scores"], img.shape[:2], s, opts)
-                if tile:
-                    windows = tile_windows(img.shape[0], img.shape[1], opts.tile_side(s), opts.overlap)
-                    plan.update(windows=windows, extra_start=len(more))
-                    more += [img[y1:y2, x1:x2] for x1, y1, x2, y2 in windows.tolist()]
+        asked = [k for k, plan in enumerate(plans) if plan.pop("ask", False)]
+        decisions = plan_auto([images[k] for k in asked], [raw[plans[k]["start"]] for k in asked],
+                              lambda c: self._predict_crops(c, [{}] * len(c)), s, opts) if asked else []
+        for k, (own, reason) in zip(asked, decisions):
+            img, plan = images[k], plans[k]
+            plan["reason"] = reason
+            if own is not None:  # tiled with its own tile side
+                windows = tile_windows(img.shape[0], img.shape[1], own.tile_side(s), own.overlap)
+                plan.update(windows=windows, extra_start=len(more), opts=own)
+                more += [img[y1:y2, x1:x2] for x1, y1, x2, y2 in windows.tolist()]
         raw_more = self._predict_crops(more, [{}] * len(more)) if more else []
         results = []
         for img, plan in zip(images, plans):
@@ -237,8 +240,8 @@ class Predictor:
                 else:
                     parts = raw[start : start + n]
                 tiles = len(windows) - int(opts.full_image)
-                r = merge_crops(parts, windows, img.shape[:2], s, opts, self.nms_thresh, self.max_detections,
-                                self.agnostic)
+                r = merge_crops(parts, windows, img.shape[:2], s, plan.get("opts", opts), self.nms_thresh,
+                                self.max_detections, self.agnostic)
             r = {k: v.cpu() for k, v in r.items()}
             results.append({**r, "width": int(img.shape[1]), "height": int(img.shape[0]), "tiles": tiles,
                             "tile_reason": plan["reason"]})

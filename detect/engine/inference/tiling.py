@@ -17,11 +17,8 @@ the overlap are still found whole; only its large boxes (``full_min`` x tile sid
 as the tiles see small objects whole and at a higher resolution. Plan with :func:`plan_crops`, predict the crops, merge with
 :func:`merge_crops`; :func:`predict_tiled` does all three for one image.
 
-``auto`` mode decides per photo (:func:`auto_decision`): a photo that fits one tile is never tiled; otherwise
-the whole letterboxed photo is predicted first, and the photo is tiled only when the objects found there
-(scoring ``auto_conf`` and up) are small in the model input (median side ``sqrt(w h)`` under ``auto_min_px``
-model-input pixels), or when nothing was found in a large photo. The first pass is then the merge's
-whole-image view, so it is not wasted.
+``auto`` mode decides per photo from the objects' size (:mod:`detect.engine.inference.tiling_auto`) and
+chooses the tile side; the whole-image pass it starts from is the merge's whole-image view.
 """
 
 from __future__ import annotations
@@ -56,8 +53,13 @@ class TileOptions:
     full_min: float = 0.25  # ... keeping only its boxes whose longer side >= full_min * tile side
     cut_ios: float = 0.6  # a cut box covered this much by a larger same-class box is merged into it
     border_px: float = 2.0  # a box side this close to a tile border (in model-input pixels) is "cut"
-    auto_min_px: float = 32.0  # auto: tile when the objects' median side at S is under this (model-input px)
-    auto_conf: float = 0.25  # auto: ... among the whole-image detections scoring this and up
+    # auto (tiling_auto): objects whose median side sqrt(w h) at S is under auto_min_px are not resolved;
+    # tiles are sized to show them at auto_target_px; a zoom under auto_min_zoom is not worth tiling
+    auto_min_px: float = 24.0
+    auto_target_px: float = 32.0
+    auto_min_zoom: float = 1.5
+    auto_conf: float = 0.25  # only detections scoring this and up measure the objects ...
+    auto_min_boxes: int = 3  # ... and at least this many of them
 
     def __post_init__(self) -> None:
         if self.mode not in TILE_MODES:
@@ -69,8 +71,8 @@ class TileOptions:
             raise InvalidInput(f"--tile-size must be a whole number of pixels >= {MIN_TILE_PX}, got {self.size}")
         if not self.scale > 0:
             raise InvalidInput(f"tile scale must be > 0, got {self.scale}")
-        if not self.auto_min_px >= 0:
-            raise InvalidInput(f"tile auto_min_px must be >= 0, got {self.auto_min_px}")
+        if not (self.auto_min_px >= 0 and self.auto_target_px > 0 and self.auto_min_zoom >= 1):
+            raise InvalidInput("tile auto_min_px must be >= 0, auto_target_px > 0 and auto_min_zoom >= 1")
         if not 0.0 <= self.auto_conf <= 1.0:
             raise InvalidInput(f"tile auto_conf must be in [0, 1], got {self.auto_conf}")
 
@@ -89,36 +91,6 @@ def should_tile(height: int, width: int, image_size: int, opts: TileOptions) -> 
     if opts.mode == "off" or max(height, width) <= tile:
         return False
     return opts.mode == "on" or max(height, width) >= opts.auto_ratio * tile
-
-
-def auto_decision(
-    boxes: Tensor, scores: Tensor, image_hw: tuple[int, int], image_size: int, opts: TileOptions
-) -> tuple[bool, str]:
-    """``auto`` mode: tile this photo? From the detections of the whole letterboxed photo.
-
-    Args:
-        boxes: ``[K, 4]`` xyxy original pixels, the whole-image pass's detections; scores: ``[K]`` (only
-            those scoring ``opts.auto_conf`` and up count, so an eval's 0.001 threshold does not decide).
-        image_hw: ``(H, W)`` of the photo; image_size: model input side ``S``.
-
-    Returns:
-        ``(tile, reason)``: tile when the median object side ``sqrt(w h)`` at ``S`` (model-input pixels) is
-        under ``opts.auto_min_px``, or when nothing was found and the photo is large (:func:`should_tile`'s
-        size rule); ``reason`` says which, in words.
-    """
-    h, w = image_hw
-    if max(h, w) <= opts.tile_side(image_size):
-        return False, "fits one tile"
-    boxes = boxes[scores >= opts.auto_conf]
-    if boxes.shape[0] == 0:
-        large = max(h, w) >= opts.auto_ratio * opts.tile_side(image_size)
-        return large, "nothing found at S in a large photo" if large else "nothing found at S"
-    to_input = image_size / max(h, w)  # letterbox: tensor px per original px
-    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).float()
-    side = float((wh.prod(dim=1).sqrt() * to_input).median())
-    if side < opts.auto_min_px:
-        return True, f"small objects: median side {side:.0f} px at S < {opts.auto_min_px:g}"
-    return False, f"large objects: median side {side:.0f} px at S >= {opts.auto_min_px:g}"
 
 
 def _starts(length: int, tile: int, overlap: float) -> list[int]:
