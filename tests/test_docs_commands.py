@@ -156,7 +156,7 @@ def test_a_wrong_command_is_refused():
     wrong = (("retail-data", ["convert", "labels/"]),
              ("retail-data", ["split", "d.pkl", "-o", "x", "--bogus"]),
              ("retail-detect", ["predict", "a.jpg"]),
-             ("retail-detect", ["eval", "--weights", "w.pt", "--data", "d.pkl", "--tile", "on"]),
+             ("retail-detect", ["eval", "--weights", "w.pt", "--data", "d.pkl", "--tile", "sometimes"]),
              ("retail-detect", ["export", "--weights", "w.pt", "--format", "tflite"]),
              ("retail-detect", ["eval", "--weights", "w.pt", "--data", "d.pkl", "train.lr=0.1"]))
     for cli, args in wrong:

@@ -107,8 +107,9 @@ def evaluate_weights(weights: str | Path, data: str | Path, out_json: str | Path
                                   tile=tile_opts, batch_size=batch_size, amp=cfg.train.amp,
                                   nms_thresh=cfg.model.nms_thresh, max_detections=limit)
             results, tiled = predict_dataset_tiled(predictor, ds, progress=None)
-            log(f"--tile {tile_opts.mode}: {tiled} of {len(ds)} photos tiled ({tile_opts.tile_side(cfg.data.image_size)} "
-                f"px tiles, overlap {tile_opts.overlap:g})")
+            side = (f"{tile_opts.tile_side(cfg.data.image_size)} px tiles" if tile_opts.mode == "on" or tile_opts.size
+                    else "tile side from each photo's objects")
+            log(f"--tile {tile_opts.mode}: {tiled} of {len(ds)} photos tiled ({side}, overlap {tile_opts.overlap:g})")
         else:
             results = predict_dataset(model, loader, dev, cfg.train.amp, progress=None)
         if recognizer is not None:
