@@ -151,6 +151,9 @@ class Model:
         device: the torch device it runs on.
         conf, tile: the defaults of a call (score threshold, :class:`TileOptions`).
         row_gap: shelf-row split gap (fraction of the median box height) of :meth:`Result.to_dict`.
+
+    A call's ``conf`` / tile / batch options are set on the shared predictor for its batches: call one model from
+    one thread at a time.
     """
 
     def __init__(self, predictor: Predictor, stage: SkuStage | None = None, row_gap: float = 0.5) -> None:
@@ -266,7 +269,7 @@ def load(
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         conf: score threshold (a call may give another).
         tile, tile_size, overlap: tiled inference of large photos: ``auto`` | ``on`` | ``off`` (or True / False),
-            tile side in original pixels (None: twice the model input), overlap fraction (None: the default).
+            tile side in original pixels, overlap fraction (None: :class:`TileOptions`' defaults).
         batch_size: images (or tiles) per forward pass.
         gallery: a SKU gallery folder (``retail-detect gallery build``): every box is named by it, ``class_names``
             become its SKUs + ``unknown`` and results carry ``sku`` / ``similarity``.
