@@ -22,17 +22,17 @@ SIZE = 96
 NAMES = ["cola", "chips", "tea"]
 
 
-def perturbed_checkpoint(path, name: str, noise: float = 0.05, **model_keys):
+def perturbed_checkpoint(path, name: str, noise: float = 0.05, names: list[str] = NAMES, **model_keys):
     """A randomly initialised detector with its weights jittered, so scores and boxes spread out (an untrained
     head scores every anchor alike: ties that any two NMS implementations may break differently)."""
     cfg = config_from_dict({"data": {"image_size": SIZE}, "model": {"name": name, "backbone_weights": "none",
                                                                     **model_keys}})
     torch.manual_seed(0)
-    model = build_model(cfg.model, len(NAMES))
+    model = build_model(cfg.model, len(names))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * noise)
-    return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "class_names": NAMES})
+    return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "class_names": list(names)})
 
 
 def torch_rows(weights, images: torch.Tensor, thresh: float) -> list[dict]:
