@@ -1,4 +1,4 @@
-"""`retail-detect export`: ONNX (checked with onnxruntime) and TorchScript match PyTorch; Fast R-CNN refused."""
+"""`retail-detect export`: ONNX (checked with onnxruntime) and TorchScript match PyTorch; Fast R-CNN without RPN refused."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from detect.models.build import build_model
 from detect.tools.export import run_exported
 
 
-def _checkpoint(tmp_path, name: str):
-    cfg = config_from_dict({"data": {"image_size": 64}, "model": {"name": name, "backbone_weights": "none"}})
+def _checkpoint(tmp_path, name: str, **model):
+    cfg = config_from_dict({"data": {"image_size": 64}, "model": {"name": name, "backbone_weights": "none", **model}})
     torch.manual_seed(0)
     model = build_model(cfg.model, 2)
     path = tmp_path / f"{name}.pt"
@@ -24,7 +24,7 @@ def _checkpoint(tmp_path, name: str):
     return path
 
 
-@pytest.mark.parametrize("name", ["ssd", "yolo"])
+@pytest.mark.parametrize("name", ["ssd", "yolo", "fast_rcnn"])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_matches_pytorch(tmp_path, name, fmt, capsys):
     weights = _checkpoint(tmp_path, name)
@@ -43,8 +43,9 @@ def test_export_matches_pytorch(tmp_path, name, fmt, capsys):
     assert scores.shape[-1] == 2
 
 
-def test_fast_rcnn_export_is_refused(tmp_path, capsys):
-    weights = _checkpoint(tmp_path, "fast_rcnn")
+def test_fast_rcnn_without_rpn_export_is_refused(tmp_path, capsys):
+    """Built for external proposals (data.proposals), Fast R-CNN has no proposal stage to put in the graph."""
+    weights = _checkpoint(tmp_path, "fast_rcnn", fast_rcnn={"rpn": False})
     assert main(["export", "--weights", str(weights), "--format", "onnx"]) == 1
     assert "cannot be exported" in capsys.readouterr().err
 
