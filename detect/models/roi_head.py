@@ -81,7 +81,8 @@ def pool_rois(
         subbins: ``roi_pool`` only: pool ``output_size * subbins`` bins and average each ``subbins x subbins``
             block, so an output bin is the mean of several small maxima (RoIAlign averages 4 samples per bin).
         by_mask: select each RoI's level by mask (True) or pool each level's RoIs only (False); None: by mask
-            on CUDA and while tracing (ONNX export), per level on the CPU. Both give the same result.
+            on CUDA, per level on the CPU. Both give the same result and both trace (ONNX export, on the CPU:
+            per level, as NonZero + Gather + ScatterND, 4x faster in onnxruntime than pooling every level).
 
     Returns:
         [B * S, C, output_size, output_size], image-major.
@@ -110,12 +111,12 @@ def pool_rois(
         return one(feats[0], strides[0], indexed)
     levels = roi_levels(flat, strides, canonical_size)
     if by_mask is None:
-        by_mask = flat.device.type != "cpu" or tracing()  # a fixed graph: no nonzero indexing
+        by_mask = flat.device.type != "cpu"
     if not by_mask:
         out = feats[0].new_zeros((flat.shape[0], feats[0].shape[1], output_size, output_size), dtype=torch.float32)
         for level, (f, stride) in enumerate(zip(feats, strides)):
             idx = torch.nonzero(levels == level).squeeze(1)
-            if idx.numel():
+            if idx.numel() or tracing():  # traced: a level without RoIs this time may have some next time
                 out[idx] = one(f, stride, indexed[idx])
         return out
     levels = levels[:, None, None, None]

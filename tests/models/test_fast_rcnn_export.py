@@ -120,14 +120,21 @@ class _Pool(nn.Module):
     """The recipe's FPN pooling (roi_pool, upsample 2, subbins 2) of given maps and RoIs; canonical size 56 at
     160 px so that boxes pool from all three levels."""
 
+    def __init__(self, by_mask: bool) -> None:
+        super().__init__()
+        self.by_mask = by_mask
+
     def forward(self, f8: Tensor, f16: Tensor, f32: Tensor, rois: Tensor) -> Tensor:
-        return pool_rois([f8, f16, f32], [8, 16, 32], rois, "roi_pool", 7, 56.0, upsample=2, subbins=2)
+        return pool_rois([f8, f16, f32], [8, 16, 32], rois, "roi_pool", 7, 56.0, by_mask=self.by_mask,
+                         upsample=2, subbins=2)
 
 
-def test_exported_roi_pool_rounds_box_edges_as_torchvision(tmp_path: Path) -> None:
+@pytest.mark.parametrize("by_mask", [False, True])
+def test_exported_roi_pool_rounds_box_edges_as_torchvision(tmp_path: Path, by_mask: bool) -> None:
     """ONNX MaxRoiPool (onnxruntime) and torchvision's roi_pool quantise box edges alike, half cells included:
     edges at (n + 1/2) cells of the upsampled map (stride 4, 8, 16) round away from zero in both, and the
-    level rule gives the same level at its boundaries (sides 56 and 112)."""
+    level rule gives the same level at its boundaries (sides 56 and 112). Per level (what the CPU export
+    takes) the graph also holds when a level has no RoIs, or when it gets some it had none of while traced."""
     g = torch.Generator().manual_seed(0)
     maps = tuple(torch.randn(2, 4, SIZE // s, SIZE // s, generator=g) for s in (8, 16, 32))
     edges = torch.tensor([[2.0, 6.0, 50.0, 38.0], [4.0, 12.0, 92.0, 76.0], [8.0, 24.0, 152.0, 136.0],
@@ -136,13 +143,14 @@ def test_exported_roi_pool_rounds_box_edges_as_torchvision(tmp_path: Path) -> No
     x = torch.rand(2, 9, 2, generator=g).sort(-1).values * SIZE
     y = torch.rand(2, 9, 2, generator=g).sort(-1).values * SIZE
     rois = torch.cat([edges.expand(2, -1, -1), torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)], 1)
-    inputs = (*maps, rois)  # rois [2, 16, 4]
-    with torch.no_grad():
-        expected = _Pool()(*inputs)
     names = ["f8", "f16", "f32", "rois"]
-    path = export_onnx(_Pool(), inputs, names, ["pooled"], tmp_path / "pool.onnx",
-                       {n: {0: "batch"} for n in names} | {"pooled": {0: "rois"}})
+    pool = _Pool(by_mask)
+    path = export_onnx(pool, (*maps, rois[:, :1]), names, ["pooled"], tmp_path / "pool.onnx",  # level 0 only
+                       {n: {0: "batch"} for n in names} | {"rois": {0: "batch", 1: "rois"}, "pooled": {0: "n"}})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})[0]
-    assert got.shape == tuple(expected.shape) == (32, 4, 7, 7)
-    np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, rtol=0)
+    for some in (rois, rois[:1, :1], rois[:, 2:3]):  # [2, 16, 4] all levels; level 0 only; level 2 only
+        with torch.no_grad():
+            expected = pool(*maps, some)
+        got = session.run(None, {n: t.numpy() for n, t in zip(names, (*maps, some))})[0]
+        assert got.shape == tuple(expected.shape) == (some.shape[0] * some.shape[1], 4, 7, 7)
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, rtol=0)
