@@ -27,7 +27,7 @@ from torchvision.ops import roi_align, roi_pool
 from detect.models.box_coder import decode, encode
 from detect.models.box_ops import batched_box_iou
 from detect.models.postprocess import PostprocessSettings, postprocess
-from detect.models.rpn import sample_pos_neg, tracing
+from detect.models.rpn import sample_pos_neg
 
 ROI_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target normalisation
 HEAD_INITS = ("normal", "pytorch")  # see BoxHead
@@ -81,8 +81,8 @@ def pool_rois(
         subbins: ``roi_pool`` only: pool ``output_size * subbins`` bins and average each ``subbins x subbins``
             block, so an output bin is the mean of several small maxima (RoIAlign averages 4 samples per bin).
         by_mask: select each RoI's level by mask (True) or pool each level's RoIs only (False); None: by mask
-            on CUDA, per level on the CPU. Both give the same result and both trace (ONNX export, on the CPU:
-            per level, as NonZero + Gather + ScatterND, 4x faster in onnxruntime than pooling every level).
+            on CUDA, per level on the CPU. Both give the same result and both trace (an ONNX export on the CPU
+            pools per level, as NonZero + Gather + ScatterND: 4x faster in onnxruntime than every level).
 
     Returns:
         [B * S, C, output_size, output_size], image-major.
@@ -113,12 +113,15 @@ def pool_rois(
     if by_mask is None:
         by_mask = flat.device.type != "cpu"
     if not by_mask:
-        out = feats[0].new_zeros((flat.shape[0], feats[0].shape[1], output_size, output_size), dtype=torch.float32)
-        for level, (f, stride) in enumerate(zip(feats, strides)):
-            idx = torch.nonzero(levels == level).squeeze(1)
-            if idx.numel() or tracing():  # traced: a level without RoIs this time may have some next time
-                out[idx] = one(f, stride, indexed[idx])
-        return out
+        # Row 0 is a spare zero box that every level pools too: no pooling op ever sees 0 RoIs (OpenVINO refuses
+        # them) and no Python branch on a level's count (a traced graph keeps no level out). The pooled rows
+        # come back in RoI order by sorting their row numbers (a gather: no scatter with traced shapes).
+        rows = torch.cat([indexed.new_zeros(1, 5), indexed])
+        levels = torch.cat([levels.new_full((1,), -1), levels])
+        spare = torch.zeros(1, dtype=torch.int64, device=rows.device)
+        idx = [torch.cat([spare, torch.nonzero(levels == lv).squeeze(1)]) for lv in range(len(feats))]
+        pooled = torch.cat([one(f, stride, rows[i]) for f, stride, i in zip(feats, strides, idx)])
+        return pooled[torch.argsort(torch.cat(idx))[len(feats):]]  # row numbers 0 (L times), 1, ..., B*S
     levels = levels[:, None, None, None]
     out = one(feats[0], strides[0], indexed)
     for level in range(1, len(feats)):

@@ -126,11 +126,6 @@ def rpn_loss(
     return {"rpn_objectness": obj_loss, "rpn_box": box_loss}
 
 
-def tracing() -> bool:
-    """True while ``torch.jit.trace`` or ``torch.onnx.export`` records the graph (fixed-graph code paths)."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-
-
 @torch.no_grad()
 def select_proposals(
     anchors: Tensor,

@@ -8,6 +8,7 @@ regresses class-specific deltas ([B, N, C, 4] boxes). The graph is exported at b
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ RECIPE = Path(__file__).resolve().parents[2] / "configs" / "fast_rcnn.yaml"
 # The random RPN keeps ~500 proposals per image (sides 20-160 px) after NMS: with 1000 slots padding rows are
 # exercised too, and with canonical size 64 the proposals pool from all three levels.
 LEVELS = {"roi_canonical_size": 64.0, "rpn_post_nms_topk": 1000}
+RUNTIMES = ["onnxruntime", "openvino"]
 VARIANTS = {"recipe": {}, "roi_align_per_class": {"roi_op": "roi_align", "roi_class_agnostic": False}}
 
 
@@ -100,20 +102,24 @@ def test_dense_is_refused_without_rpn() -> None:
         model.dense(torch.rand(1, 3, SIZE, SIZE) * 255)
 
 
-def test_onnx_runtime_matches_eager_at_another_batch(exported) -> None:
-    model, path, images = exported
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    _assert_matches(model, images, session.run(["boxes", "scores"], {"images": images}))
+def session(runtime: str, path: Path) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+    """Run the ONNX file ``path`` in onnxruntime or OpenVINO (skipped when not installed): inputs -> outputs.
 
-
-def test_openvino_matches_eager_at_another_batch(exported) -> None:
-    """OpenVINO's CPU plugin in f32 (its bf16 default on bf16 CPUs reorders near-tied RPN proposals)."""
+    OpenVINO's CPU plugin runs in f32: its bf16 default on bf16 CPUs reorders near-tied RPN proposals.
+    """
+    if runtime == "onnxruntime":
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda feed: sess.run(None, feed)
     ov = pytest.importorskip("openvino")
-    model, path, images = exported
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    result = compiled(images)
-    _assert_matches(model, images, [result[compiled.output("boxes")], result[compiled.output("scores")]])
+    return lambda feed: [r for r in compiled(feed).values()]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_exported_dense_matches_eager_at_another_batch(exported, runtime: str) -> None:
+    model, path, images = exported
+    _assert_matches(model, images, session(runtime, path)({"images": images}))
 
 
 class _Pool(nn.Module):
@@ -129,12 +135,13 @@ class _Pool(nn.Module):
                          upsample=2, subbins=2)
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("by_mask", [False, True])
-def test_exported_roi_pool_rounds_box_edges_as_torchvision(tmp_path: Path, by_mask: bool) -> None:
-    """ONNX MaxRoiPool (onnxruntime) and torchvision's roi_pool quantise box edges alike, half cells included:
+def test_exported_roi_pool_rounds_box_edges_as_torchvision(tmp_path: Path, by_mask: bool, runtime: str) -> None:
+    """ONNX MaxRoiPool (onnxruntime, OpenVINO) and torchvision's roi_pool quantise box edges alike, half cells included:
     edges at (n + 1/2) cells of the upsampled map (stride 4, 8, 16) round away from zero in both, and the
     level rule gives the same level at its boundaries (sides 56 and 112). Per level (what the CPU export
-    takes) the graph also holds when a level has no RoIs, or when it gets some it had none of while traced."""
+    takes) the graph also holds when a level has no RoIs, or gets some it had none of while traced."""
     g = torch.Generator().manual_seed(0)
     maps = tuple(torch.randn(2, 4, SIZE // s, SIZE // s, generator=g) for s in (8, 16, 32))
     edges = torch.tensor([[2.0, 6.0, 50.0, 38.0], [4.0, 12.0, 92.0, 76.0], [8.0, 24.0, 152.0, 136.0],
@@ -147,10 +154,10 @@ def test_exported_roi_pool_rounds_box_edges_as_torchvision(tmp_path: Path, by_ma
     pool = _Pool(by_mask)
     path = export_onnx(pool, (*maps, rois[:, :1]), names, ["pooled"], tmp_path / "pool.onnx",  # level 0 only
                        {n: {0: "batch"} for n in names} | {"rois": {0: "batch", 1: "rois"}, "pooled": {0: "n"}})
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    run = session(runtime, path)
     for some in (rois, rois[:1, :1], rois[:, 2:3]):  # [2, 16, 4] all levels; level 0 only; level 2 only
         with torch.no_grad():
             expected = pool(*maps, some)
-        got = session.run(None, {n: t.numpy() for n, t in zip(names, (*maps, some))})[0]
+        got = run({n: t.numpy() for n, t in zip(names, (*maps, some))})[0]
         assert got.shape == tuple(expected.shape) == (some.shape[0] * some.shape[1], 4, 7, 7)
         np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, rtol=0)
