@@ -82,7 +82,7 @@ def pool_rois(
             block, so an output bin is the mean of several small maxima (RoIAlign averages 4 samples per bin).
         by_mask: select each RoI's level by mask (True) or pool each level's RoIs only (False); None: by mask
             on CUDA, per level on the CPU. Both give the same result and both trace (an ONNX export on the CPU
-            pools per level, as NonZero + Gather + ScatterND: 4x faster in onnxruntime than every level).
+            pools per level, as NonZero + Gather: 2-4x faster in onnxruntime than pooling every level).
 
     Returns:
         [B * S, C, output_size, output_size], image-major.
