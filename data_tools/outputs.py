@@ -31,8 +31,9 @@ The kinds an output may be (:func:`check_output`'s ``kind``), recognised by thei
 - ``metrics`` / ``results``: ``eval --json``'s metrics (``{"AP": ...``) and COCO results (a list of
   ``{"image_id": ...}``); ``bench``: ``bench --json``'s results (``{"meta": {... "torchvision": ...``); ``gallery-bench``: ``gallery-bench
   --json``'s (``{"meta": {"benchmark": "gallery-bench"``);
-- ``onnx``: an ONNX model PyTorch exported; ``torchscript``: a zip holding TorchScript ``code/`` (read
-  from the zip's directory, never unpickled); ``export-meta``: the JSON written beside an export.
+- ``onnx``: an ONNX model PyTorch exported; ``openvino``: an OpenVINO IR ``.xml`` (``<net``), ``openvino-bin``:
+  its weights, replaced only beside such an ``.xml``; ``torchscript``: a zip holding TorchScript ``code/`` (read
+  from the zip's directory, never unpickled); ``export-meta``: the JSON written beside an export (earlier versions).
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ def _torchscript(h: bytes, path: Path) -> bool:
         return False
 
 
+def _openvino_bin(path: Path) -> bool:
+    """An OpenVINO ``.bin`` is raw weights: recognised by the IR ``.xml`` of the same name beside it."""
+    try:
+        with open(path.with_suffix(".xml"), "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    return head.lstrip(_BOM_SPACE).startswith(b"<?xml") and b"<net " in head
+
+
 KINDS: dict[str, tuple[Callable[[bytes, Path], bool], str]] = {
     "dataset": (lambda h, p: b"retail-detect-dataset" in h[:256] or b"data_tools.records" in h, "a dataset file"),
     "report": (lambda h, p: _json_obj(h) and b'"summary"' in h[:64], "a convert report"),
@@ -84,6 +95,8 @@ KINDS: dict[str, tuple[Callable[[bytes, Path], bool], str]] = {
     "bench": (lambda h, p: _json_obj(h) and b'"meta"' in h[:16] and b'"torchvision"' in h, "a bench JSON"),
     "gallery-bench": (lambda h, p: _json_obj(h) and b'"benchmark": "gallery-bench"' in h[:64], "a gallery-bench JSON"),
     "onnx": (lambda h, p: h.startswith(b"\x08") and b"\x12\x07pytorch" in h[:32], "an ONNX model exported by PyTorch"),
+    "openvino": (lambda h, p: h.lstrip(_BOM_SPACE).startswith(b"<?xml") and b"<net " in h[:256], "an OpenVINO model"),
+    "openvino-bin": (lambda h, p: _openvino_bin(p), "the weights of an OpenVINO model"),
     "torchscript": (_torchscript, "a TorchScript model"),
     "export-meta": (lambda h, p: _json_obj(h) and (b'"format": "onnx"' in h[:64] or b'"format": "torchscript"' in h[:64]),
                     "the JSON written beside an export"),

@@ -127,7 +127,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from detect.tools.export import export_model
 
-    export_model(args.weights, args.format, args.out, batch=args.batch, image_size=args.size, check=not args.no_check)
+    export_model(args.weights, args.format, args.out, batch=args.batch, image_size=args.size, check=not args.no_check,
+                 int8=args.int8, calib=args.calib, calib_images=args.calib_images, quantizer=args.quantizer)
     return 0
 
 
@@ -333,13 +334,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="section.key=value overrides for every detector")
     p.set_defaults(func=_compare)
 
-    p = sub.add_parser("export", help="checkpoint -> ONNX / TorchScript (outputs checked against PyTorch)")
+    p = sub.add_parser("export", help="checkpoint -> self-contained ONNX / OpenVINO model (NMS inside), checked "
+                       "against PyTorch")
     p.add_argument("--weights", required=True)
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("-o", "--out", default=None, help="output file (default: beside the weights)")
+    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx")
+    p.add_argument("-o", "--out", default=None, help="output file, .onnx or .xml (default: beside the weights)")
     p.add_argument("--size", type=square_size, default=None, metavar="S",
                    help="input side S (or SxS; default: the training size)")
-    p.add_argument("--batch", type=int, default=1, help="batch of the example input (ONNX keeps the batch dynamic)")
+    p.add_argument("--batch", type=int, default=1, help="batch of the example input (the batch axis stays dynamic)")
+    p.add_argument("--int8", action="store_true", help="static INT8 post-training quantisation (needs --calib)")
+    p.add_argument("--calib", default=None, metavar="DATASET",
+                   help="with --int8: your own photos to calibrate on (dataset .pkl or label folder)")
+    p.add_argument("--calib-images", type=int, default=100, metavar="N", help="with --int8: photos used (default 100)")
+    p.add_argument("--quantizer", choices=["auto", "onnxruntime", "nncf"], default="auto",
+                   help="with --int8: ONNX Runtime QDQ or OpenVINO NNCF (auto: the one measured faster for this "
+                        "head and format, see docs/deploy.md)")
     p.add_argument("--no-check", action="store_true", help="skip running the export against PyTorch")
     p.set_defaults(func=_export)
 

@@ -12,7 +12,8 @@ Floors, lowest first (ARCHITECTURE.md, "Layout and layering"):
 5. ``detect.engine.inference``: the Predictor, tiling, the COCO evaluator.
 6. ``detect.engine.training``: the fit loop and what it owns.
 7. the verbs: both CLIs (``retail-data`` is ``detect.verbs.retail_data``; ``python -m data_tools`` only starts
-   it), ``detect.verbs``, ``detect.report``, ``detect.audit``, ``detect.tools``.
+   it), ``detect.verbs``, ``detect.report``, ``detect.audit``, ``detect.tools``; the Python API (``detect.api``,
+   ``detect.api_result``) and the bare ``detect`` package, whose ``load`` imports ``detect.api`` lazily.
 """
 
 from __future__ import annotations
@@ -31,12 +32,16 @@ FLOORS: list[tuple[int, tuple[str, ...]]] = [
     (1, ("detect.models",)),
     (2, ("detect.config",)),
     (3, ("detect.data",)),
-    (4, ("detect.engine.runtime", "detect.tables", "detect", "detect.engine")),
+    (4, ("detect.engine.runtime", "detect.tables", "detect.engine")),
     (5, ("detect.engine.inference",)),
     (6, ("detect.engine.training",)),
     (7, ("detect.verbs", "detect.report", "detect.audit", "detect.tools", "detect.cli", "detect.__main__",
-         "data_tools.__main__")),
+         "data_tools.__main__", "detect.api", "detect.api_result")),
 ]
+# Package files that sit on a floor by themselves, not as a prefix of the modules under them: the bare ``detect``
+# package offers the Python API (``from detect import load``, imported lazily from ``detect.api``), so it is on the
+# API's floor, while a new ``detect/<module>.py`` must still be added to FLOORS.
+EXACT: dict[str, int] = {"detect": 7}
 
 
 def module_files() -> dict[str, Path]:
@@ -52,6 +57,8 @@ def module_files() -> dict[str, Path]:
 
 
 def floor_of(module: str) -> int:
+    if module in EXACT:
+        return EXACT[module]
     best, floor = -1, None
     for level, prefixes in FLOORS:
         for prefix in prefixes:
@@ -158,6 +165,20 @@ def test_the_scan_sees_lazy_imports_and_cycles(tmp_path):
 
 
 @pytest.mark.parametrize("module, floor", [("data_tools.records", 0), ("detect.verbs.retail_data", 7),
-                                           ("detect.engine.training.trainer", 6), ("detect.report.build", 7)])
+                                           ("detect.engine.training.trainer", 6), ("detect.report.build", 7),
+                                           ("detect", 7), ("detect.api", 7), ("detect.engine", 4)])
 def test_floor_table(module, floor):
     assert floor_of(module) == floor
+
+
+def test_a_new_top_level_module_needs_a_floor():
+    """The bare ``detect`` package's floor is its own: it does not place the modules under it."""
+    with pytest.raises(AssertionError, match="on no floor"):
+        floor_of("detect.new_module")
+
+
+def test_nothing_imports_the_bare_detect_package():
+    """``detect`` (floor 7, the API's front door) is imported by no module of the packages: ``import detect.x``
+    names ``detect.x``, so only ``import detect`` / ``from detect import name`` would (an upward import below 7)."""
+    graph = import_graph()
+    assert not [a for a, targets in graph.items() if "detect" in targets]

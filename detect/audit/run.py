@@ -17,6 +17,7 @@ from data_tools.atomic import check_writable_dir
 from data_tools.outputs import OutputRefused, check_output_folder
 from data_tools.planogram import load_planogram
 from data_tools.records import Problem
+from detect.api import open_predictor
 from detect.audit import report
 from detect.audit.draw import draw_audit
 from detect.audit.gaps import DEFAULT_MIN_GAP
@@ -24,12 +25,9 @@ from detect.audit.html import HTML_NAME, write_html
 from detect.audit.metrics import score_audit
 from detect.audit.photo import AuditOptions, audit_photo
 from detect.audit.truth import load_truth
-from detect.data.proposals import check_proposals_arg
-from detect.engine.inference.predictor import Predictor
 from detect.engine.inference.sources import expand_sources
 from detect.engine.inference.tiling import TileOptions
 from detect.verbs import predict_output as po
-from detect.verbs.sku_stage import open_stage
 
 
 def _usable(folder: Path) -> bool:
@@ -115,11 +113,9 @@ def run_audit(
     check_output_folder(out, [s.path for s in src.files], src.dirs)
     check_writable_dir(out, create=False)  # a read-only or full disk: one line naming it, before the model loads
     protected = {s.path.resolve() for s in src.files}
-    stage = open_stage(gallery, embedder, unknown_below, device)
-    predictor = Predictor.from_weights(weights, device=device, conf=conf, image_size=image_size,
-                                       tile=tile_opts, batch_size=batch_size,
-                                       agnostic_nms=True if stage is not None else None)
-    check_proposals_arg(predictor.model, predictor.config.model.name, weights, None)
+    predictor, stage = open_predictor(weights, device=device, conf=conf, image_size=image_size,
+                                      tile=tile_opts, batch_size=batch_size, gallery=gallery,
+                                      embedder=embedder, unknown_below=unknown_below)
     names = predictor.class_names if stage is None else stage.names
     if plan is not None:
         plan.check_classes(names)

@@ -59,20 +59,9 @@ def postprocess(
         B dicts: ``boxes`` float32 [K, 4], ``scores`` [K], ``labels`` int64 [K] in 1..C, sorted by score.
     """
     s = settings or PostprocessSettings()
-    bsz, n, c = scores.shape
-    boxes = boxes.float()
-    scores = scores.float()
-    # One batched NMS over all images: the group key separates image and class.
-    flat_scores = scores.reshape(bsz, n * c)
-    k = min(s.pre_nms_topk, n * c)
-    top_scores, top_idx = flat_scores.topk(k, dim=1)  # [B, k]
-    anchor_idx = top_idx // c
-    class_idx = top_idx % c
-    if boxes.dim() == 4:
-        cand = boxes[torch.arange(bsz, device=boxes.device)[:, None], anchor_idx, class_idx]  # [B, k, 4]
-    else:
-        cand = torch.gather(boxes, 1, anchor_idx[..., None].expand(-1, -1, 4))  # [B, k, 4]
-    cand = clip_boxes_to_image(cand, image_size)
+    bsz, _, c = scores.shape
+    cand, top_scores, class_idx = top_candidates(boxes, scores, image_size, s.pre_nms_topk)
+    k = top_scores.shape[1]
     image_idx = torch.arange(bsz, device=boxes.device)[:, None].expand(-1, k)
     keep_mask = top_scores > s.score_thresh
     cand, top_scores, class_idx, image_idx = cand[keep_mask], top_scores[keep_mask], class_idx[keep_mask], image_idx[keep_mask]
@@ -91,3 +80,26 @@ def postprocess(
     return [{"boxes": b, "scores": sc, "labels": lab + 1}
             for b, sc, lab in zip(cand[keep].split(per_image), top_scores[keep].split(per_image),
                                   class_idx[keep].split(per_image))]
+
+
+def top_candidates(boxes: Tensor, scores: Tensor, image_size: tuple[int, int], pre_nms_topk: int
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``pre_nms_topk`` best (box, class) candidates of each image, boxes clipped to the input.
+
+    Args:
+        boxes: [B, N, 4] (shared by all classes) or [B, N, C, 4] (class-specific); scores: [B, N, C].
+
+    Returns:
+        boxes float32 [B, k, 4], scores float32 [B, k] (descending), class index int64 [B, k] in 0..C-1,
+        with k = min(pre_nms_topk, N * C). Traceable (no host sync): the exported graph uses it too.
+    """
+    bsz, n, c = scores.shape
+    k = min(pre_nms_topk, n * c)
+    top_scores, top_idx = scores.float().reshape(bsz, n * c).topk(k, dim=1)  # [B, k]
+    class_idx = top_idx % c
+    if boxes.dim() == 4:  # class-specific boxes: candidate j is (anchor, class) = divmod(top_idx, C)
+        flat, idx = boxes.float().reshape(bsz, n * c, 4), top_idx
+    else:
+        flat, idx = boxes.float(), torch.div(top_idx, c, rounding_mode="floor")
+    cand = torch.gather(flat, 1, idx[..., None].expand(-1, -1, 4))  # [B, k, 4]
+    return clip_boxes_to_image(cand, image_size), top_scores, class_idx

@@ -19,8 +19,8 @@ from data_tools.errors import InvalidInput
 from data_tools.outputs import check_output_folder
 from data_tools.progress import progress
 from data_tools.records import Problem
-from detect.data.proposals import ProposalsForFiles, check_proposals_arg
-from detect.engine.inference.predictor import Predictor
+from detect.api import open_predictor
+from detect.data.proposals import ProposalsForFiles
 from detect.engine.inference.sources import expand_sources
 from detect.engine.inference.tiling import TileOptions
 from detect.engine.runtime.run_dir import claim_run_dir
@@ -29,7 +29,6 @@ from detect.verbs.predict_labels import FORMATS as LABEL_FORMATS
 from detect.verbs.predict_labels import check_labels_folder
 from detect.verbs.predict_labels import save_labels as write_labels
 from detect.verbs.shelf_rows import class_counts, group_rows
-from detect.verbs.sku_stage import open_stage
 
 
 def run_predict(
@@ -116,14 +115,11 @@ def run_predict(
     src = expand_sources(sources)
     check_output_folder(out_dir, [s.path for s in src.files], src.dirs)
     protected = {s.path.resolve() for s in src.files}
-    stage = open_stage(gallery, embedder, unknown_below, device)
-    if stage is not None and agnostic_nms is None:
-        agnostic_nms = True  # the detector's classes are replaced by SKUs: one box per product
-    predictor = Predictor.from_weights(
+    predictor, stage = open_predictor(  # the Python API's loader (detect.api): gallery, NMS, proposals check
         weights, device=device, conf=conf, image_size=image_size, use_ema=use_ema, tile=opts,
-        batch_size=batch_size, agnostic_nms=agnostic_nms,
+        batch_size=batch_size, agnostic_nms=agnostic_nms, gallery=gallery, embedder=embedder,
+        unknown_below=unknown_below, proposals=proposals,
     )
-    check_proposals_arg(predictor.model, predictor.config.model.name, weights, proposals)
     if proposals is not None:  # each photo carries its own proposals from here on
         src.attach_proposals(ProposalsForFiles(proposals))
     # a new folder per run (runs/predict -> runs/predict2 when it holds one): no stale drawings beside new ones

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from data_tools.errors import InvalidInput
 from data_tools.records import Problem
 from detect.config import Config
 from detect.data.augment import boxes_to_original, letterbox
@@ -36,6 +37,7 @@ from detect.engine.inference.tiling import TileOptions, merge_crops, plan_crops,
 from detect.engine.inference.tiling_auto import plan_auto
 from detect.engine.runtime.checkpoint import load_model
 from detect.engine.runtime.device import resolve_device
+from detect.engine.runtime.exported import is_exported
 
 Extras = dict[str, np.ndarray]  # extra model inputs of one image: {"proposals": float32 [P, 4] original px}
 
@@ -111,7 +113,8 @@ class Predictor:
         amp: bool | None = None,
         agnostic_nms: bool | None = None,
     ) -> Predictor:
-        """A predictor for checkpoint ``weights`` (``model``, ``config``, ``class_names``, optional ``ema``).
+        """A predictor for checkpoint ``weights`` (``model``, ``config``, ``class_names``, optional ``ema``), or
+        for an exported ``model.onnx`` / ``model.xml`` (ONNX Runtime / OpenVINO, on the CPU).
 
         ``image_size``: None = the training ``data.image_size``; ``use_ema``: use the EMA weights when the
         checkpoint has them; ``amp``: None = the training ``train.amp``; ``agnostic_nms``: one NMS over all
@@ -120,6 +123,9 @@ class Predictor:
         (:func:`detect.data.proposals.check_proposals_arg`).
         """
         model, class_names, cfg = load_model(weights, use_ema, score_thresh=conf)
+        if is_exported(weights) and image_size and int(image_size) != cfg.data.image_size:
+            raise InvalidInput(f"{weights} was exported for {cfg.data.image_size} px inputs, not {image_size}: "
+                               f"export the checkpoint again with --size {image_size}")
         if agnostic_nms is not None:  # class-agnostic NMS (dense shelves) whatever the recipe said
             model.post = model.post.replace(agnostic=agnostic_nms)
         return cls(

@@ -223,8 +223,16 @@ def load_model(
     """Rebuild the model of a checkpoint: ``(model on CPU in eval mode, class_names, config)``.
 
     ``score_thresh`` replaces the training ``model.score_thresh`` (the model then filters at ``conf``).
+    An exported file (``.onnx``, ``.xml``) gives its runner behind the same contract
+    (:func:`detect.engine.runtime.exported_module.load_exported`).
     """
+    from detect.engine.runtime.exported import is_exported
     from detect.models.build import build_model  # models import nothing from the engine: no cycle
+
+    if is_exported(weights):
+        from detect.engine.runtime.exported_module import load_exported
+
+        return load_exported(weights, score_thresh)
 
     ckpt = load_checkpoint(weights)
     kind = ckpt.get("kind", DETECTOR_KIND)
