@@ -35,11 +35,11 @@ def test_predict_flags_reach_tile_options(tmp_path, monkeypatch):
     cv2.imwrite(str(photo), np.zeros((40, 60, 3), np.uint8))
     seen = {}
 
-    def from_weights(weights, **kw):
+    def open_predictor(weights, **kw):
         seen.update(kw)
         raise Stop
 
-    monkeypatch.setattr(predict_run.Predictor, "from_weights", staticmethod(from_weights))
+    monkeypatch.setattr(predict_run, "open_predictor", open_predictor)
     assert main(["predict", "--weights", "w.pt", str(photo), "--out", str(tmp_path / "out"), "--tile", "on",
                  "--tile-size", "640", "--overlap", "0.3"]) == 1  # stopped where the model would load
     assert seen["tile"] == TileOptions(mode="on", size=640, overlap=0.3)

@@ -156,7 +156,6 @@ def run_predict(
                 entry = po.image_entry(
                     str(p.source.path), r["width"], r["height"], r, names, row_ids, row_summary, counts
                 )
-                entry.update(tiles=r["tiles"], tile_reason=r["tile_reason"])  # tiled or not, and why
                 tiled += r["tiles"] > 0
                 if draw:
                     target = po.drawn_path(out, p.source.rel)

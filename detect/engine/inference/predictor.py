@@ -209,6 +209,8 @@ class Predictor:
                 crop_extras += [{}] * len(c)
                 plans.append(plan)
                 continue
+            elif opts.mode == "auto" and max(h, w) < opts.auto_ratio * opts.tile_side(s):
+                plan["reason"] = f"under {opts.auto_ratio:g} default tiles long: not tiled by auto"
             elif opts.mode == "auto":
                 plan["ask"] = True  # the whole image now, its tiles after the decision
             plans.append(plan)

@@ -48,7 +48,7 @@ class TileOptions:
     size: int | None = None  # tile side in original pixels; None = round(image_size * scale)
     scale: float = 2.0  # k: a tile covers k x k model inputs' worth of original pixels
     overlap: float = 0.2  # fraction of the tile side shared by neighbouring tiles
-    auto_ratio: float = 2.0  # auto mode tiles when the long image side >= auto_ratio * tile side
+    auto_ratio: float = 2.0  # auto considers tiling a photo whose long side >= auto_ratio * tile side
     full_image: bool = True  # also predict the whole letterboxed image and merge it with the tiles
     full_min: float = 0.25  # ... keeping only its boxes whose longer side >= full_min * tile side
     cut_ios: float = 0.6  # a cut box covered this much by a larger same-class box is merged into it
@@ -63,7 +63,7 @@ class TileOptions:
 
     def __post_init__(self) -> None:
         if self.mode not in TILE_MODES:
-            raise InvalidInput(f"--tile must be one of {', '.join(TILE_MODES)}, got {self.mode!r}")
+            raise InvalidInput(f"tile mode must be one of {', '.join(TILE_MODES)}, got {self.mode!r}")
         if not 0.0 <= self.overlap < 1.0:  # also refuses NaN
             raise InvalidInput(f"--overlap must be in [0, 1), got {self.overlap}")
         if self.size is not None and (isinstance(self.size, bool) or int(self.size) != self.size

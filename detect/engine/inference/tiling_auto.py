@@ -4,7 +4,8 @@ A detector resolves objects within a band of sizes at its input ``S`` (measured 
 trained on 20-43 px objects at S = 224 keeps AP50 >= 0.7 from ~25 to ~45 px and loses it below 22 and above
 56). Tiling enlarges the objects by ``zoom = long side / T``: it helps when they are too small in the whole
 letterboxed photo, and hurts when they are already resolved (large products are then cut by every seam).
-Per photo, from the model's own detections (those scoring ``auto_conf`` and up, median side ``sqrt(w h)``):
+A photo at least ``auto_ratio`` default tiles long (``2 x 2S``) is considered; per photo, from the model's own
+detections (those scoring ``auto_conf`` and up, median side ``sqrt(w h)``):
 
 1. the whole photo at ``S`` (the pass is kept as the merge's whole-image view): at least ``auto_min_boxes``
    objects with a median of ``auto_min_px`` or more at ``S`` -> not tiled (the objects are resolved);
