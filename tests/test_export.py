@@ -22,17 +22,17 @@ SIZE = 96
 NAMES = ["cola", "chips", "tea"]
 
 
-def perturbed_checkpoint(path, name: str, noise: float = 0.05, **model_keys):
+def perturbed_checkpoint(path, name: str, noise: float = 0.05, names: list[str] = NAMES, **model_keys):
     """A randomly initialised detector with its weights jittered, so scores and boxes spread out (an untrained
     head scores every anchor alike: ties that any two NMS implementations may break differently)."""
     cfg = config_from_dict({"data": {"image_size": SIZE}, "model": {"name": name, "backbone_weights": "none",
                                                                     **model_keys}})
     torch.manual_seed(0)
-    model = build_model(cfg.model, len(NAMES))
+    model = build_model(cfg.model, len(names))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * noise)
-    return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "class_names": NAMES})
+    return save_checkpoint(path, {"model": model.state_dict(), "config": cfg.to_dict(), "class_names": list(names)})
 
 
 def torch_rows(weights, images: torch.Tensor, thresh: float) -> list[dict]:
@@ -52,7 +52,7 @@ FORMATS = ["onnx"] + (["openvino"] if HAS_OPENVINO else [])
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("name", ["ssd", "yolo"])
+@pytest.mark.parametrize("name", ["ssd", "yolo", "fast_rcnn"])
 def test_export_gives_pytorchs_detections(tmp_path, name, fmt, capsys):
     weights = perturbed_checkpoint(tmp_path / f"{name}.pt", name)
     out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.xml")
@@ -62,10 +62,15 @@ def test_export_gives_pytorchs_detections(tmp_path, name, fmt, capsys):
     m = ExportedModel(out)
     assert m.class_names == NAMES and m.image_size == SIZE and m.meta.model == name and m.meta.precision == "fp32"
     images = fixed_batch(3)  # exported with a batch of 1: the batch axis is dynamic
-    thresh = 0.05 if name == "ssd" else 0.005  # the YOLO head starts at a class prior of 0.01
+    thresh = 0.005 if name == "yolo" else 0.05  # the YOLO head starts at a class prior of 0.01
     got = m.run(images.numpy(), thresh)
     want = torch_rows(weights, images, thresh)
     c = compare_detections(got, want, score_tol=1e-3)
+    if name == "fast_rcnn":
+        # jittered random RPN scores tie at the proposal cut-off, so a few proposals differ between the two NMS
+        # implementations; tests/models/test_fast_rcnn_export.py holds dense() to 1e-5 px on a configured model
+        assert c["torch_rows"] > 20 and c["matched"] >= 0.95
+        return
     assert c["torch_rows"] > 20 and c["labels_equal"] and c["matched"] == 1.0
     assert c["max_box_diff"] < 1.0 and c["max_score_diff"] < 1e-3
 

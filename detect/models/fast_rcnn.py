@@ -22,7 +22,7 @@ from detect.models.backbones import build_backbone
 from detect.models.detector import Detector
 from detect.models.necks import FPN
 from detect.models.options import ModelSettings, at_least, option
-from detect.models.postprocess import PostprocessSettings
+from detect.models.postprocess import PostprocessSettings, postprocess
 from detect.models.roi_head import RoIHead
 from detect.models.rpn import RPN
 from detect.models.targets import pad_targets
@@ -101,6 +101,10 @@ class FastRCNN(Detector):
     def needs_proposals(self) -> bool:  # built without an RPN: every forward needs proposals=[...]
         return self.rpn is None
 
+    @property
+    def exportable(self) -> bool:  # with its RPN, dense() is one fixed graph; external proposals are not
+        return self.rpn is not None
+
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None,
                 proposals: list[Tensor] | None = None) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         """See :meth:`Detector.forward`; ``proposals`` are checked against the batch first."""
@@ -118,10 +122,28 @@ class FastRCNN(Detector):
             return (*pad_proposals(proposals, feats[0].device), {})
         return self.rpn(feats, image_size, (gt[0], gt[2]) if gt is not None else None)
 
+    def _dense(self, feats: list[Tensor], image_size: tuple[int, int], proposals: list[Tensor] | None = None
+               ) -> tuple[Tensor, Tensor]:
+        """Proposals (RPN or external) -> the box head's boxes [B, P, 4] or [B, P, C, 4] and scores [B, P, C]."""
+        props, mask, _ = self._proposals(feats, image_size, proposals, None)
+        return self.roi_head.dense(feats, props, mask)
+
+    def dense(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Everything before the final NMS, as one fixed graph (what ``retail-detect export`` exports).
+
+        ``images`` [B, 3, H, W] 0..255 -> RPN (anchors, decode, top-k per level, clip, NMS per image and level,
+        ``rpn_post_nms_topk`` = P proposals per image, padding rows scored 0) -> RoI pooling, box head, softmax,
+        decode: boxes [B, P, 4] (class-agnostic deltas) or [B, P, C, 4] xyxy input-tensor pixels (unclipped)
+        and scores [B, P, C] probabilities of classes 1..C. ``postprocess`` of these is :meth:`detections`.
+        """
+        if self.rpn is None:
+            raise InvalidInput("this FastRCNN was built for external proposals (data.proposals): it has no "
+                               "proposal stage to export")
+        return self._dense(self.features(images), (int(images.shape[-2]), int(images.shape[-1])))
+
     def detections(self, feats: list[Tensor], image_size: tuple[int, int], proposals: list[Tensor] | None = None
                    ) -> list[dict[str, Tensor]]:
-        props, mask, _ = self._proposals(feats, image_size, proposals, None)
-        return self.roi_head.predict(feats, props, mask, image_size, self.post)
+        return postprocess(*self._dense(feats, image_size, proposals), image_size, self.post)
 
     def losses(self, feats: list[Tensor], image_size: tuple[int, int], targets: list[dict[str, Tensor]],
                proposals: list[Tensor] | None = None) -> dict[str, Tensor]:

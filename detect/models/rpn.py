@@ -138,7 +138,12 @@ def select_proposals(
     nms_thresh: float,
     min_size: float = 1e-3,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Decode, clip, drop small, top-k per level, one ``batched_nms`` for the batch, top-k per image.
+    """Decode, clip, top-k per level, one ``batched_nms`` for the batch, top-k per image: one fixed graph.
+
+    Eager and exported (ONNX) runs take this same path: fixed shapes up to NMS, no host sync, no loop over
+    the batch. Candidates that are too small (``w`` or ``h`` < ``min_size``) or not finite are not dropped but
+    replaced by a zero box (which overlaps nothing, so it suppresses nothing in NMS) and never selected.
+    NMS ranks by the objectness logits (the order of the probabilities, without their ties near 0 and 1).
 
     Args:
         anchors: [A, 4]; objectness: logits [B, A]; deltas: [B, A, 4] (all detached here).
@@ -147,8 +152,8 @@ def select_proposals(
 
     Returns:
         boxes float [B, K, 4], scores float [B, K] (objectness probabilities, descending per image),
-        mask bool [B, K] with K = ``post_nms_topk``; rows past an image's proposals have mask False
-        and a zero box. Proposals of one image never come from another image's anchors.
+        mask bool [B, K] with K = ``post_nms_topk``; rows past an image's proposals have mask False,
+        score 0 and a zero box. Proposals of one image never come from another image's anchors.
     """
     b = objectness.shape[0]
     dev = objectness.device
@@ -163,32 +168,43 @@ def select_proposals(
     idx_t = torch.cat(idx, 1)  # [B, T]
     t = idx_t.shape[1]
     logits = torch.gather(obj, 1, idx_t)
-    d = torch.gather(deltas.detach().float(), 1, idx_t[..., None].expand(b, t, 4))
+    d = torch.gather(deltas.detach().float(), 1, idx_t[..., None].expand(-1, -1, 4))
     boxes = clip_boxes_to_image(decode(d, anchors.float()[idx_t], RPN_BOX_WEIGHTS), image_size)
     wh = boxes[..., 2:] - boxes[..., :2]
-    ok = (wh >= min_size).all(-1) & torch.isfinite(logits) & torch.isfinite(boxes).all(-1)
-    img = torch.arange(b, device=dev)[:, None].expand(b, t)
-    level_key = torch.cat(lvl)[None].expand(b, t)
-    boxes_f, scores_f, img_f = boxes[ok], logits[ok].sigmoid(), img[ok]
-    keep = batched_nms(boxes_f, scores_f, img_f * len(level_counts) + level_key[ok], nms_thresh)  # score-sorted
-    return _topk_per_image(boxes_f[keep], scores_f[keep], img_f[keep], b, post_nms_topk)
+    ok = (wh >= min_size).all(-1) & torch.isfinite(logits) & torch.isfinite(boxes).all(-1)  # [B, T]
+    boxes = torch.where(ok[..., None], boxes, 0.0)
+    logits = torch.where(ok, logits, 0.0)
+    img = torch.arange(b, device=dev)[:, None].expand(-1, t)
+    group = img * len(level_counts) + torch.cat(lvl)[None]  # NMS per (image, level)
+    flat_boxes, flat_logits = boxes.reshape(-1, 4), logits.reshape(-1)
+    keep = batched_nms(flat_boxes, flat_logits, group.reshape(-1), nms_thresh)  # sorted by logit, descending
+    return _topk_per_image(flat_boxes[keep], flat_logits[keep], img.reshape(-1)[keep], ok.reshape(-1)[keep],
+                           b, post_nms_topk)
 
 
-def _topk_per_image(boxes: Tensor, scores: Tensor, img: Tensor, b: int, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Scatter score-sorted flat candidates into padded [B, k] slots (first k per image), no loop."""
-    dev = boxes.device
-    img_sorted, perm = torch.sort(img, stable=True)  # stable: keeps the score order inside an image
-    counts = torch.bincount(img, minlength=b)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(img.numel(), device=dev) - starts[img_sorted]
-    col = torch.where(rank < k, rank, k)  # overflow goes to a spare column k, dropped below
-    out_boxes = torch.zeros(b, k + 1, 4, device=dev)
-    out_scores = torch.zeros(b, k + 1, device=dev)
-    out_mask = torch.zeros(b, k + 1, dtype=torch.bool, device=dev)
-    out_boxes[img_sorted, col] = boxes[perm]
-    out_scores[img_sorted, col] = scores[perm]
-    out_mask[img_sorted, col] = True
-    return out_boxes[:, :k], out_scores[:, :k], out_mask[:, :k]
+def _topk_per_image(boxes: Tensor, logits: Tensor, img: Tensor, ok: Tensor, b: int | Tensor, k: int
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """The first ``k`` valid candidates of each image into padded [B, k] slots, as one ``topk`` (no loop).
+
+    Args:
+        boxes [M, 4], logits [M], img int64 [M] (image of each), ok bool [M]: flat candidates in rank order.
+        b: the batch size (a traced size under export).
+
+    Returns:
+        boxes [B, k, 4], probabilities [B, k], mask [B, k]; unfilled slots: zero box, score 0, mask False.
+    """
+    m = logits.shape[0]
+    mine = (img[None, :] == torch.arange(b, device=img.device)[:, None]) & ok[None, :]  # [B, M]
+    # Key -rank for an image's own candidates, -inf for the others; k spare columns keyed -1e9 fill the rest.
+    rank = torch.arange(m, device=img.device, dtype=torch.float32)
+    key = torch.where(mine, -rank[None, :], float("-inf"))
+    key = torch.cat([key, torch.full_like(key[:, :1], -1e9).expand(-1, k)], 1)  # [B, M + k]
+    top, col = key.topk(k, dim=1)  # [B, k]: an image's candidates in rank order, then spare columns
+    mask = top > -1e8
+    src_boxes = torch.cat([boxes, boxes.new_zeros(k, 4)])  # spare columns gather zeros
+    src_scores = torch.cat([logits.sigmoid(), logits.new_zeros(k)])
+    out_boxes = torch.where(mask[..., None], src_boxes[col], 0.0)
+    return out_boxes, torch.where(mask, src_scores[col], 0.0), mask
 
 
 class RPNHead(nn.Module):
