@@ -4,7 +4,6 @@ are refused in one line with nothing written."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -121,17 +120,22 @@ def test_dynamic_int8_is_refused_with_the_reason(assets, tmp_path, capsys):
     assert "onnxruntime#6732" in err and not (tmp_path / "m.onnx").exists()
 
 
-def test_nncf_for_an_onnx_file_is_refused(assets, tmp_path, capsys):
+@pytest.mark.parametrize("fmt, quantizer, says", [("onnx", "nncf", "--format openvino"),
+                                                   ("openvino", "onnxruntime", "batch size changes")])
+def test_a_quantizer_that_cannot_give_the_format_is_refused(assets, tmp_path, capsys, fmt, quantizer, says):
     weights, calib = assets
-    assert main(["export", "--weights", str(weights), "--int8", "--calib", str(calib), "--quantizer", "nncf",
-                 "--out", str(tmp_path / "m.onnx")]) == 1
+    out = tmp_path / ("m.onnx" if fmt == "onnx" else "m.xml")
+    assert main(["export", "--weights", str(weights), "--format", fmt, "--int8", "--calib", str(calib),
+                 "--quantizer", quantizer, "--out", str(out)]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--format openvino" in err and os.listdir(tmp_path) == []
+    assert err.count("\n") == 1 and says in err and os.listdir(tmp_path) == []
 
 
-def test_auto_takes_onnxruntime_for_onnx():
-    assert pick_quantizer("auto", "ssd", "onnx") == "onnxruntime"
-    assert pick_quantizer("nncf", "yolo", "openvino") == "nncf"
+def test_auto_takes_onnxruntime_for_onnx_and_nncf_for_openvino():
+    for head in ("ssd", "yolo", "fast_rcnn"):
+        assert pick_quantizer("auto", head, "onnx") == "onnxruntime"
+        assert pick_quantizer("auto", head, "openvino") == "nncf"
+    assert pick_quantizer("onnxruntime", "yolo", "onnx") == "onnxruntime"
 
 
 def test_nncf_openvino_export_is_close_to_fp32(assets, tmp_path, capsys):
@@ -153,4 +157,3 @@ def test_nncf_openvino_export_is_close_to_fp32(assets, tmp_path, capsys):
     images = calibration_images(calib, 6, SIZE)
     c = agreement(m.run(images.astype(np.float32), 0.05), fp32_rows(weights, images, 0.05), top=20)
     assert c["matched"] >= 0.8 and c["mean_score_diff"] < 0.05
-    assert pick_quantizer("auto", "ssd", "openvino") == "nncf" and importlib.util.find_spec("nncf")

@@ -14,8 +14,9 @@ tell close scores apart for NMS.
 Two quantizers (``--quantizer``):
 
 - ``onnxruntime``: ``onnxruntime.quantization.quantize_static``, QDQ format, per-channel symmetric INT8
-  weights, INT8 activations (MinMax calibration), on the FP32 ONNX (``quant_pre_process`` first). Gives an
-  ``.onnx``; for ``--format openvino`` it is converted as it is (OpenVINO runs QDQ ONNX as INT8).
+  weights, unsigned INT8 activations (U8S8, MinMax calibration), on the FP32 ONNX (``quant_pre_process``
+  first). Gives an ``.onnx``; only for ``--format onnx`` (OpenVINO's CPU plugin runs the QDQ graph of an SSD
+  once, then fails when the batch size changes: :data:`OPENVINO_QDQ_REFUSAL`).
 - ``nncf``: ``nncf.quantize`` on ``openvino.convert_model(onnx)`` (preset ``performance``), the postprocess in
   its ignored scope; gives OpenVINO IR (``.xml`` + ``.bin``), so only for ``--format openvino``.
 
@@ -44,6 +45,9 @@ AUTO: dict[tuple[str | None, str], str] = {(None, "onnx"): "onnxruntime", (None,
 DYNAMIC_REFUSAL = ("dynamic INT8 is refused: it computes activation scales at run time, and for convolutional "
                    "detectors ONNX Runtime runs it slower than FP32 (SSD300 8x slower, onnxruntime#6732); use "
                    "static INT8: --int8 --calib DATASET (your own photos)")
+OPENVINO_QDQ_REFUSAL = ("--quantizer onnxruntime with --format openvino is refused: OpenVINO's CPU plugin fails on "
+                        "the QDQ graph of an SSD once the batch size changes (measured with OpenVINO 2026.4); use "
+                        "--quantizer nncf (the default for openvino) or --format onnx")
 SEED = 0
 
 # Ops that do the network's arithmetic (quantised when they feed a conv / matmul) and the ops whose data input
@@ -74,18 +78,17 @@ def check_quantizer(quantizer: str, fmt: str) -> None:
     if quantizer == "nncf" and fmt != "openvino":
         raise InvalidInput("--quantizer nncf gives an OpenVINO model: use it with --format openvino (for --format "
                            "onnx: --quantizer onnxruntime)")
-    if quantizer == "nncf":
-        _need("nncf", "--quantizer nncf")
+    if quantizer == "onnxruntime" and fmt == "openvino":
+        raise InvalidInput(OPENVINO_QDQ_REFUSAL)
+    if fmt == "openvino" and quantizer in ("auto", "nncf"):
+        _need("nncf", "--int8 --format openvino")
 
 
 def pick_quantizer(quantizer: str, model: str, fmt: str) -> str:
     """``auto`` -> :data:`AUTO`'s choice for head ``model`` and format ``fmt``; others unchanged."""
     if quantizer != "auto":
         return quantizer
-    choice = AUTO.get((model, fmt), AUTO[(None, fmt)])
-    if choice == "nncf" and not _has("nncf"):
-        return "onnxruntime"  # the measured second choice; nncf is an optional extra
-    return choice
+    return AUTO.get((model, fmt), AUTO[(None, fmt)])
 
 
 def calibration_images(calib: str | os.PathLike, n: int, size: int, log: Callable[[str], None] = print
