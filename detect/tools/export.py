@@ -98,6 +98,8 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
             from detect.tools.quantize import quantize
 
             onnx_path, meta = quantize(onnx_path, fmt, meta, calib, calib_images, quantizer, Path(work), log=log)
+            if onnx_path.suffix == ".onnx":
+                stamp_onnx_meta(onnx_path, meta)
         if fmt == "onnx":
             staged = [onnx_path]
         else:
@@ -146,6 +148,15 @@ def trace_onnx(graph: torch.nn.Module, example: torch.Tensor, out: Path, meta: E
     proto = onnx.load(str(out))
     set_onnx_meta(proto, meta)
     onnx.save(proto, str(out))
+
+
+def stamp_onnx_meta(path: Path, meta: ExportMeta) -> None:
+    """Write ``meta`` into the ONNX file at ``path`` (:func:`set_onnx_meta`)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_onnx_meta(proto, meta)
+    onnx.save(proto, str(path))
 
 
 def set_onnx_meta(proto, meta: ExportMeta) -> None:

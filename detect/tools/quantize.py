@@ -191,11 +191,10 @@ class _OrtReader:
 
 def quantize_onnxruntime(fp32: Path, out: Path, images: np.ndarray, meta: ExportMeta, work: Path,
                          method: str = "MinMax", pre_process: bool = True, activations: str = "QUInt8") -> Path:
-    """FP32 ONNX -> QDQ INT8 ONNX at ``out`` (per-channel weights, the network only; see the module doc)."""
+    """FP32 ONNX -> QDQ INT8 ONNX at ``out`` (per-channel weights, the network only; see the module doc); its
+    metadata is still the FP32 graph's."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from detect.tools.export import set_onnx_meta
 
     src = fp32
     if pre_process:
@@ -214,9 +213,9 @@ def quantize_onnxruntime(fp32: Path, out: Path, images: np.ndarray, meta: Export
                                    "WeightSymmetric": True})
     producer = (proto.producer_name, proto.producer_version)
     proto = onnx.load(str(out))
-    # the FP32 graph's producer (PyTorch) kept: --out recognises an earlier export by it and may replace it
+    # the FP32 graph's producer (PyTorch) kept: --out recognises an earlier export by it and may replace it;
+    # the caller stamps the INT8 metadata (detect.tools.export.stamp_onnx_meta)
     proto.producer_name, proto.producer_version = producer
-    set_onnx_meta(proto, meta)
     onnx.save(proto, str(out))
     return out
 
@@ -245,7 +244,8 @@ def quantize_nncf(fp32: Path, out_xml: Path, images: np.ndarray, meta: ExportMet
 
 def quantize(onnx_path: Path, fmt: str, meta: ExportMeta, calib: str | os.PathLike | np.ndarray, calib_images: int,
              quantizer: str, work: Path, log: Callable[[str], None] = print) -> tuple[Path, ExportMeta]:
-    """The FP32 ONNX at ``onnx_path`` -> the INT8 file in ``work`` (``.onnx`` QDQ or OpenVINO ``.xml``) and its meta.
+    """The FP32 ONNX at ``onnx_path`` -> the INT8 file in ``work`` (``.onnx`` QDQ or OpenVINO ``.xml``) and its meta
+    (in the ``.xml``'s rt_info already; an ``.onnx`` gets it from :func:`detect.tools.export.stamp_onnx_meta`).
 
     Args:
         fmt: ``onnx`` | ``openvino`` (the export's format).
