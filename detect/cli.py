@@ -127,6 +127,10 @@ def _bench(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from detect.tools.export import export_model
 
+    if args.int8_dynamic:
+        from detect.tools.quantize import refuse_dynamic
+
+        refuse_dynamic()  # one line with the reason, before anything is read or written
     export_model(args.weights, args.format, args.out, batch=args.batch, image_size=args.size, check=not args.no_check,
                  int8=args.int8, calib=args.calib, calib_images=args.calib_images, quantizer=args.quantizer)
     return 0
@@ -349,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantizer", choices=["auto", "onnxruntime", "nncf"], default="auto",
                    help="with --int8: ONNX Runtime QDQ or OpenVINO NNCF (auto: the one measured faster for this "
                         "head and format, see docs/deploy.md)")
+    p.add_argument("--int8-dynamic", action="store_true",
+                   help="refused: dynamic INT8 runs conv nets slower than FP32; use --int8 --calib DATASET")
     p.add_argument("--no-check", action="store_true", help="skip running the export against PyTorch")
     p.set_defaults(func=_export)
 

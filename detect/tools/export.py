@@ -56,10 +56,14 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
         image_size: input side ``S`` (default: the training size).
         check: run the export on a batch and compare its detections with PyTorch's.
         int8, calib, calib_images, quantizer: static INT8 calibrated on ``calib_images`` photos of dataset
-            ``calib`` (:func:`detect.tools.quantize.quantize`).
+            ``calib`` (:func:`detect.tools.quantize.quantize`); ``quantizer="dynamic"`` is refused.
     """
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown --format '{fmt}' (use {' or '.join(FORMATS)})")
+    if quantizer == "dynamic" or int8:
+        from detect.tools.quantize import check_quantizer
+
+        check_quantizer(quantizer, fmt)  # dynamic INT8, an unknown quantizer or one that cannot give fmt: refused
     if int8 and not calib:
         raise InvalidInput("--int8 needs --calib DATASET: static INT8 is calibrated on your own photos (a dataset "
                            ".pkl or a label folder)")
@@ -83,6 +87,10 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
                       backbone=cfg.model.backbone, weights=Path(weights).name, version=_version(),
                       config=cfg.to_dict())
     example = torch.rand(max(1, batch), 3, size, size) * 255
+    if int8:  # the photos are read before any file is made: none readable is one line, nothing written
+        from detect.tools.quantize import calibration_images
+
+        calib = calibration_images(calib, calib_images, size, log)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.{TEMP_MARK}", dir=_existing(path.parent)) as work:
         onnx_path = Path(work) / "fp32.onnx"
         trace_onnx(graph, example, onnx_path, meta)
@@ -90,6 +98,8 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
             from detect.tools.quantize import quantize
 
             onnx_path, meta = quantize(onnx_path, fmt, meta, calib, calib_images, quantizer, Path(work), log=log)
+            if onnx_path.suffix == ".onnx":
+                stamp_onnx_meta(onnx_path, meta)
         if fmt == "onnx":
             staged = [onnx_path]
         else:
@@ -97,10 +107,14 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
             staged = [xml, xml.with_suffix(".bin")]
         place(staged, path)
     result = {"path": str(path), "meta": meta.__dict__, "check": None}
-    if check:
+    if check and int8:  # an approximation of FP32: detections compared on real photos, by class and IoU
+        from detect.tools.quantize import check_int8
+
+        result["check"] = check_int8(path, graph, calib[:max(1, batch)], meta.score_thresh, log)
+    elif check:
         result["check"] = check_against_torch(path, graph, example)
         c = result["check"]
-        log(f"checked {fmt}{' int8' if int8 else ''} against PyTorch on a batch of {example.shape[0]}: "
+        log(f"checked {fmt} against PyTorch on a batch of {example.shape[0]}: "
             f"{c['rows']} vs {c['torch_rows']} detections, {100 * c['matched']:.1f} % matched, max |box difference| {c['max_box_diff']:.2e} px, "
             f"max |score difference| {c['max_score_diff']:.2e}")
     size_mb = sum(p.stat().st_size for p in _files_of(path)) / 1e6
@@ -134,6 +148,15 @@ def trace_onnx(graph: torch.nn.Module, example: torch.Tensor, out: Path, meta: E
     proto = onnx.load(str(out))
     set_onnx_meta(proto, meta)
     onnx.save(proto, str(out))
+
+
+def stamp_onnx_meta(path: Path, meta: ExportMeta) -> None:
+    """Write ``meta`` into the ONNX file at ``path`` (:func:`set_onnx_meta`)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_onnx_meta(proto, meta)
+    onnx.save(proto, str(path))
 
 
 def set_onnx_meta(proto, meta: ExportMeta) -> None:
