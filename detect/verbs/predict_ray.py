@@ -12,6 +12,7 @@ system they all see.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,13 +72,22 @@ def _init(address: str) -> bool:
     if ray.is_initialized():
         return False
     if address != "auto":
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         return True
     try:  # a running cluster (ray start --head, RAY_ADDRESS), else a local Ray on this machine
-        ray.init(address="auto", log_to_driver=False)
+        ray.init(address="auto", log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     return True
+
+
+def _pool(ray, workers: int) -> dict:
+    """``workers`` actors: ``compute=ActorPoolStrategy`` from Ray 2.51 (``concurrency`` is deprecated there),
+    ``concurrency`` before (where ``compute`` was the deprecated one)."""
+    major, minor = (int(x) for x in ray.__version__.split(".")[:2])
+    if (major, minor) >= (2, 51):
+        return {"compute": ray.data.ActorPoolStrategy(size=workers)}
+    return {"concurrency": workers}
 
 
 def ray_lines(address: str, workers: int, files: list[Source], actor: dict, batch_size: int) -> Iterator[Line]:
@@ -100,8 +110,8 @@ def ray_lines(address: str, workers: int, files: list[Source], actor: dict, batc
         if not items:
             return
         ds = ray.data.from_items(items).map_batches(
-            PhotoActor, fn_constructor_kwargs=actor, batch_size=batch_size, concurrency=workers, num_cpus=1,
-            batch_format="numpy",
+            PhotoActor, fn_constructor_kwargs=actor, batch_size=batch_size, num_cpus=1, batch_format="numpy",
+            **_pool(ray, workers),
         )
         for row in ds.iter_rows():
             yield str(row["line"]), str(row["warning"])

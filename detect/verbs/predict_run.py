@@ -142,19 +142,26 @@ def run_predict(
         gallery=Path(gallery) if gallery is not None else None, embedder=str(embedder) if embedder else None,
         unknown_below=unknown_below,
     )
-    done = prepare_resume(Path(out_dir), settings, log) if resume else None
-    stage = open_stage(gallery, embedder, unknown_below, device)
-    if stage is not None and agnostic_nms is None:
-        agnostic_nms = True  # the detector's classes are replaced by SKUs: one box per product
-    predictor_kwargs = dict(weights=weights, device=device, conf=conf, image_size=image_size, use_ema=use_ema,
-                            tile=opts, batch_size=batch_size, agnostic_nms=agnostic_nms)
-    predictor = Predictor.from_weights(**{**predictor_kwargs, "device": "cpu" if ray is not None else device})
-    check_proposals_arg(predictor.model, predictor.config.model.name, weights, proposals)
+    # --resume continues in --out itself, locked before its lines are read (a live run there is refused)
+    early = claim_run_dir(out_dir, resume=True) if resume else None
+    try:
+        done = prepare_resume(early[0], settings, log) if early else None
+        stage = open_stage(gallery, embedder, unknown_below, device)
+        if stage is not None and agnostic_nms is None:
+            agnostic_nms = True  # the detector's classes are replaced by SKUs: one box per product
+        predictor_kwargs = dict(weights=weights, device=device, conf=conf, image_size=image_size, use_ema=use_ema,
+                                tile=opts, batch_size=batch_size, agnostic_nms=agnostic_nms)
+        # with --ray the workers hold the models; the driver's reads the class names and checks the options
+        predictor = Predictor.from_weights(**{**predictor_kwargs, "device": "cpu" if ray is not None else device})
+        check_proposals_arg(predictor.model, predictor.config.model.name, weights, proposals)
+    except BaseException:
+        if early:
+            early[1].release()
+        raise
     if proposals is not None and ray is None:  # each photo carries its own proposals from here on
         src.attach_proposals(ProposalsForFiles(proposals))
-    # a new folder per run (runs/predict -> runs/predict2 when it holds one): no stale drawings beside new ones;
-    # --resume continues in --out itself
-    folder, lock = claim_run_dir(out_dir, exist_ok=exist_ok, resume=resume)
+    # a new folder per run (runs/predict -> runs/predict2 when it holds one): no stale drawings beside new ones
+    folder, lock = early or claim_run_dir(out_dir, exist_ok=exist_ok)
     with lock:
         out = check_output_folder(folder, inputs, src.dirs)
         if save_labels is not None:
