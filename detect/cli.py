@@ -81,7 +81,7 @@ def _predict(args: argparse.Namespace) -> int:
         rows=not args.no_rows, batch_size=args.batch,
         proposals=args.proposals, exist_ok=args.exist_ok, save_labels=args.save_labels,
         link_photos=args.link, agnostic_nms=args.agnostic_nms, gallery=args.gallery, embedder=args.embedder,
-        unknown_below=args.unknown_below,
+        unknown_below=args.unknown_below, resume=args.resume, ray=args.ray, ray_workers=args.ray_workers,
     )
     counts = ", ".join(f"{k} {v}" for k, v in summary.get("class_counts", {}).items())
     if "detector_counts" in summary:  # named by a gallery: the detector's classes, then the SKUs apart
@@ -215,6 +215,8 @@ def _gallery_flags(p: argparse.ArgumentParser, unknown: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from detect.verbs.predict_stream import add_stream_flags
+
     parser = argparse.ArgumentParser(prog="retail-detect", description=__doc__.splitlines()[0],
                                      epilog=exit_codes_help("predict / audit read no image"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -274,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link", action="store_true",
                    help="with --save-labels: hard-link the photos instead of copying them (no extra disk space, "
                         "but a photo edited in place there changes the original too)")
+    add_stream_flags(p)
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("audit", help="shelf audit: planogram compliance, out-of-stock gaps, share of shelf")

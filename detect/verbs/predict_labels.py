@@ -12,6 +12,7 @@ reading (under one pixel after clipping to the image) is left out and counted.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,13 @@ def check_labels_folder(out: str | Path) -> None:
     check_export_folder(Path(out) / LABELS_DIR, None)
 
 
-def detections_recordset(entries: list[dict], rels: list[str], class_names: list[str]) -> tuple[RecordSet, list, int]:
+def detections_recordset(entries: Iterable[dict], rels: Iterable[str], class_names: list[str]
+                         ) -> tuple[RecordSet, list, int]:
     """``(RecordSet with one record per predicted image, per-record score arrays, boxes left out)``.
 
     ``entries``: the images of ``predictions.json`` (:func:`~detect.verbs.predict_output.image_entry`);
-    ``rels``: each image's mirror name (its path below ``labels/images``).
+    ``rels``: each image's mirror name (its path below ``labels/images``). Both may be iterators (a run's
+    ``predictions.jsonl`` read line by line): only the records are kept.
     """
     records, scores, dropped = [], [], 0
     for entry, rel in zip(entries, rels):
@@ -53,7 +56,7 @@ def detections_recordset(entries: list[dict], rels: list[str], class_names: list
     return RecordSet(list(class_names), "", records, {"source": "retail-detect predict"}), scores, dropped
 
 
-def save_labels(out: str | Path, fmt: str, entries: list[dict], rels: list[str], class_names: list[str],
+def save_labels(out: str | Path, fmt: str, entries: Iterable[dict], rels: Iterable[str], class_names: list[str],
                 link: bool = False) -> dict:
     """Write ``OUT/labels/`` in ``fmt`` (see the module doc); ``link``: hard-link the photos instead of copying.
 
@@ -63,6 +66,6 @@ def save_labels(out: str | Path, fmt: str, entries: list[dict], rels: list[str],
         raise InvalidInput(f"--save-labels must be one of {', '.join(FORMATS)}, not {fmt!r}")
     rs, scores, dropped = detections_recordset(entries, rels, class_names)
     folder = Path(out) / LABELS_DIR
-    result = export_records(rs, fmt, folder, "link" if link else "copy", scores, [e["path"] for e in entries])
+    result = export_records(rs, fmt, folder, "link" if link else "copy", scores, [r.source for r in rs.records])
     return {"dir": str(folder), "format": fmt, "images": result["records"], "boxes": result["boxes"],
             "dropped": dropped, "problems": [p.to_dict() for p in result["problems"]]}

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import colorsys
 import csv
-import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
 from torch import Tensor
 
-from data_tools.atomic import atomic_write_bytes, atomic_write_text
+from data_tools.atomic import atomic_open, atomic_write_bytes, atomic_write_text  # noqa: F401 - re-exported
 from data_tools.outputs import OutputRefused
 
 JSON_NAME = "predictions.json"
@@ -91,33 +92,61 @@ def image_entry(
     }
 
 
-def write_json(out_dir: str | Path, images: list[dict], errors: list[dict], meta: dict | None = None) -> Path:
-    """Write ``DIR/predictions.json`` atomically: ``{format, format_version, **meta, images, errors}``."""
-    doc = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        **(meta or {}),
-        "images": images,
-        "errors": errors,
-    }
-    return atomic_write_text(Path(out_dir) / JSON_NAME, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+def write_json(out_dir: str | Path, images: Iterable[dict], errors: Iterable[dict], meta: dict | None = None) -> Path:
+    """Write ``DIR/predictions.json`` atomically: ``{format, format_version, **meta, images, errors}``.
+
+    ``images`` and ``errors`` may be iterators (a run's entries streamed from its ``predictions.jsonl``): they
+    are written one at a time, never held together; the text is that of ``json.dumps(doc, indent=1)``.
+    """
+    head = {"format": FORMAT, "format_version": FORMAT_VERSION, **(meta or {})}
+    with atomic_open(Path(out_dir) / JSON_NAME, "w") as f:
+        f.write("{\n")
+        for key, value in head.items():
+            f.write(f" {json.dumps(key, ensure_ascii=False)}: {_indented(value, 1)},\n")
+        f.write(' "images": ')
+        _write_list(f, images)
+        f.write(',\n "errors": ')
+        _write_list(f, errors)
+        f.write("\n}\n")
+    return Path(out_dir) / JSON_NAME
 
 
-def write_csv(out_dir: str | Path, images: list[dict]) -> Path:
+def _indented(value: object, level: int) -> str:
+    """``json.dumps(value, indent=1)`` as it reads nested ``level`` deep."""
+    return json.dumps(value, indent=1, ensure_ascii=False).replace("\n", "\n" + " " * level)
+
+
+def _write_list(f: IO[str], items: Iterable[dict]) -> None:
+    """A list one level below the top, item by item (``[]`` when empty, as ``json.dumps`` writes it)."""
+    first = True
+    for item in items:
+        f.write("[\n  " if first else ",\n  ")
+        f.write(_indented(item, 2))
+        first = False
+    f.write("[]" if first else "\n ]")
+
+
+def write_csv(out_dir: str | Path, images: Iterable[dict], named: bool | None = None) -> Path:
     """Write ``DIR/predictions.csv`` atomically: one row per detection of the :func:`image_entry` dicts (with
-    ``sku``, ``sku_similarity`` and ``sku_alternatives`` (``sku:similarity;...``) columns when a gallery named them)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    named = any("sku" in d for e in images for d in e["detections"])
-    w.writerow(["image", "x1", "y1", "x2", "y2", "score", "class_name", "row"]
-               + (["sku", "sku_similarity", "sku_alternatives"] if named else []))
-    for entry in images:
-        for d in entry["detections"]:
-            row = "" if d["row"] is None else d["row"]
-            sku = [d.get("sku", ""), d.get("sku_similarity", ""),
-                   ";".join(f"{a['sku']}:{a['similarity']}" for a in d.get("sku_alternatives", []))] if named else []
-            w.writerow([entry["path"], *d["box"], d["score"], d["class_name"], row, *sku])
-    return atomic_write_text(Path(out_dir) / CSV_NAME, buf.getvalue())
+    ``sku``, ``sku_similarity`` and ``sku_alternatives`` (``sku:similarity;...``) columns when a gallery named them).
+
+    ``named``: whether any detection carries a ``sku`` (None: looked up in ``images``, then held as a list);
+    given, ``images`` may be an iterator, written row by row.
+    """
+    if named is None:
+        images = list(images)
+        named = any("sku" in d for e in images for d in e["detections"])
+    with atomic_open(Path(out_dir) / CSV_NAME, "w") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["image", "x1", "y1", "x2", "y2", "score", "class_name", "row"]
+                   + (["sku", "sku_similarity", "sku_alternatives"] if named else []))
+        for entry in images:
+            for d in entry["detections"]:
+                row = "" if d["row"] is None else d["row"]
+                sku = [d.get("sku", ""), d.get("sku_similarity", ""),
+                       ";".join(f"{a['sku']}:{a['similarity']}" for a in d.get("sku_alternatives", []))] if named else []
+                w.writerow([entry["path"], *d["box"], d["score"], d["class_name"], row, *sku])
+    return Path(out_dir) / CSV_NAME
 
 
 # ----------------------------------------------------------------------------- drawing

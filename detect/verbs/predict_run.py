@@ -2,33 +2,41 @@
 
 :func:`run_predict` is the whole verb as one function: expand the sources, refuse an ``--out`` that
 could touch the inputs (before the model is even loaded), predict in batches, group each image's
-detections into shelf rows, draw in background threads, write the CSV and finally
-``predictions.json`` (its presence marks a finished run). Bad images are listed under ``errors``
-and counted; they never stop the run.
+detections into shelf rows, draw in background threads, append each photo's line to ``predictions.jsonl``
+as it goes (:mod:`detect.verbs.predict_stream`: memory stays flat over 100,000 photos, a killed run keeps what
+it did and ``--resume`` skips it) and finally write the CSV and ``predictions.json`` from those lines
+(:mod:`detect.verbs.predict_finish`; its presence marks a finished run). With ``--ray`` the photos are
+predicted by Ray Data workers (:mod:`detect.verbs.predict_ray`) and their lines written the same way. Bad
+images are listed under ``errors`` and counted; they never stop the run.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from data_tools.errors import InvalidInput
 from data_tools.outputs import check_output_folder
 from data_tools.progress import progress
-from data_tools.records import Problem
 from detect.api import open_predictor
 from detect.data.proposals import ProposalsForFiles
-from detect.engine.inference.sources import expand_sources
+from detect.engine.inference.sources import Source, Sources, expand_sources
 from detect.engine.inference.tiling import TileOptions
 from detect.engine.runtime.run_dir import claim_run_dir
-from detect.verbs import predict_output as po
+from detect.verbs.predict_finish import finish_run
 from detect.verbs.predict_labels import FORMATS as LABEL_FORMATS
 from detect.verbs.predict_labels import check_labels_folder
-from detect.verbs.predict_labels import save_labels as write_labels
-from detect.verbs.shelf_rows import class_counts, group_rows
+from detect.verbs.predict_photo import PhotoWork
+from detect.verbs.predict_ray import ray_lines, require_ray
+from detect.verbs.predict_stream import (
+    JSONL_NAME,
+    LineWriter,
+    header,
+    photo_key,
+    prepare_resume,
+    run_settings,
+)
 
 
 def run_predict(
@@ -58,6 +66,9 @@ def run_predict(
     gallery: str | Path | None = None,
     embedder: str | Path | None = None,
     unknown_below: float | None = None,
+    resume: bool = False,
+    ray: str | None = None,
+    ray_workers: int = 1,
 ) -> dict:
     """Predict every image of ``sources`` and write the outputs into ``out_dir``.
 
@@ -74,8 +85,7 @@ def run_predict(
         rows: group detections into shelf rows (``row`` per detection, per-row counts).
         batch_size: images (or tiles) per forward pass.
         image_size: model input side; None = the training size.
-        tile_size, tile_overlap: tile side in original pixels (None = 2 x image_size) and overlap fraction
-            (``--tile-size``, ``--overlap``; bad values raise InvalidInput naming the flag).
+        tile_size, tile_overlap: tile side in original pixels (None = 2 x image_size) and overlap fraction.
         use_ema: prefer the checkpoint's EMA weights.
         row_gap: row-split gap as a fraction of the median box height.
         workers: threads decoding images and drawing.
@@ -93,15 +103,21 @@ def run_predict(
             ``agnostic_nms=False``.
         embedder: the gallery's embedder (``imagenet`` or a checkpoint); None = the one the gallery names.
         unknown_below: similarity under which a box is ``unknown``; None = the gallery's calibrated threshold.
+        resume: continue the run in ``out_dir`` itself: photos already in its ``predictions.jsonl`` (same resolved
+            path, size and mtime) are skipped, the rest predicted, ``predictions.json`` then holds all.
+        ray: ``auto`` or a Ray cluster address: predict on Ray Data workers (:mod:`detect.verbs.predict_ray`).
+        ray_workers: with ``ray``: model replicas (actors).
 
     Returns:
         Summary: ``images`` (predicted), ``errors``, ``detections``, ``class_counts``, ``tiled_images``,
         ``drawn``, ``seconds``, ``images_per_s``, ``device``, ``out_dir``, ``json``, ``csv``, ``labels``
         (what :func:`~detect.verbs.predict_labels.save_labels` returned, or None); with a gallery also
-        ``detector_counts`` (the detector's own classes; ``class_counts`` then counts SKUs) and ``gallery``.
+        ``detector_counts`` (the detector's own classes; ``class_counts`` then counts SKUs) and ``gallery``; with
+        ``resume`` also ``resumed`` (photos found done). ``images_per_s`` counts the photos this run predicted.
 
     Raises:
         OutputRefused: ``out_dir`` clashes with the inputs (nothing is written).
+        CannotRun: ``resume`` into a folder of another run or other settings; ``ray`` without ray installed.
         ValueError: bad options (tile mode, overlap, device).
     """
     t0 = time.perf_counter()
@@ -112,81 +128,69 @@ def run_predict(
         raise InvalidInput(f"--save-labels must be one of {', '.join(LABEL_FORMATS)}, not {save_labels!r}")
     if link_photos and save_labels is None:
         raise InvalidInput("--link applies to --save-labels (the photos beside the labels); give --save-labels FORMAT")
+    if ray is not None:
+        require_ray()
     src = expand_sources(sources)
-    check_output_folder(out_dir, [s.path for s in src.files], src.dirs)
-    protected = {s.path.resolve() for s in src.files}
-    predictor, stage = open_predictor(  # the Python API's loader (detect.api): gallery, NMS, proposals check
-        weights, device=device, conf=conf, image_size=image_size, use_ema=use_ema, tile=opts,
-        batch_size=batch_size, agnostic_nms=agnostic_nms, gallery=gallery, embedder=embedder,
-        unknown_below=unknown_below, proposals=proposals,
+    inputs = _one_file_per_folder(src.files)
+    check_output_folder(out_dir, inputs, src.dirs)
+    protected = {s.real or s.path.resolve() for s in src.files}
+    settings = run_settings(
+        weights, conf=conf, image_size=image_size, tile=[opts.mode, opts.size, opts.overlap], rows=rows,
+        row_gap=row_gap, draw=draw, use_ema=use_ema, agnostic_nms=agnostic_nms,
+        proposals=Path(proposals) if proposals is not None else None,
+        gallery=Path(gallery) if gallery is not None else None, embedder=str(embedder) if embedder else None,
+        unknown_below=unknown_below,
     )
-    if proposals is not None:  # each photo carries its own proposals from here on
+    # --resume continues in --out itself, locked before its lines are read (a live run there is refused)
+    early = claim_run_dir(out_dir, resume=True) if resume else None
+    try:
+        done = prepare_resume(early[0], settings, log) if early else None
+        # the Python API's loader (detect.api): gallery, class-agnostic NMS with it, the proposals check; with --ray
+        # the workers hold the models and the driver's reads the class names and checks the options
+        predictor, stage = open_predictor(
+            weights, device="cpu" if ray is not None else device, conf=conf, image_size=image_size, use_ema=use_ema,
+            tile=opts, batch_size=batch_size, agnostic_nms=agnostic_nms, gallery=gallery, embedder=embedder,
+            unknown_below=unknown_below, proposals=proposals,
+        )
+        if stage is not None and agnostic_nms is None:
+            agnostic_nms = True  # the detector's classes are replaced by SKUs: one box per product
+        predictor_kwargs = dict(weights=weights, device=device, conf=conf, image_size=image_size, use_ema=use_ema,
+                                tile=opts, batch_size=batch_size, agnostic_nms=agnostic_nms)
+    except BaseException:
+        if early:
+            early[1].release()
+        raise
+    if proposals is not None and ray is None:  # each photo carries its own proposals from here on
         src.attach_proposals(ProposalsForFiles(proposals))
     # a new folder per run (runs/predict -> runs/predict2 when it holds one): no stale drawings beside new ones
-    folder, lock = claim_run_dir(out_dir, exist_ok=exist_ok)
+    folder, lock = early or claim_run_dir(out_dir, exist_ok=exist_ok)
     with lock:
-        out = check_output_folder(folder, [s.path for s in src.files], src.dirs)
+        out = check_output_folder(folder, inputs, src.dirs)
         if save_labels is not None:
             check_labels_folder(out)
         names = predictor.class_names if stage is None else stage.names
-        rels: list[str] = []  # mirror name of each entry (for --save-labels)
-
-        entries: list[dict] = []
-        errors: list[dict] = []
-        totals: Counter = Counter()
-        tiled = drawn = 0
-        pending: list[tuple[str, Future]] = []
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            predictions = predictor.iter_predictions(src, keep_images=draw or stage is not None, workers=workers)
-            for p in progress(predictions, len(src.files) + len(src.problems), "predict"):
-                if p.error is not None:
-                    log(f"warning: skipped {p.error}")
-                    errors.append(p.error.to_dict())
-                    continue
-                r = p.result
-                if stage is not None:
-                    r = stage.apply(p.image, r, predictor.class_names)
-                    if not draw:
-                        p.image = None
-                row_ids, row_summary = (
-                    group_rows(r["boxes"], r["labels"], names, row_gap) if rows else (None, None)
-                )
-                counts = class_counts(r["labels"], names)
-                totals.update(counts)
-                entry = po.image_entry(
-                    str(p.source.path), r["width"], r["height"], r, names, row_ids, row_summary, counts
-                )
-                tiled += r["tiles"] > 0
-                if draw:
-                    target = po.drawn_path(out, p.source.rel)
-                    entry["drawn"] = target.relative_to(out).as_posix()
-                    pending.append((str(p.source.path), pool.submit(_draw, p.image, r, names, target, protected)))
-                    p.image = None
-                    drawn += _drain(pending, errors, keep=2 * max(1, workers))
-                entries.append(entry)
-                rels.append(p.source.rel)
-            drawn += _drain(pending, errors, keep=0)
-
-        csv_path = po.write_csv(out, entries) if csv else None
-        labels = write_labels(out, save_labels, entries, rels, names, link_photos) if save_labels else None
-        seconds = time.perf_counter() - t0
-        summary = {
-            "images": len(entries),
-            "errors": len(errors),
-            "detections": sum(e["num_detections"] for e in entries),
-            "class_counts": dict(sorted(totals.items())),
-            "tiled_images": tiled,
-            "drawn": drawn,
-            "seconds": round(seconds, 3),
-            "images_per_s": round(len(entries) / seconds, 3) if seconds > 0 else 0.0,
-            "device": str(predictor.device),
-            "out_dir": str(out),
-            "csv": str(csv_path) if csv_path else None,
-            "labels": labels,
-        }
-        if stage is not None:
-            summary["detector_counts"] = dict(sorted(stage.detector_totals.items()))
-            summary["gallery"] = stage.describe()
+        todo = src.files if not done else [s for s in src.files if photo_key(s) not in done]
+        for problem in src.problems:
+            log(f"warning: skipped {problem}")
+        work_kwargs = dict(rows=rows, row_gap=row_gap, out=out, draw=draw, workers=workers)
+        if ray is None:
+            work = PhotoWork(predictor.class_names, stage, protected=protected, **work_kwargs)
+            keep = draw or stage is not None
+            lines = work.lines(predictor.iter_predictions(Sources(files=todo), keep_images=keep, workers=workers))
+            where = str(predictor.device)
+        else:
+            actor = dict(predictor=predictor_kwargs, work=work_kwargs, proposals=str(proposals) if proposals else None,
+                         stage=(gallery, embedder, unknown_below, device) if gallery is not None else None)
+            lines = ray_lines(ray, ray_workers, todo, actor, batch_size=max(1, batch_size) * 4)
+            where = f"ray ({ray_workers} worker{'s' if ray_workers > 1 else ''}, {device})"
+        predicted = 0
+        with LineWriter(out / JSONL_NAME, None if done is not None else header(settings)) as writer:
+            for line, warning in progress(lines, len(todo), "predict"):
+                if warning:
+                    log(f"warning: {warning}")
+                else:
+                    predicted += 1
+                writer.write(line)
         meta = {
             "weights": str(weights),
             "class_names": names,
@@ -194,30 +198,18 @@ def run_predict(
             "image_size": predictor.image_size,
             "proposals": str(proposals) if proposals is not None else None,
             "tile": {"mode": opts.mode, "size": opts.tile_side(predictor.image_size), "overlap": opts.overlap},
-            "summary": summary,
         }
         if stage is not None:
             meta["detector_class_names"] = predictor.class_names
-        summary["json"] = str(po.write_json(out, entries, errors, meta))
-        return summary
+        run = {"predicted": predicted, "seconds": time.perf_counter() - t0, "device": where}
+        if resume:
+            run["resumed"] = len(src.files) - len(todo)
+        return finish_run(out, [p.to_dict() for p in src.problems], meta, run, csv=csv, save_labels=save_labels,
+                          link_photos=link_photos, names=names,
+                          gallery=stage.describe() if stage is not None else None)
 
 
-def _draw(image, result: dict, names: list[str], target: Path, protected: set[Path]) -> None:
-    po.write_drawn(target, po.draw_detections(image, result, names), protected)
-
-
-def _drain(pending: list[tuple[str, Future]], errors: list[dict], keep: int) -> int:
-    """Wait for the oldest drawing jobs until at most ``keep`` are in flight; return how many succeeded."""
-    done = 0
-    while len(pending) > keep:
-        path, fut = pending.pop(0)
-        try:
-            fut.result()
-            done += 1
-        except Exception as exc:  # noqa: BLE001 - a failed drawing is reported, the predictions stay
-            errors.append(
-                Problem(
-                    path, f"drawing failed: {type(exc).__name__}: {exc}", action="ignored", kind="draw_failed"
-                ).to_dict()
-            )
-    return done
+def _one_file_per_folder(files: list[Source]) -> list[Path]:
+    """One resolved input per folder: all :func:`check_output_folder` needs (it looks at a file's folder), so
+    100,000 photos cost no 100,000 path resolutions."""
+    return list({real.parent: real for real in (s.real or s.path.resolve() for s in files)}.values())

@@ -33,6 +33,7 @@ class Source:
     rel: str  # mirror name for outputs (POSIX), unique within one run
     proposals: FileProposals | None = None  # its entry in an external proposals file, when one is used
     problem: Problem | None = None  # known before reading: e.g. the proposals file does not name it
+    real: Path | None = None  # the resolved file (symlinks followed), set by expand_sources
 
 
 @dataclass
@@ -67,15 +68,39 @@ def _glob_base(pattern: str) -> Path:
     return Path(*base) if base else Path(".")
 
 
-def _walk_images(folder: Path) -> list[Path]:
-    out = []
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [
-            Path(root, f)
-            for f in sorted(files)
-            if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
-        ]
+def _walk_images(folder: Path, real_folder: Path) -> list[tuple[Path, Path | None]]:
+    """``(path, resolved path or None)`` of every image below ``folder`` in sorted, top-down order.
+
+    Hidden entries are skipped and symlinked folders are not entered (as ``os.walk(followlinks=False)``). A
+    plain file's resolved path is ``real_folder`` joined with its relative path, so a folder of 100,000
+    photos costs one ``scandir`` per folder instead of a ``realpath`` per file; a symlinked file gets None
+    (its caller resolves it).
+    """
+    out: list[tuple[Path, Path | None]] = []
+
+    def walk(here: Path, real: Path) -> None:
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:  # unreadable folder: skipped, as os.walk does
+            return
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not e.is_symlink():
+                    subdirs.append(e.name)
+            elif Path(e.name).suffix.lower() in IMAGE_EXTENSIONS:
+                out.append((here / e.name, None if e.is_symlink() else real / e.name))
+        for name in subdirs:
+            walk(here / name, real / name)
+
+    walk(folder, real_folder)
     return out
 
 
@@ -91,9 +116,9 @@ def expand_sources(sources: Iterable[str | Path]) -> Sources:
     seen: set[Path] = set()
     used: set[str] = set()
 
-    def add(path: Path, rel: str) -> None:
+    def add(path: Path, rel: str, key: Path | None = None) -> None:
         try:
-            key = path.resolve(strict=True)
+            key = key or path.resolve(strict=True)
         except (OSError, RuntimeError) as exc:  # a symlink loop or a dangling link: report it, go on
             reason = "symlink loop" if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP else exc.strerror
             out.problems.append(Problem(str(path), f"cannot read image: {reason}", kind="bad_image"))
@@ -107,15 +132,15 @@ def expand_sources(sources: Iterable[str | Path]) -> Sources:
         while rel.lower() in used:
             rel, k = f"{stem}_{k}{suffix}", k + 1
         used.add(rel.lower())
-        out.files.append(Source(path, rel))
+        out.files.append(Source(path, rel, real=key))
 
     for src in map(str, sources):
         p = Path(src).expanduser()
         if p.is_dir():
             out.dirs.append(p)
             name = p.resolve().name or "root"
-            for f in _walk_images(p):
-                add(f, (Path(name) / f.relative_to(p)).as_posix())
+            for f, real in _walk_images(p, p.resolve()):
+                add(f, (Path(name) / f.relative_to(p)).as_posix(), real)
         elif p.is_file():
             add(p, p.name)
         elif _MAGIC & set(src):
@@ -130,7 +155,6 @@ def expand_sources(sources: Iterable[str | Path]) -> Sources:
         else:
             out.problems.append(Problem(src, "no such file or folder", kind="missing_source"))
     return out
-
 
 
 def load_source(source: Source) -> Photo:
