@@ -145,6 +145,11 @@ def test_every_head_in_every_format(tmp_path) -> None:
                                log=lambda _line: None, **FAST)
     n_formats = len(formats.split(","))
     assert len(result["rows"]) == len(NAMES) * (n_formats + 2)
-    assert not [(r["head"], r["format"], r["error"]) for r in result["rows"] if "error" in r]
-    assert set(result["goals"]) == set(NAMES)
-    assert all(g["fp32_vs_eager"]["value"] is not None for g in result["goals"].values())
+    for name in NAMES:  # a head without a one-graph export yet (its dense()) has rows saying so, nothing else fails
+        cfg = config_from_dict({"model": {"name": name, "backbone_weights": "none"}})
+        exportable = getattr(build_model(cfg.model, 3), "exportable", False)
+        rows = [r for r in result["rows"] if r["head"] == name]
+        failed = [r for r in rows if "error" in r]
+        assert [(r["role"], r["format"]) for r in failed] == ([] if exportable else [
+            ("ours", f) for f in formats.split(",") if f != "torch"]), failed
+        assert (result["goals"][name]["fp32_vs_eager"]["value"] is not None) == exportable

@@ -179,7 +179,9 @@ def bench_inputs(data: str | Path | None, size: int, n: int, num_classes: int) -
     ds = DetectionDataset(rs, size, None, False, cache_images=False)
     if len(ds) == 0:
         raise InvalidInput(f"{data}: no images")
-    return torch.stack([ds[i % len(ds)][0] for i in range(n)])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable")  # read once, never written
+        return torch.stack([ds[i % len(ds)][0] for i in range(n)])
 
 
 def _heads(weights: Sequence[str] | None, models: Sequence[str] | None, peer_weights: Sequence[str] | None,
