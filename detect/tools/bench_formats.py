@@ -162,8 +162,8 @@ def _row(head: str, model: str, role: str, fmt: str, precision: str, size: int,
     except Exception as exc:  # one broken format is a row with its reason, not the end of the bench
         if strict:
             raise
-        if not is_user_error(exc):  # a bug: its traceback; a user error (a runtime not installed) is its line
-            traceback.print_exc()
+        if not (is_user_error(exc) or isinstance(exc, ImportError)):  # a bug: its traceback; a runtime or
+            traceback.print_exc()  # part not installed, or a user error, is its one line in the table
         row["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     return row
 
