@@ -21,9 +21,20 @@ from detect.config import config_from_dict
 from detect.models.build import build_model
 from detect.models.postprocess import postprocess
 from detect.models.roi_head import pool_rois, roi_levels
-from detect.tools.export import DenseOutputs
 
 ort = pytest.importorskip("onnxruntime")
+
+
+class DenseOutputs(torch.nn.Module):
+    """``model.dense`` as a module's forward, to export the outputs before postprocess."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.dense(images)
+
 
 SIZE = 160
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "fast_rcnn.yaml"
