@@ -108,8 +108,8 @@ def test_outputs_that_are_inputs_are_refused_before_work(two_runs, tiny_split, t
     assert "it is one of the input files" in capsys.readouterr().err
     other = tmp_path / "other.pt"  # (last.pt is best.pt here: one epoch, one file, two names)
     other.write_bytes((out / "last.pt").read_bytes())
-    assert main(["export", "--weights", str(weights), "--format", "torchscript", "--out", str(other)]) == 1
-    assert "it is a zip archive (e.g. a .pt), not a TorchScript model" in capsys.readouterr().err
+    assert main(["export", "--weights", str(weights), "--format", "onnx", "--out", str(other)]) == 1
+    assert "it is a zip archive (e.g. a .pt), not an ONNX model" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in before} == before
 
 

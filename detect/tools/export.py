@@ -69,9 +69,9 @@ def export_model(weights: str | Path, fmt: str = "onnx", out: str | Path | None 
                            ".pkl or a label folder)")
     stem_tag = "-int8" if int8 else ""
     path = Path(out) if out is not None else Path(weights).with_name(Path(weights).stem + stem_tag + SUFFIX[fmt])
+    check_output(path, fmt, [weights], flag="--out")
     if path.suffix.lower() != SUFFIX[fmt]:
         raise InvalidInput(f"--out {path}: an {fmt} export is a {SUFFIX[fmt]} file")
-    check_output(path, fmt, [weights], flag="--out")
     if fmt == "openvino":
         check_output(path.with_suffix(".bin"), "openvino-bin", [weights], flag="--out (weights)")
         _need_openvino()
