@@ -141,3 +141,8 @@ def square_size(text: str) -> int:
     if w != h:
         raise argparse.ArgumentTypeError(f"the model input is square: give one side S (or SxS), not {text!r}")
     return w
+
+
+def comma_list(text: str | None) -> list[str] | None:
+    """``"ssd, yolo"`` -> ``["ssd", "yolo"]`` (blanks dropped); None stays None."""
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]

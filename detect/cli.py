@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from data_tools.cli_frame import add_frame_flags, exit_codes_help, run_cli, square_size
+from data_tools.cli_frame import add_frame_flags, comma_list, exit_codes_help, run_cli, square_size
 from data_tools.errors import InvalidInput
 from detect.engine.runtime.threads import openmp_env_defaults
 
@@ -106,36 +106,6 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if summary.get("images", 0) == 0 else 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from detect.models.build import NAMES
-    from detect.tools.bench import run_bench
-
-    printed = args.json == "-"  # --json alone: the results JSON is stdout, the table goes to stderr
-    if args.formats is not None or args.weights is not None:  # the formats table (bench_formats)
-        from detect.tools.bench_formats import run_bench_formats
-        from detect.tools.bench_formats_table import format_table
-
-        if args.weights is not None and args.models is not None:
-            raise InvalidInput("bench: give --weights (trained checkpoints) or --models (random-init heads), not both")
-        result = run_bench_formats(
-            args.formats or "torch,onnx,openvino", args.precision, weights=_split(args.weights),
-            models=_names(args.models, NAMES) if args.models else None, data=args.data, calib=args.calib,
-            calib_images=args.calib_images, peer_weights=_split(args.peer_weights), size=args.size,
-            steps=args.steps, backbone=args.backbone, json_out=None if printed else args.json,
-            verbose=not printed, log=_to_stderr)
-    else:
-        result = run_bench(
-            models=_names(args.models, NAMES), size=args.size, batch=args.batch,
-            device=args.device, steps=args.steps, data=args.data, json_out=None if printed else args.json,
-            backbone=args.backbone, compile=args.compile, verbose=not printed,
-        )
-        from detect.tools.bench import format_table
-    if printed:
-        _to_stderr(format_table(result))
-        print(json.dumps(result, indent=2))
-    return 0
-
-
 def _export(args: argparse.Namespace) -> int:
     from detect.tools.export import export_model
 
@@ -174,12 +144,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _names(text: str | None, default: tuple[str, ...]) -> list[str]:
     """``"ssd, yolo"`` -> ``["ssd", "yolo"]``; None -> every registered detector."""
-    return list(default) if text is None else [m.strip() for m in text.split(",") if m.strip()]
-
-
-def _split(text: str | None) -> list[str] | None:
-    """``"a.pt, b.pt"`` -> ``["a.pt", "b.pt"]``; None stays None."""
-    return None if text is None else [m.strip() for m in text.split(",") if m.strip()]
+    return list(default) if text is None else comma_list(text)
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -314,33 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     _gallery_flags(p)
     p.set_defaults(func=_audit)
 
-    p = sub.add_parser("bench", help="speed of our detectors against torchvision peers, same backbone")
-    p.add_argument("--models", default=None, help="comma-separated detector names (default: every registered detector)")
-    p.add_argument("--size", type=square_size, default=None, metavar="S",
-                   help="input side S (or SxS; default: 320 on CUDA, 128 on the CPU)")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default: 32 on CUDA, 4 on the CPU)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 2 on CPU)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--data", default=None,
-                   help="dataset .pkl for the real-data throughput (default: synthetic shelves); with --formats: the "
-                        "evaluation set (AP, and the photos timed)")
-    p.add_argument("--compile", action="store_true", help="torch.compile our models")
-    p.add_argument("--formats", default=None, metavar="F1,F2",
-                   help="the formats table instead: torch, onnx, openvino (latency at 1 and 2 threads, img/s, AP "
-                        "on --data, MB; default with --weights: all three)")
-    p.add_argument("--precision", default="fp32", metavar="P1,P2", help="with --formats: fp32, int8 (default fp32)")
-    p.add_argument("--weights", default=None, metavar="W1.pt,W2.pt",
-                   help="with --formats: trained checkpoints, one per head (else --models: random-init heads, no AP)")
-    p.add_argument("--peer-weights", default=None, metavar="P1.pt,...",
-                   help="with --formats: trained torchvision peers, one per head (default: random-init peers)")
-    p.add_argument("--calib", default=None, metavar="DATASET",
-                   help="with --precision int8: calibration photos, not --data (e.g. the train split)")
-    p.add_argument("--calib-images", type=int, default=100, help="INT8 calibration photos (default 100)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="the results as JSON: --json FILE writes them there; --json alone prints them (the table "
-                        "goes to stderr)")
-    p.set_defaults(func=_bench)
+    from detect.tools.bench_cli import add_bench_parser
+
+    add_bench_parser(sub)
 
     p = sub.add_parser("tune", help="grid search of recipe keys, ranked by val AP (optionally k-fold)")
     p.add_argument("--config", required=True)
